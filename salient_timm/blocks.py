@@ -1,0 +1,108 @@
+"""Spatial attention gates from the SalientNet seed text.
+
+``SalientBlock`` (seed, "Salient-Net"): a per-pixel gate shared by all channels,
+
+    w = sigmoid(BN1(conv1x1_{C->1}(x)))      # (N, 1, H, W)
+    out = w * x                              # broadcast over C
+
+``SSABlock`` (the seed author's later, parameter-free variant):
+
+    s = mean_c(GAP(x) * x)                   # (N, 1, H, W)
+    out = sigmoid(BN1(s)) * x
+
+Both follow timm's ``attn_layer`` convention (``channels`` first, ``device``/``dtype``
+keywords) so they work as ``block_args=dict(attn_layer=SalientBlock)`` in timm's ResNet.
+
+One addition to the seed: the gate is ``scale * sigmoid(.)`` where ``scale`` is a
+persistent buffer, 1.0 by default (exactly the seed's gate). ``init_identity()`` sets
+``scale=2`` and zeroes the BN affine, so the block starts as the identity
+(``2 * sigmoid(0) = 1``) while its gradients stay alive; because the scale lives in the
+state_dict, a checkpoint always reloads with the gate it was trained with.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+__all__ = ["ScaledSigmoid", "SalientBlock", "SSABlock"]
+
+
+class ScaledSigmoid(nn.Module):
+    """Gate ``scale * sigmoid(x)``; ``scale`` is a persistent buffer (1.0 = plain sigmoid)."""
+
+    def __init__(self, scale: float = 1.0, device=None, dtype=None) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(scale), device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.sigmoid(x)
+
+
+class _SpatialGate(nn.Module):
+    """Shared tail of both blocks: ``x * gate(BN1(s))`` for a saliency map ``s`` of shape (N,1,H,W)."""
+
+    def __init__(self, conv: Optional[nn.Module], gate_scale: float = 1.0, device=None, dtype=None) -> None:
+        super().__init__()
+        if conv is not None:  # registered first so state_dict order reads conv -> bn -> gate, as in the seed
+            self.conv = conv
+        self.bn = nn.BatchNorm2d(1, device=device, dtype=dtype)
+        self.gate = ScaledSigmoid(gate_scale, device=device, dtype=dtype)
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.bn(self.saliency(x)))
+
+    @torch.no_grad()
+    def init_identity(self) -> None:
+        """Make the block an exact identity at the start: gate ``2*sigmoid(BN(.)) = 1``."""
+        self.gate.scale.fill_(2.0)
+        nn.init.zeros_(self.bn.weight)
+        nn.init.zeros_(self.bn.bias)
+
+
+class SalientBlock(_SpatialGate):
+    """Seed Salient block: ``x * sigmoid(BN1(conv1x1_{C->1}(x)))``.
+
+    Args:
+        channels: input channels C. Parameters: C (conv, no bias) + 2 (BN affine).
+        gate_scale: gate multiplier, 1.0 is the seed's gate (see module docstring).
+    Shapes: (N, C, H, W) -> (N, C, H, W); the gate map is (N, 1, H, W).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        gate_scale: float = 1.0,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        conv = nn.Conv2d(channels, 1, kernel_size=1, bias=False, device=device, dtype=dtype)
+        super().__init__(conv, gate_scale, device=device, dtype=dtype)
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class SSABlock(_SpatialGate):
+    """Parameter-free saliency: ``x * sigmoid(BN1(mean_c(GAP(x) * x)))``.
+
+    Args:
+        channels: input channels C (kept for the attn_layer signature; no weights depend on it).
+        gate_scale: gate multiplier, 1.0 is the plain sigmoid.
+    Parameters: 2 (BN affine). Shapes: (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        gate_scale: float = 1.0,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(None, gate_scale, device=device, dtype=dtype)
+        self.channels = channels
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.mean((2, 3), keepdim=True) * x).mean(1, keepdim=True)

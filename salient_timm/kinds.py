@@ -1,0 +1,143 @@
+"""Attention kinds by name: ours (``salient``, ``ssa``), timm's ``get_attn`` kinds, or a class.
+
+``resolve_attention(kind)`` returns a factory called as ``factory(channels, **kwargs)``
+(timm's ``attn_layer`` convention) or ``None`` for ``"none"``.
+``init_identity(module)`` turns a freshly built attention module into an exact identity
+(``module(x) == x``) for the kinds that allow it, so a retrofit starts where the base model is.
+"""
+import difflib
+import functools
+from typing import Callable, Dict, Optional, Tuple, Type, Union
+
+import torch
+from torch import nn
+from timm.layers import get_attn
+from timm.layers.cbam import CbamModule
+from timm.layers.eca import EcaModule
+from timm.layers.squeeze_excite import SEModule
+
+from .blocks import ScaledSigmoid, SalientBlock, SSABlock
+
+__all__ = [
+    "AttentionKind",
+    "UnknownAttentionKindError",
+    "IdentityInitError",
+    "OUR_KINDS",
+    "TIMM_KINDS",
+    "IDENTITY_KINDS",
+    "attention_kinds",
+    "resolve_attention",
+    "init_identity",
+]
+
+AttentionKind = Union[str, Type[nn.Module], Callable[..., nn.Module], None]
+
+OUR_KINDS: Dict[str, Type[nn.Module]] = {"salient": SalientBlock, "ssa": SSABlock}
+# Every string timm.layers.get_attn accepts (timm/layers/create_attn.py); tests check each resolves.
+TIMM_KINDS: Tuple[str, ...] = (
+    "se", "ese", "eca", "ecam", "ceca", "ge", "gc", "gca", "cbam", "lcbam", "coord", "scoord",
+    "ela", "strip", "sk", "splat", "lambda", "bottleneck", "halo", "nl", "bat",
+)
+NONE_KIND = "none"
+
+
+class UnknownAttentionKindError(ValueError):
+    """An attention kind name that is neither ours, timm's, nor ``none``."""
+
+
+class IdentityInitError(ValueError):
+    """``init='identity'`` asked of an attention module that cannot start as the identity."""
+
+
+def attention_kinds() -> Tuple[str, ...]:
+    """All valid kind names, ``none`` first."""
+    return (NONE_KIND, *OUR_KINDS, *TIMM_KINDS)
+
+
+def resolve_attention(kind: AttentionKind) -> Optional[Callable[..., nn.Module]]:
+    """Map a kind (name, ``nn.Module`` class or factory) to a factory ``f(channels, **kw)``.
+
+    Returns ``None`` for ``None``/``"none"``. Raises ``UnknownAttentionKindError`` naming
+    the valid kinds (and close matches) for an unknown name.
+    """
+    if kind is None:
+        return None
+    if isinstance(kind, str):
+        name = kind.strip().lower()
+        if name == NONE_KIND:
+            return None
+        if name in OUR_KINDS:
+            return OUR_KINDS[name]
+        if name in TIMM_KINDS:
+            return get_attn(name)
+        close = difflib.get_close_matches(name, attention_kinds(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UnknownAttentionKindError(
+            f"unknown attention kind {kind!r}{hint}; valid kinds: {', '.join(attention_kinds())}, "
+            "or an nn.Module class taking channels as its first argument"
+        )
+    if isinstance(kind, type) and issubclass(kind, nn.Module):
+        return kind
+    if isinstance(kind, functools.partial) or (callable(kind) and not isinstance(kind, nn.Module)):
+        return kind
+    raise UnknownAttentionKindError(
+        f"attention kind must be a name, an nn.Module class or a factory, got {type(kind).__name__}; "
+        f"valid names: {', '.join(attention_kinds())}"
+    )
+
+
+def _identity_gate_like(reference: torch.Tensor) -> ScaledSigmoid:
+    return ScaledSigmoid(2.0, device=reference.device, dtype=reference.dtype)
+
+
+@torch.no_grad()
+def _zero(module: nn.Module) -> None:
+    for p in module.parameters(recurse=False):
+        p.zero_()
+
+
+def _se_identity(m: SEModule) -> None:
+    # x * 2*sigmoid(fc2(.)) with fc2 = 0  ->  x * 1
+    m.gate = _identity_gate_like(m.fc2.weight)
+    _zero(m.fc2)
+
+
+def _eca_identity(m: EcaModule) -> None:
+    last = m.conv2 if m.conv2 is not None else m.conv
+    m.gate = _identity_gate_like(last.weight)
+    _zero(last)
+
+
+def _cbam_identity(m: CbamModule) -> None:
+    # channel: x * gate(fc2(.avg) + fc2(.max)), fc2 = 0; spatial: x * gate(BN(conv(.))), BN affine = 0
+    m.channel.gate = _identity_gate_like(m.channel.fc2.weight)
+    _zero(m.channel.fc2)
+    m.spatial.gate = _identity_gate_like(m.spatial.conv.bn.weight)
+    _zero(m.spatial.conv.bn)
+
+
+# class -> (kind name, recipe). Our blocks carry their own ``init_identity`` method.
+_IDENTITY_RECIPES: Dict[type, Tuple[str, Callable[[nn.Module], None]]] = {
+    SEModule: ("se", _se_identity),
+    EcaModule: ("eca", _eca_identity),
+    CbamModule: ("cbam", _cbam_identity),
+}
+IDENTITY_KINDS: Tuple[str, ...] = (*OUR_KINDS, *(name for name, _ in _IDENTITY_RECIPES.values()))
+
+
+def init_identity(module: nn.Module) -> None:
+    """Re-initialise a fresh attention module in place so that ``module(x) == x`` exactly.
+
+    The gate becomes ``2*sigmoid(z)`` with the layer feeding it zeroed (``z = 0``), so
+    gradients still flow. Raises ``IdentityInitError`` for kinds without such a recipe.
+    """
+    if callable(getattr(module, "init_identity", None)):
+        module.init_identity()
+        return
+    recipe = _IDENTITY_RECIPES.get(type(module))
+    if recipe is None:
+        raise IdentityInitError(
+            f"init='identity' is not available for {type(module).__name__}; "
+            f"kinds that support it: {', '.join(IDENTITY_KINDS)} (use init='default' for others)"
+        )
+    recipe[1](module)
