@@ -1,0 +1,132 @@
+"""Residual blocks with attention slots, for the block types timm and torchvision ship.
+
+Two slots per block, both ``Optional[nn.Module]`` (``None`` = empty):
+
+- ``se`` ("post"): after the residual branch's last norm, before the shortcut add. This is
+  timm's own ``se`` attribute, so timm blocks need no new class for it and the weights sit
+  at timm's keys (``layerX.Y.se.*``).
+- ``attn_mid`` ("mid"): after the 3x3 conv's norm + activation (Bottleneck: after ``act2``;
+  BasicBlock: after ``act1``), on the narrower ``width`` channels.
+
+Surgery swaps an instance's class to the subclass here (``block.__class__ = ...``): no
+module is moved or renamed, so every original state_dict key stays where it was, and the
+forward is plain code that FX, TorchScript and ``torch.export`` all see.
+"""
+from typing import Dict
+
+import torch
+from torch import nn
+from timm.models.resnet import BasicBlock as TimmBasicBlock
+from timm.models.resnet import Bottleneck as TimmBottleneck
+from torchvision.models.resnet import BasicBlock as TvBasicBlock
+from torchvision.models.resnet import Bottleneck as TvBottleneck
+
+__all__ = ["SLOT_ATTRS", "SLOTTED_CLASS", "BASE_CLASS", "ensure_slot", "mid_channels", "post_channels"]
+
+SLOT_ATTRS: Dict[str, str] = {"post": "se", "mid": "attn_mid"}
+
+
+class TimmBasicBlockSlots(TimmBasicBlock):
+    """timm BasicBlock with ``attn_mid`` after ``act1``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.act1(self.drop_block(self.bn1(self.conv1(x))))
+        if self.attn_mid is not None:
+            x = self.attn_mid(x)
+        x = self.bn2(self.conv2(self.aa(x)))
+        if self.se is not None:
+            x = self.se(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        return self.act2(x + shortcut)
+
+
+class TimmBottleneckSlots(TimmBottleneck):
+    """timm Bottleneck with ``attn_mid`` after ``act2``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.drop_block(self.bn2(self.conv2(x))))
+        if self.attn_mid is not None:
+            x = self.attn_mid(x)
+        x = self.bn3(self.conv3(self.aa(x)))
+        if self.se is not None:
+            x = self.se(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        return self.act3(x + shortcut)
+
+
+class TvBasicBlockSlots(TvBasicBlock):
+    """torchvision BasicBlock with ``attn_mid`` (after the first relu) and ``se`` (after bn2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        if self.attn_mid is not None:
+            out = self.attn_mid(out)
+        out = self.bn2(self.conv2(out))
+        if self.se is not None:
+            out = self.se(out)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        return self.relu(out + identity)
+
+
+class TvBottleneckSlots(TvBottleneck):
+    """torchvision Bottleneck with ``attn_mid`` (after relu(bn2)) and ``se`` (after bn3)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        if self.attn_mid is not None:
+            out = self.attn_mid(out)
+        out = self.bn3(self.conv3(out))
+        if self.se is not None:
+            out = self.se(out)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        return self.relu(out + identity)
+
+
+# Supported base block type -> its slotted subclass (and the reverse).
+SLOTTED_CLASS: Dict[type, type] = {
+    TimmBasicBlock: TimmBasicBlockSlots,
+    TimmBottleneck: TimmBottleneckSlots,
+    TvBasicBlock: TvBasicBlockSlots,
+    TvBottleneck: TvBottleneckSlots,
+}
+BASE_CLASS: Dict[type, type] = {v: k for k, v in SLOTTED_CLASS.items()}
+_BOTTLENECKS = (TimmBottleneck, TvBottleneck)
+_TIMM_BLOCKS = (TimmBasicBlock, TimmBottleneck)
+
+
+def ensure_slot(block: nn.Module, position: str) -> None:
+    """Make ``block``'s forward use the ``position`` slot, swapping to the slotted subclass if needed.
+
+    timm blocks already apply ``se``, so "post" on them changes nothing; every other case
+    swaps the class and adds both slot attributes (``None``) if missing.
+    """
+    if type(block) not in SLOTTED_CLASS or (position == "post" and isinstance(block, _TIMM_BLOCKS)):
+        return
+    block.__class__ = SLOTTED_CLASS[type(block)]
+    for attr in SLOT_ATTRS.values():
+        if not hasattr(block, attr):
+            setattr(block, attr, None)
+
+
+def post_channels(block: nn.Module) -> int:
+    """Channels at the post slot: the residual branch's output width (planes * expansion)."""
+    return (block.bn3 if isinstance(block, _BOTTLENECKS) else block.bn2).num_features
+
+
+def mid_channels(block: nn.Module) -> int:
+    """Channels at the mid slot: the 3x3 conv's output width (``planes`` for a plain ResNet)."""
+    return (block.bn2 if isinstance(block, _BOTTLENECKS) else block.bn1).num_features
