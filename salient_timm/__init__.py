@@ -1,0 +1,45 @@
+"""salient-timm: spatial attention add-ons (Salient, SSA, and timm's kinds) for ResNets.
+
+``import salient_timm`` registers the ``salient_resnet*`` / ``ssa_resnet*`` variants in
+timm's model registry, so ``timm.create_model("salient_resnet50")`` works.
+"""
+from importlib.metadata import PackageNotFoundError, version
+
+from .blocks import SalientBlock, ScaledSigmoid, SSABlock
+from .kinds import (
+    IDENTITY_KINDS,
+    IdentityInitError,
+    UnknownAttentionKindError,
+    attention_kinds,
+    init_identity,
+    resolve_attention,
+)
+from .stem import convert_to_cifar_stem
+from .surgery import SurgeryError, attention_modules, find_residual_blocks, inject_attention
+from . import salient_resnet  # noqa: F401  (registers the timm variants)
+from .salient_resnet import CheckpointError, VARIANTS
+
+try:
+    __version__ = version("salient-timm")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "SalientBlock",
+    "SSABlock",
+    "ScaledSigmoid",
+    "inject_attention",
+    "find_residual_blocks",
+    "attention_modules",
+    "convert_to_cifar_stem",
+    "resolve_attention",
+    "attention_kinds",
+    "init_identity",
+    "IDENTITY_KINDS",
+    "VARIANTS",
+    "SurgeryError",
+    "UnknownAttentionKindError",
+    "IdentityInitError",
+    "CheckpointError",
+    "__version__",
+]
