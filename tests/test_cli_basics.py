@@ -1,0 +1,29 @@
+"""The salient-analyze entry point answers --help and --version, and rejects unknown commands."""
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import salient_timm
+from salient_analysis.cli import main
+
+
+def test_help_and_version():
+    runner = CliRunner()
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0 and "Usage: salient-analyze" in result.output.replace("main", "salient-analyze")
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and salient_timm.__version__ in result.output
+
+
+def test_unknown_command_exits_nonzero():
+    result = CliRunner().invoke(main, ["frobnicate"])
+    assert result.exit_code == 2 and "No such command 'frobnicate'" in result.output
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "salient-analyze"
+    assert exe.exists(), "salient-analyze is not installed beside this Python: pip install ."
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"salient-analyze, version {salient_timm.__version__}"
