@@ -1,13 +1,142 @@
-"""``salient-analyze`` command group (presentation only; the analysis lives in library modules)."""
+"""``salient-analyze``: thin click commands over ``salient_analysis.reports`` (presentation only)."""
+import functools
+import sys
+from typing import Callable, List, Tuple
+
 import click
 
 import salient_timm
+from salient_timm import attention_kinds
+
+from . import reports
+from .render import FORMATS, Report, render
+from .spec import ModelSpec, SpecError, parse_input_size
+
+# Library errors that mean "bad input": shown as one line, exit code 1.
+USER_ERRORS = (SpecError, salient_timm.UnknownAttentionKindError, salient_timm.SurgeryError, ValueError)
+
+
+class InputSize(click.ParamType):
+    """``32``, ``HxW`` or ``CxHxW``."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx) -> Tuple[int, int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_input_size(value)
+        except SpecError as e:
+            self.fail(str(e), param, ctx)
+
+
+def _split(value: str) -> List[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def spec_options(multi: bool = False) -> Callable:
+    """The model-spec options every command shares (``multi``: comma-separated --model/--attn lists)."""
+    def decorate(fn: Callable) -> Callable:
+        options = [
+            click.option("--model", "-m", required=True,
+                         help="timm model name (ours included)" + (", comma-separated list" if multi else "")),
+            click.option("--attn", "-a", default="none", show_default=True,
+                         help=f"attention to inject: {'|'.join(attention_kinds()[:4])}|..." +
+                              (" (comma-separated list)" if multi else "")),
+            click.option("--position", type=click.Choice(["post", "mid"]), default="post", show_default=True,
+                         help="post: before the shortcut add (seed); mid: after the 3x3 conv"),
+            click.option("--num-classes", type=click.IntRange(min=0), default=None,
+                         help="classifier size (default: the model's, 1000)"),
+            click.option("--cifar-stem", is_flag=True, help="3x3 stride-1 stem without max-pool"),
+            click.option("--input-size", "-s", type=InputSize(), default="224", show_default=True,
+                         help="S, HxW or CxHxW"),
+            click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True),
+        ]
+        return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+    return decorate
+
+
+format_option = click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+
+
+def _emit(build: Callable[[], Report], fmt: str) -> None:
+    try:
+        report = build()
+    except USER_ERRORS as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(render(report, fmt))
+
+
+def _spec(model, attn, position, num_classes, cifar_stem, input_size, batch) -> ModelSpec:
+    try:
+        return ModelSpec(model, attn, position, num_classes, cifar_stem, input_size, batch)
+    except USER_ERRORS as e:
+        raise click.ClickException(str(e)) from e
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(salient_timm.__version__, prog_name="salient-analyze")
 def main() -> None:
-    """Count parameters, FLOPs and size of attention add-ons on ResNets, and check the seed's claims."""
+    """Count parameters, FLOPs and size of attention add-ons on ResNets, and check the seed's claims.
+
+    Every command takes --format table|markdown|json|csv (JSON schema: see salient_analysis.render).
+    """
+
+
+@main.command()
+@spec_options()
+@format_option
+def params(fmt, **spec) -> None:
+    """Parameters: base, variant and added, per stage."""
+    _emit(lambda: reports.params_report(_spec(**spec)), fmt)
+
+
+@main.command()
+@spec_options()
+@click.option("--per-block", is_flag=True, help="also one row per residual block and attention module")
+@click.option("--no-crosscheck", is_flag=True, help="skip the fvcore / thop comparison")
+@format_option
+def flops(fmt, per_block, no_crosscheck, **spec) -> None:
+    """Full op count (MACs, elementwise ops, FLOPs) with fvcore's and thop's totals beside it."""
+    _emit(lambda: reports.flops_report(_spec(**spec), per_block=per_block, crosscheck=not no_crosscheck), fmt)
+
+
+@main.command()
+@spec_options()
+@format_option
+def size(fmt, **spec) -> None:
+    """Parameter/buffer counts, bytes at fp32/fp16/bf16, torch.save and safetensors file sizes."""
+    _emit(lambda: reports.size_report(_spec(**spec)), fmt)
+
+
+@main.command()
+@spec_options(multi=True)
+@format_option
+def compare(fmt, model, attn, **rest) -> None:
+    """Several models x attention kinds side by side (comma-separated --model and --attn)."""
+    specs = [_spec(m, a, **rest) for m in _split(model) for a in _split(attn)]
+    if not specs:
+        raise click.BadParameter("give at least one model and one attention kind", param_hint="--model/--attn")
+    with click.progressbar(length=len(specs), label="counting", file=sys.stderr) as bar:
+        _emit(lambda: reports.compare_report(specs, progress=lambda _: bar.update(1)), fmt)
+
+
+@main.command()
+@spec_options()
+@format_option
+def formula(fmt, **spec) -> None:
+    """One row per attention block: the seed's formula, the full formula, and the measured count."""
+    _emit(lambda: reports.formula_report(_spec(**spec)), fmt)
+
+
+@main.command()
+@format_option
+def reproduce(fmt) -> None:
+    """Every numeric claim of the seed text: measured value, verdict and reason."""
+    from .claims import SEED_CLAIMS
+
+    with click.progressbar(length=len(SEED_CLAIMS), label="checking claims", file=sys.stderr) as bar:
+        _emit(lambda: reports.reproduce_report(progress=lambda _: bar.update(1)), fmt)
 
 
 if __name__ == "__main__":

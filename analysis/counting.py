@@ -1,0 +1,209 @@
+"""Full cost accounting on top of torch's own ``FlopCounterMode``.
+
+Convention (stated in every report):
+- **MACs**: multiply-accumulates of conv / linear / matmul (torch counts 2 FLOPs per MAC;
+  bias adds are not counted, as in torch's counter).
+- **elementwise ops**: 1 per output element for BN, activations, sigmoid, the broadcast
+  multiply and the residual add; 1 per input element for mean / adaptive pooling; k*k per
+  output element for max / avg pooling windows.
+- **FLOPs** = 2 * MACs + elementwise ops.
+
+Counting runs the model once under ``torch.no_grad()`` in eval mode (the caller's train /
+eval flags are restored), on whatever device the model lives on; the meta device works
+and allocates nothing. No hooks or buffers are left behind.
+"""
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Tuple
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from salient_timm import attention_modules
+
+__all__ = ["MAC_OPS", "ELEMENTWISE_FORMULAS", "OpCount", "CostReport", "count_cost", "count_params", "ParamReport"]
+
+aten = torch.ops.aten
+# Ops torch's counter already knows: counted as 2 FLOPs per MAC.
+MAC_OPS = frozenset({
+    aten.convolution, aten._convolution, aten.addmm, aten.mm, aten.bmm, aten.baddbmm,
+    aten.matmul, aten._scaled_dot_product_flash_attention, aten._scaled_dot_product_efficient_attention,
+    aten._scaled_dot_product_cudnn_attention, aten.convolution_backward,
+})
+
+
+def _numel(shape) -> int:
+    return math.prod(shape) if shape is not None else 0
+
+
+def _per_output(*args, out_shape=None, **kwargs) -> int:
+    return _numel(out_shape)
+
+
+def _first_output(*args, out_shape=None, **kwargs) -> int:
+    """Ops that return (out, indices/stats): count the first output's elements."""
+    return _numel(out_shape[0])
+
+
+def _per_input(x_shape, *args, **kwargs) -> int:
+    return _numel(x_shape)
+
+
+def _window(x_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
+    out = out_shape[0] if isinstance(out_shape, (tuple, list)) and isinstance(out_shape[0], (tuple, list, torch.Size)) else out_shape
+    k = kernel_size if isinstance(kernel_size, (list, tuple)) else (kernel_size,)
+    if len(k) == 1:
+        k = (k[0], k[0])
+    return _numel(out) * math.prod(k)
+
+
+# op -> count formula (torch passes tensor args as shapes and the output shape as out_shape).
+# Adding an op means adding a row here.
+ELEMENTWISE_FORMULAS: Dict[object, Callable[..., int]] = {
+    **{op: _per_output for op in (
+        aten.relu, aten.relu_, aten.sigmoid, aten.sigmoid_, aten.hardsigmoid, aten.hardsigmoid_,
+        aten.silu, aten.silu_, aten.gelu, aten.tanh, aten.hardswish, aten.hardswish_, aten.leaky_relu,
+        aten.leaky_relu_, aten.elu, aten.softmax, aten._softmax, aten.exp, aten.neg, aten.sqrt, aten.rsqrt,
+        aten.add, aten.add_, aten.sub, aten.sub_, aten.mul, aten.mul_, aten.div, aten.div_,
+        aten.maximum, aten.minimum, aten.where, aten.clamp, aten.clamp_, aten.addcmul,
+    )},
+    **{op: _first_output for op in (
+        aten.native_batch_norm, aten._native_batch_norm_legit, aten._native_batch_norm_legit_no_training,
+        aten.cudnn_batch_norm, aten.miopen_batch_norm, aten.native_layer_norm, aten.native_group_norm,
+    )},
+    **{op: _per_input for op in (
+        aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten._adaptive_avg_pool2d, aten.adaptive_max_pool2d,
+    )},
+    **{op: _window for op in (aten.max_pool2d_with_indices, aten.avg_pool2d, aten.max_pool2d)},
+}
+# Ops that move or view data but compute nothing.
+FREE_OPS = frozenset({
+    aten.view, aten._unsafe_view, aten.reshape, aten.t, aten.transpose, aten.permute, aten.expand, aten.squeeze,
+    aten.unsqueeze, aten.flatten, aten.clone, aten.contiguous, aten.detach, aten.empty, aten.zeros, aten.ones,
+    aten.select, aten.slice, aten.split, aten.split_with_sizes, aten.cat, aten.stack, aten.alias, aten.copy_,
+    aten._to_copy, aten.empty_like, aten.zeros_like, aten.ones_like, aten.new_empty, aten.new_zeros, aten.pad,
+    aten.constant_pad_nd, aten.unbind, aten.chunk, aten.as_strided, aten.lift_fresh, aten.fill_, aten.randn,
+})
+
+
+@dataclass
+class OpCount:
+    """Counts for one module (or the whole model): MACs, elementwise ops, and per-op detail."""
+
+    macs: int = 0
+    elementwise: int = 0
+    by_op: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs + self.elementwise
+
+
+@dataclass
+class CostReport:
+    """Result of ``count_cost``: totals, per-module counts (qualified names), and what was not counted."""
+
+    input_shape: Tuple[int, ...]
+    total: OpCount
+    modules: Dict[str, OpCount]
+    uncounted_ops: List[str]
+
+    def module(self, name: str) -> OpCount:
+        return self.modules.get(name, OpCount())
+
+
+def _op_name(op) -> str:
+    return str(op).replace("aten.", "aten::")
+
+
+def _restore_modes(model: nn.Module) -> Callable[[], None]:
+    flags = [(m, m.training) for m in model.modules()]
+
+    def restore() -> None:
+        for m, flag in flags:
+            m.training = flag
+
+    return restore
+
+
+def count_cost(model: nn.Module, input_shape: Iterable[int]) -> CostReport:
+    """Count MACs and elementwise ops of one eval-mode forward on a zero input of ``input_shape``.
+
+    Returns totals and a per-module breakdown keyed by qualified module name ("" is the
+    whole model, "layer1.0.se" an attention block, ...).
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    ref = next(iter(model.parameters()), None)
+    x = torch.zeros(input_shape, device=ref.device if ref is not None else None,
+                    dtype=ref.dtype if ref is not None else None)
+    seen: Dict[object, int] = defaultdict(int)
+    counter = FlopCounterMode(display=False, custom_mapping=ELEMENTWISE_FORMULAS)
+    restore = _restore_modes(model)
+    model.eval()
+    try:
+        with torch.no_grad(), _OpSpy(seen), counter:
+            model(x)
+    finally:
+        restore()
+
+    root = type(model).__name__
+    modules: Dict[str, OpCount] = {}
+    for name, per_op in counter.get_flop_counts().items():
+        if name == "Global":
+            key = ""
+        elif name == root:
+            continue
+        else:
+            key = name[len(root) + 1:] if name.startswith(root + ".") else name
+        modules[key] = _to_count(per_op)
+    uncounted = sorted(_op_name(op) for op in seen if op not in ELEMENTWISE_FORMULAS and op not in MAC_OPS and op not in FREE_OPS)
+    return CostReport(input_shape, modules.get("", OpCount()), modules, uncounted)
+
+
+def _to_count(per_op: Dict[object, int]) -> OpCount:
+    count = OpCount(by_op={_op_name(op): int(n) for op, n in per_op.items()})
+    for op, n in per_op.items():
+        if op in MAC_OPS:
+            count.macs += int(n) // 2
+        else:
+            count.elementwise += int(n)
+    return count
+
+
+class _OpSpy(TorchDispatchMode):
+    """Notes the overload packet of every op dispatched (nothing is changed)."""
+
+    def __init__(self, seen: Dict[object, int]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen[func._overloadpacket] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@dataclass
+class ParamReport:
+    """Parameter and buffer counts, total and per top-level child (stem parts, stages, head)."""
+
+    params: int
+    buffers: int
+    float_buffers: int
+    per_child: Dict[str, int]
+    attention_params: int
+
+
+def count_params(model: nn.Module) -> ParamReport:
+    """Count parameters (total, per top-level child, in attention slots) and buffers."""
+    per_child = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    buffers = list(model.buffers())
+    return ParamReport(
+        params=sum(p.numel() for p in model.parameters()),
+        buffers=sum(b.numel() for b in buffers),
+        float_buffers=sum(b.numel() for b in buffers if b.is_floating_point()),
+        per_child={k: v for k, v in per_child.items() if v},
+        attention_params=sum(p.numel() for _, m in attention_modules(model) for p in m.parameters()),
+    )

@@ -1,0 +1,167 @@
+"""Library functions behind each ``salient-analyze`` command: they build models and return ``Report`` data."""
+from dataclasses import replace
+from typing import Callable, Iterable, List, Optional
+
+from torch import nn
+
+from .claims import ABOUT_TOLERANCE, check_claims
+from .counting import ParamReport, count_cost, count_params
+from .crosscheck import fvcore_count, thop_count
+from .formulas import formula_rows
+from .render import Report, Table
+from .size import measure_size
+from .spec import ModelSpec
+
+__all__ = ["CONVENTION", "params_report", "flops_report", "size_report", "compare_report", "formula_report",
+           "reproduce_report"]
+
+CONVENTION = ("MACs = conv/linear multiply-accumulates (bias adds not counted); elementwise = 1 op per output "
+              "element of BN, activations, sigmoid, multiply, add, 1 per input element of mean/adaptive pooling, "
+              "k*k per output element of pooling windows; FLOPs = 2*MACs + elementwise. Eval mode, batch as given.")
+Progress = Optional[Callable[[str], None]]
+
+
+def _base(spec: ModelSpec) -> ModelSpec:
+    return replace(spec, attn="none")
+
+
+def _stage(name: str) -> str:
+    head = name.split(".")[0]
+    if head.startswith("layer"):
+        return head
+    return "head" if head in ("global_pool", "fc", "head", "head_drop") else "stem"
+
+
+def _grouped(counts: dict) -> dict:
+    out: dict = {}
+    for name, n in counts.items():
+        out[_stage(name)] = out.get(_stage(name), 0) + n
+    return out
+
+
+def params_report(spec: ModelSpec) -> Report:
+    """Parameters of the base model and the variant, per stage, and what the attention adds."""
+    variant = count_params(spec.build())
+    base: ParamReport = count_params(_base(spec).build()) if spec.attn != "none" else variant
+    b, v = _grouped(base.per_child), _grouped(variant.per_child)
+    rows = [{"part": part, "base": b.get(part, 0), "variant": v.get(part, 0), "added": v.get(part, 0) - b.get(part, 0)}
+            for part in sorted(set(b) | set(v), key=lambda p: ("stem", "layer1", "layer2", "layer3", "layer4", "head").index(p)
+                               if p in ("stem", "layer1", "layer2", "layer3", "layer4", "head") else 9)]
+    rows.append({"part": "total", "base": base.params, "variant": variant.params, "added": variant.params - base.params})
+    notes = [f"model {spec.label}: {variant.attention_params:,} parameters in attention modules; "
+             f"{variant.buffers:,} buffer elements"]
+    return Report("params", [Table(f"Parameters: {_base(spec).label} -> {spec.label}", ["part", "base", "variant", "added"], rows)],
+                  notes=notes)
+
+
+def _cost_row(scope: str, count) -> dict:
+    return {"scope": scope, "MACs": count.macs, "elementwise": count.elementwise, "FLOPs": count.flops}
+
+
+def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = True) -> Report:
+    """Full op count (total, per stage, optionally per block) with fvcore/thop totals beside it."""
+    model = spec.build()
+    report = count_cost(model, spec.input_shape)
+    rows = [_cost_row("total", report.total)]
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        if name in report.modules:
+            rows.append(_cost_row(name, report.module(name)))
+    if per_block:
+        rows += [_cost_row(name, c) for name, c in report.modules.items() if name.count(".") in (1, 2)
+                 and name.startswith("layer") and (name.count(".") == 1 or name.split(".")[-1] in ("se", "attn_mid"))]
+    tables = [Table(f"Cost of {spec.label} at input {'x'.join(map(str, spec.input_shape))}",
+                    ["scope", "MACs", "elementwise", "FLOPs"], rows)]
+    notes = [f"ops not counted (no formula): {', '.join(report.uncounted_ops)}"] if report.uncounted_ops else []
+    if crosscheck:
+        real = spec.build(device="cpu")
+        checks = [fvcore_count(real, spec.input_shape, report), thop_count(real, spec.input_shape, report)]
+        tables.append(Table("Other counters (their totals, and what they leave out)",
+                            ["library", "total", "unit", "vs our MACs", "ops missed", "missed ops"],
+                            [{"library": c.library, "total": c.total, "unit": c.unit,
+                              "vs our MACs": c.total - report.total.macs, "ops missed": c.missed_total,
+                              "missed ops": ", ".join(f"{op.replace('aten::', '')} {n:,}" for op, n in sorted(c.missed.items()))}
+                             for c in checks]))
+        notes += [f"{c.library} ignores {', '.join(op.replace('aten::', '') for op in sorted(c.missed))}: "
+                  f"{c.missed_total:,} ops" for c in checks if c.missed]
+    return Report("flops", tables, CONVENTION, notes)
+
+
+def _size_row(label: str, model: nn.Module) -> dict:
+    s = measure_size(model)
+    return {"model": label, "params": s.params, "buffers": s.buffers, "fp32 bytes": s.bytes_at["fp32"],
+            "fp16 bytes": s.bytes_at["fp16"], "bf16 bytes": s.bytes_at["bf16"], "fp32 MB": s.bytes_at["fp32"] / 1e6,
+            "torch.save bytes": s.torch_save_bytes, "safetensors bytes": s.safetensors_bytes}
+
+
+def size_report(spec: ModelSpec) -> Report:
+    """Parameter/buffer counts, bytes per dtype and real serialized sizes (base, variant, added)."""
+    rows = [_size_row(spec.label, spec.build())]
+    if spec.attn != "none":
+        rows.insert(0, _size_row(_base(spec).label, _base(spec).build()))
+        rows.append({"model": "added", **{k: rows[1][k] - rows[0][k] for k in rows[0] if k != "model"}})
+    cols = ["model", "params", "buffers", "fp32 bytes", "fp16 bytes", "bf16 bytes", "fp32 MB", "torch.save bytes",
+            "safetensors bytes"]
+    return Report("size", [Table(f"Size of {spec.label}", cols, rows)],
+                  notes=["bytes at fp16/bf16 cast floating tensors only; MB = 10^6 bytes"])
+
+
+def compare_report(specs: Iterable[ModelSpec], progress: Progress = None) -> Report:
+    """One row per model spec: params, MACs, FLOPs and fp32 size, with ratios to the spec's base model."""
+    rows: List[dict] = []
+    base_cache: dict = {}
+    for spec in specs:
+        model = spec.build()
+        cost, params = count_cost(model, spec.input_shape), count_params(model)
+        key = _base(spec)
+        if key not in base_cache:
+            base_model = key.build() if spec.attn != "none" else model
+            base_cache[key] = (count_cost(base_model, key.input_shape), count_params(base_model))
+        bcost, bparams = base_cache[key]
+        rows.append({"model": spec.label, "params": params.params, "added params": params.params - bparams.params,
+                     "MACs": cost.total.macs, "elementwise": cost.total.elementwise, "FLOPs": cost.total.flops,
+                     "FLOPs ratio": cost.total.flops / bcost.total.flops, "fp32 MB": 4 * params.params / 1e6})
+        if progress:
+            progress(spec.label)
+    title = "Comparison" + (f" at input {'x'.join(map(str, spec.input_shape))}" if rows else "")
+    return Report("compare", [Table(title, ["model", "params", "added params", "MACs", "elementwise", "FLOPs",
+                                            "FLOPs ratio", "fp32 MB"], rows)], CONVENTION,
+                  ["FLOPs ratio is against the same model without --attn"])
+
+
+def formula_report(spec: ModelSpec) -> Report:
+    """One row per attention block: formulas (seed's and full) against the measured count."""
+    measured = formula_rows(spec.build(), spec.input_shape)
+    if not measured:
+        raise ValueError(f"{spec.label} has no attention blocks: pass --attn (e.g. --attn salient) "
+                         "or a salient_*/ssa_* model")
+    rows = [{
+        "block": r.block, "stage": r.stage, "kind": r.kind, "C": r.c, "H": r.h, "W": r.w,
+        "params formula": r.formula.params if r.formula else None, "params measured": r.params_measured,
+        "seed params": r.formula.seed_params if r.formula else None,
+        "seed cost": r.seed_cost, "full formula FLOPs": r.full_flops, "measured FLOPs": r.measured_flops,
+        "seed leaves out": r.seed_leaves_out, "verdict": r.verdict,
+    } for r in measured]
+    notes = []
+    if all(r.verdict == "match" for r in measured):
+        notes.append(f"measured == full formula (params, MACs and elementwise ops) on all {len(rows)} blocks")
+    for kind, f in {r.kind: r.formula for r in measured if r.formula}.items():
+        notes.append(f"{kind}: seed cost {f.seed_cost_text}; full formula {f.full_text}")
+    notes.append("seed cost counts 1 per MAC; 'seed leaves out' = (MACs + elementwise) - seed cost; "
+                 "FLOPs columns = 2*MACs + elementwise")
+    title = f"Per-block formulas for {spec.label} at input {'x'.join(map(str, spec.input_shape))}"
+    return Report("formula", [Table(title, list(rows[0]), rows)], CONVENTION, notes)
+
+
+def reproduce_report(progress: Progress = None) -> Report:
+    """Every numeric claim of the seed text with the measured value, a verdict and the reason."""
+    checks = check_claims(progress=(lambda c: progress(c.id)) if progress else None)
+    rows = [{"claim": c.claim.id, "seed says": c.claim.claimed, "measured": c.measured, "verdict": c.verdict,
+             "why": c.explanation} for c in checks]
+    counts = {}
+    for c in checks:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    return Report("reproduce", [Table("The seed's claims (seed/SalientNet.md)", ["claim", "seed says", "measured",
+                                                                                "verdict", "why"], rows)],
+                  notes=[", ".join(f"{n} {v}" for v, n in counts.items()),
+                         f"'about' claims hold within ±{ABOUT_TOLERANCE:.0%}; every measured value is computed from "
+                         "models built by timm/salient_timm (only the claims are constants)"])

@@ -1,0 +1,98 @@
+"""What to analyse: a timm model name, optionally retrofitted, at an input size and batch.
+
+``ModelSpec.build()`` makes the model (on the meta device by default: no weights are
+allocated, so even resnet152 builds in a fraction of a second).
+"""
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import timm
+import torch
+from torch import nn
+
+import salient_timm
+from salient_timm import attention_kinds, convert_to_cifar_stem, inject_attention
+
+__all__ = ["SpecError", "ModelSpec", "parse_input_size", "check_model_name"]
+
+
+class SpecError(ValueError):
+    """A model spec that cannot be built (unknown model, bad size, bad batch)."""
+
+
+def parse_input_size(text: str) -> Tuple[int, int, int]:
+    """``"32"`` -> (3, 32, 32); ``"224x160"`` -> (3, 224, 160); ``"1x28x28"`` -> (1, 28, 28)."""
+    parts = [p for p in re.split(r"[x,]", str(text).strip().lower()) if p != ""]
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        dims = []
+    if len(dims) == 1:
+        dims = [3, dims[0], dims[0]]
+    elif len(dims) == 2:
+        dims = [3, *dims]
+    if len(dims) != 3 or min(dims) < 1:
+        raise SpecError(f"bad input size {text!r}; use S, HxW or CxHxW with positive integers (e.g. 32, 3x32x32)")
+    return tuple(dims)  # type: ignore[return-value]
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if timm knows it (ours included), else raise with close matches."""
+    if timm.is_model(name):
+        return name
+    close = difflib.get_close_matches(name, timm.list_models(), n=4, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+    raise SpecError(f"unknown model {name!r}{hint}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to analyse. ``attn='none'`` keeps the model as timm builds it."""
+
+    model: str
+    attn: str = "none"
+    position: str = "post"
+    num_classes: Optional[int] = None
+    cifar_stem: bool = False
+    input_size: Tuple[int, int, int] = (3, 224, 224)
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        check_model_name(self.model)
+        if self.attn.lower() not in attention_kinds():
+            salient_timm.resolve_attention(self.attn)  # raises with the valid kinds and close matches
+        if self.batch < 1:
+            raise SpecError(f"batch must be a positive integer, got {self.batch}")
+        if self.num_classes is not None and self.num_classes < 0:
+            raise SpecError(f"num_classes must be >= 0, got {self.num_classes}")
+
+    @property
+    def label(self) -> str:
+        """Short name, e.g. ``resnet50+salient``, ``resnet50+se@mid``."""
+        if self.attn.lower() == "none":
+            return self.model
+        return f"{self.model}+{self.attn}" + ("" if self.position == "post" else f"@{self.position}")
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int, int]:
+        return (self.batch, *self.input_size)
+
+    def build(self, device: str = "meta") -> nn.Module:
+        """Build the model in eval mode on ``device`` (meta: shapes only, no weights)."""
+        kwargs = {} if self.num_classes is None else {"num_classes": self.num_classes}
+        kwargs["in_chans"] = self.input_size[0]
+        ours = self.model in salient_timm.VARIANTS
+        if self.cifar_stem and ours:
+            kwargs["cifar_stem"] = True
+        with torch.device(device):
+            model = timm.create_model(self.model, **kwargs)
+            if self.cifar_stem and not ours:
+                convert_to_cifar_stem(model)
+            if self.attn.lower() != "none":
+                inject_attention(model, self.attn, position=self.position)
+        return model.eval()
+
+    def example_input(self, device: str = "meta") -> torch.Tensor:
+        return torch.zeros(self.input_shape, device=device)
