@@ -15,7 +15,11 @@ DTYPES: Dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, 
 
 @dataclass(frozen=True)
 class SizeReport:
-    """Sizes in bytes. ``bytes_at[dtype]`` casts floating tensors only (integer buffers keep their size)."""
+    """Sizes in bytes. ``bytes_at[dtype]`` casts floating tensors only (integer buffers keep their size).
+
+    ``torch_save_bytes`` is ``torch.save(state_dict)`` to a file named ``archive.*`` (torch names
+    the zip records after the file, so other names differ by a few bytes per tensor).
+    """
 
     params: int
     buffers: int
