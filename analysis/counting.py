@@ -53,11 +53,10 @@ def _per_input(x_shape, *args, **kwargs) -> int:
 
 
 def _window(x_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
-    out = out_shape[0] if isinstance(out_shape, (tuple, list)) and isinstance(out_shape[0], (tuple, list, torch.Size)) else out_shape
-    k = kernel_size if isinstance(kernel_size, (list, tuple)) else (kernel_size,)
-    if len(k) == 1:
-        k = (k[0], k[0])
-    return _numel(out) * math.prod(k)
+    """k_h * k_w per output element; max_pool2d_with_indices returns (out, indices) shapes."""
+    out = out_shape[0] if isinstance(out_shape[0], tuple) else out_shape
+    k = tuple(kernel_size) if isinstance(kernel_size, (list, tuple)) else (kernel_size,)
+    return _numel(out) * math.prod(k * 2 if len(k) == 1 else k)
 
 
 # op -> count formula (torch passes tensor args as shapes and the output shape as out_shape).

@@ -4,6 +4,8 @@ from typing import Callable, Iterable, List, Optional
 
 from torch import nn
 
+from salient_timm import attention_modules, find_residual_blocks
+
 from .claims import ABOUT_TOLERANCE, check_claims
 from .counting import ParamReport, count_cost, count_params
 from .crosscheck import fvcore_count, thop_count
@@ -23,6 +25,9 @@ Progress = Optional[Callable[[str], None]]
 
 def _base(spec: ModelSpec) -> ModelSpec:
     return replace(spec, attn="none")
+
+
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
 
 
 def _stage(name: str) -> str:
@@ -45,8 +50,7 @@ def params_report(spec: ModelSpec) -> Report:
     base: ParamReport = count_params(_base(spec).build()) if spec.attn != "none" else variant
     b, v = _grouped(base.per_child), _grouped(variant.per_child)
     rows = [{"part": part, "base": b.get(part, 0), "variant": v.get(part, 0), "added": v.get(part, 0) - b.get(part, 0)}
-            for part in sorted(set(b) | set(v), key=lambda p: ("stem", "layer1", "layer2", "layer3", "layer4", "head").index(p)
-                               if p in ("stem", "layer1", "layer2", "layer3", "layer4", "head") else 9)]
+            for part in STAGES if part in b or part in v]
     rows.append({"part": "total", "base": base.params, "variant": variant.params, "added": variant.params - base.params})
     notes = [f"model {spec.label}: {variant.attention_params:,} parameters in attention modules; "
              f"{variant.buffers:,} buffer elements"]
@@ -67,8 +71,10 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
         if name in report.modules:
             rows.append(_cost_row(name, report.module(name)))
     if per_block:
-        rows += [_cost_row(name, c) for name, c in report.modules.items() if name.count(".") in (1, 2)
-                 and name.startswith("layer") and (name.count(".") == 1 or name.split(".")[-1] in ("se", "attn_mid"))]
+        attention = {name.rsplit(".", 1)[0]: name for name, _ in attention_modules(model)}
+        for block in find_residual_blocks(model):
+            rows.append(_cost_row(block.name, report.module(block.name)))
+            rows += [_cost_row(name, report.module(name)) for b, name in attention.items() if b == block.name]
     tables = [Table(f"Cost of {spec.label} at input {'x'.join(map(str, spec.input_shape))}",
                     ["scope", "MACs", "elementwise", "FLOPs"], rows)]
     notes = [f"ops not counted (no formula): {', '.join(report.uncounted_ops)}"] if report.uncounted_ops else []

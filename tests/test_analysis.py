@@ -166,3 +166,11 @@ def test_claims_have_derived_verdicts():
     assert se.verdict == REFUTED and "2,514,944" in se.measured and "3776²/16" in se.explanation
     assert checks["salient-size"].verdict == CONDITIONAL and "torch.save file" in checks["salient-size"].explanation
     assert all(checks[c.id].verdict == NOT_CHECKED for c in SEED_CLAIMS if c.id.startswith("acc-"))
+
+
+def test_stem_pool_and_residual_add_counts_by_hand():
+    report = count_cost(timm.create_model("resnet18"), (1, 3, 64, 64))
+    ops = report.total.by_op
+    assert ops["aten::max_pool2d_with_indices"] == 64 * 16 * 16 * 9  # 3x3 window per output element
+    # one add per residual block, on its output: 2 blocks per stage at 64/128/256/512 channels, 16/8/4/2 px
+    assert ops["aten::add_"] == sum(2 * c * s * s for c, s in ((64, 16), (128, 8), (256, 4), (512, 2)))
