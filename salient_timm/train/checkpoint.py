@@ -1,0 +1,75 @@
+"""Atomic, ``weights_only``-loadable training checkpoints with every state needed to resume exactly.
+
+A checkpoint is a dict of tensors and plain Python values only (so ``torch.load(...,
+weights_only=True)`` reads it): ``model`` (state_dict), ``optimizer``, ``scheduler``,
+``scaler`` (or None), ``epoch`` (last finished), ``rng`` (torch, CUDA, numpy, Python),
+``args`` and ``metrics``. timm reads the ``model`` entry too, so a ``best.pth`` works as
+``--pretrained`` or ``pretrained_cfg_overlay=dict(file=...)``.
+"""
+import os
+import random
+import tempfile
+from typing import Any, Dict
+
+import numpy as np
+import torch
+
+from ..salient_resnet import CheckpointError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+
+
+def rng_state() -> Dict[str, Any]:
+    """Every RNG the run uses, as tensors and plain values."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.stack(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else None,
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": [list(random.getstate()[1]), random.getstate()[2]],
+    }
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    keys, gauss = state["python"]
+    random.setstate((3, tuple(keys), gauss))
+
+
+def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+REQUIRED = ("model", "optimizer", "scheduler", "epoch", "rng", "args")
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Load a training checkpoint with ``weights_only=True``; clear ``CheckpointError`` if unreadable or incomplete."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, garbage bytes, foreign pickle
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a torch.save file): {e}") from e
+    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a salient-train checkpoint (missing {', '.join(missing)})")
+    return state

@@ -1,0 +1,190 @@
+"""salient-train entry point: one process, or one of many under torchrun (DDP)."""
+import json
+import os
+import random
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from ..kinds import IdentityInitError, UnknownAttentionKindError
+from ..salient_resnet import CheckpointError
+from ..surgery import SurgeryError
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfigError, parse_args
+from .data import DatasetError, build_datasets
+from .distributed import DistInfo, init_distributed, pick_device
+from .engine import evaluate, train_one_epoch
+from .model import build_model
+from .report import plot_curves, write_metrics
+
+__all__ = ["main", "run"]
+
+USER_ERRORS = (TrainConfigError, DatasetError, CheckpointError, SurgeryError, UnknownAttentionKindError,
+               IdentityInitError, FileNotFoundError)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _log(info: DistInfo, text: str) -> None:
+    if info.is_main:
+        print(text, flush=True)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def run(args) -> Dict[str, float]:
+    """Train as ``args`` say; returns the final summary (best/last test top-1, epochs, seconds)."""
+    device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    info = init_distributed(device)
+    try:
+        return _run(args, device, info)
+    finally:
+        if info.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
+    if args.batch_size % info.world_size:
+        raise TrainConfigError(f"--batch-size {args.batch_size} is not divisible by {info.world_size} processes")
+    last_path, best_path = os.path.join(args.out, "last.pth"), os.path.join(args.out, "best.pth")
+    if not args.resume and os.path.exists(last_path):
+        raise TrainConfigError(f"{args.out} already holds a run; continue it with --resume {args.out} or pick another --out")
+    _seed_everything(args.seed)
+    data = build_datasets(args.dataset, args.data_dir, args.img_size, args.augment, args.download)
+    # recorded in args.json and every checkpoint, so the model can be rebuilt and fed without the dataset
+    args.num_classes, args.in_chans = data.num_classes, data.in_chans
+    args.data_mean, args.data_std = list(data.mean), list(data.std)
+    model = build_model(args, data.num_classes, data.in_chans).to(device)
+    amp = device.type == "cuda" if args.amp is None else args.amp
+    channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
+                                       decay_epochs=args.decay_epochs, decay_rate=args.decay_rate,
+                                       warmup_epochs=args.warmup_epochs)
+    history: List[Dict[str, float]] = []
+    start_epoch = 0
+    if args.resume:
+        state = load_checkpoint(last_path)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{last_path} does not match this model/optimizer: {str(e).splitlines()[0]}") from e
+        scheduler.load_state_dict(state["scheduler"])
+        history = list(state["metrics"])
+        start_epoch = int(state["epoch"]) + 1
+        scheduler.step(start_epoch)
+        set_rng_state(state["rng"])
+        _log(info, f"resuming {args.out} after epoch {start_epoch}")
+    elif info.is_main:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(vars(args), f, indent=2)
+
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        train_model = torch.compile(train_model)
+    sampler = DistributedSampler(data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed)
+    per_process = args.batch_size // info.world_size
+    pin = device.type == "cuda"
+    train_loader = DataLoader(data.train, batch_size=per_process, sampler=sampler, drop_last=True,
+                              num_workers=args.workers, pin_memory=pin, persistent_workers=args.workers > 0)
+    test_shard = Subset(data.test, range(info.rank, len(data.test), info.world_size))
+    test_loader = DataLoader(test_shard, batch_size=max(per_process, 64), num_workers=args.workers, pin_memory=pin)
+    if len(train_loader) == 0:
+        raise TrainConfigError(f"--batch-size {args.batch_size} is larger than the training set ({len(data.train)})")
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    eval_loss = nn.CrossEntropyLoss()
+    n_params = sum(p.numel() for p in model.parameters())
+    _log(info, f"{args.model}{'+' + args.attn if args.attn != 'none' else ''} ({n_params:,} params) on {args.dataset} "
+               f"({len(data.train)} train / {len(data.test)} test, {args.img_size}px), {info.world_size} process(es) "
+               f"on {device.type}, global batch {args.batch_size}, {args.epochs} epochs")
+
+    initial = None
+    if args.pretrained and not args.resume:  # what the retrofitted model scores before any update
+        initial = evaluate(model, test_loader, eval_loss, device, amp, channels_last, info)
+        _log(info, f"step 0 (pretrained{', ' + args.attn + ' as identity' if args.attn != 'none' else ''}): "
+                   f"test loss {initial['test_loss']:.4f} top-1 {initial['test_top1']:.2f} top-5 {initial['test_top5']:.2f}")
+        if info.is_main:
+            with open(os.path.join(args.out, "initial_eval.json"), "w") as f:
+                json.dump(initial, f, indent=2)
+    best = max((h["test_top1"] for h in history), default=-1.0)
+    started = time.perf_counter()
+    for epoch in range(start_epoch, args.epochs):
+        sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        bar = _progress(len(train_loader), f"epoch {epoch + 1}/{args.epochs}", info.is_main and not args.no_progress)
+        t0 = time.perf_counter()
+        try:
+            train = train_one_epoch(train_model, train_loader, optimizer, loss_fn, device, amp, channels_last, info, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        scheduler.step(epoch + 1)
+        test = evaluate(model, test_loader, eval_loss, device, amp, channels_last, info)
+        row = {"epoch": epoch + 1, "lr": lr, **train, **test, "epoch_s": time.perf_counter() - t0}
+        history.append(row)
+        _log(info, f"epoch {epoch + 1}/{args.epochs}: train loss {train['train_loss']:.4f} top-1 {train['train_top1']:.2f} | "
+                   f"test loss {test['test_loss']:.4f} top-1 {test['test_top1']:.2f} top-5 {test['test_top5']:.2f} | "
+                   f"{train['img_per_s']:.0f} img/s | lr {lr:.4g}")
+        if info.is_main:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch, "rng": rng_state(),
+                     "args": vars(args), "metrics": history}
+            save_checkpoint(last_path, state)
+            if test["test_top1"] > best:
+                best = test["test_top1"]
+                save_checkpoint(best_path, state)
+            write_metrics(args.out, history)
+        if info.enabled:
+            torch.distributed.barrier()
+
+    if info.is_main and history:
+        plot_curves(args.out, history, f"{args.model}{'+' + args.attn if args.attn != 'none' else ''} on {args.dataset}")
+    best_row = max(history, key=lambda h: h["test_top1"]) if history else None
+    summary = {"best_top1": best_row["test_top1"] if best_row else float("nan"),
+               "best_epoch": best_row["epoch"] if best_row else 0,
+               "last_top1": history[-1]["test_top1"] if history else float("nan"),
+               "epochs": len(history), "seconds": time.perf_counter() - started,
+               "initial_top1": initial["test_top1"] if initial else None}
+    _log(info, f"done: {args.model} on {args.dataset}: best test top-1 {summary['best_top1']:.2f}% "
+               f"(epoch {summary['best_epoch']}), last {summary['last_top1']:.2f}%, {summary['seconds']:.1f} s; "
+               f"run folder {args.out}")
+    return summary
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console entry point: ``salient-train``."""
+    try:
+        args = parse_args(argv)
+        run(args)
+    except USER_ERRORS as e:
+        print(f"salient-train: error: {e}", file=sys.stderr)
+        sys.exit(2 if isinstance(e, TrainConfigError) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Build the model salient-train trains: timm model, optional CIFAR stem, pretrained weights, attention."""
+import argparse
+import logging
+import os
+from typing import Any, Dict, Tuple
+
+import timm
+from timm.layers import freeze_batch_norm_2d
+from timm.models import load_pretrained, load_state_dict
+from torch import nn
+
+from ..salient_resnet import VARIANTS, CheckpointError, fill_attention_keys
+from ..stem import convert_to_cifar_stem, has_cifar_stem
+from ..surgery import inject_attention
+from .checkpoint import load_checkpoint
+
+__all__ = ["build_model", "load_trained"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _local_overlay(path: str, model: str) -> dict:
+    """pretrained_cfg overlay for a local file, with num_classes/in_chans read from the file itself.
+
+    timm drops a checkpoint's head whenever its cfg's num_classes differs from the model's;
+    stating the file's own head size keeps a fine-tuned head when sizes agree.
+    """
+    state = load_state_dict(path)  # timm's reader: safetensors or torch.load(weights_only=True), 'model' entry
+    overlay = dict(file=path)
+    cfg = timm.models.get_pretrained_cfg(model)
+    head = f"{(cfg.classifier if cfg else None) or 'fc'}.weight"
+    first = f"{(cfg.first_conv if cfg else None) or 'conv1'}.weight"
+    if head in state:
+        overlay["num_classes"] = state[head].shape[0]
+    if first in state and state[first].ndim == 4:
+        overlay["input_size"] = (state[first].shape[1], *(cfg.input_size[1:] if cfg else (224, 224)))
+    return overlay
+
+
+def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, load_weights: bool = True) -> nn.Module:
+    """timm model ``args.model`` for ``num_classes``/``in_chans``, retrofitted with ``args.attn``.
+
+    Order: build, CIFAR stem, pretrained weights (timm's loader with ``fill_attention_keys``:
+    strict, clear errors), then attention. With ``--pretrained`` (a file or a timm tag) the
+    attention starts as the identity, so predictions at step 0 are the pretrained model's.
+    ``load_weights=False`` builds the same architecture (identity-style gates included) without
+    reading ``--pretrained``, to receive a checkpoint of this run.
+    """
+    kwargs = dict(num_classes=num_classes, in_chans=in_chans)
+    if args.cifar_stem and args.model in VARIANTS:
+        kwargs["cifar_stem"] = True
+    if args.pretrained and load_weights:
+        if os.path.isfile(args.pretrained):
+            kwargs["pretrained_cfg_overlay"] = _local_overlay(args.pretrained, args.model)
+        elif os.path.sep in args.pretrained or args.pretrained.endswith((".pth", ".pt", ".safetensors", ".bin")):
+            raise FileNotFoundError(f"--pretrained file not found: {args.pretrained}")
+        else:
+            kwargs["pretrained_cfg"] = args.pretrained
+    model = timm.create_model(args.model, **kwargs)
+    if args.cifar_stem and not has_cifar_stem(model):
+        convert_to_cifar_stem(model)
+    if args.pretrained and load_weights:
+        load_pretrained(model, num_classes=num_classes, in_chans=in_chans, filter_fn=fill_attention_keys)
+    if args.attn and args.attn != "none":
+        inject_attention(model, args.attn, position=args.position, init="identity" if args.pretrained else "default")
+    if args.freeze_bn:
+        model = freeze_batch_norm_2d(model)
+    return model
+
+
+def load_trained(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild a salient-train model from a checkpoint (its options are inside) and load its weights.
+
+    Returns the model in eval mode and a timm data config (input size, mean, std) for feeding it.
+    """
+    state = load_checkpoint(path)
+    args = argparse.Namespace(**state["args"])
+    for key in ("num_classes", "in_chans", "data_mean", "data_std"):
+        if getattr(args, key, None) is None:
+            raise CheckpointError(f"{path} was written by an older salient-train without '{key}'")
+    model = build_model(args, args.num_classes, args.in_chans, load_weights=False)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit {args.model}: {str(e).splitlines()[0]}") from e
+    data_config = dict(input_size=(args.in_chans, args.img_size, args.img_size), mean=tuple(args.data_mean),
+                       std=tuple(args.data_std), crop_pct=1.0, interpolation="bilinear", crop_mode="center")
+    return model.eval(), {"model": args.model, **data_config}
