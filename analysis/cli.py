@@ -1,15 +1,17 @@
 """``salient-analyze``: thin click commands over ``salient_analysis.reports`` (presentation only)."""
 import functools
+import os
 import sys
 from typing import Callable, List, Tuple
 
 import click
+import torch
 
 import salient_timm
 from salient_timm import attention_kinds
 
 from . import reports
-from .render import FORMATS, Report, render
+from .render import FORMATS, Report, Table, render
 from .spec import ModelSpec, SpecError, parse_input_size
 
 # Library errors that mean "bad input": shown as one line, exit code 1.
@@ -137,6 +139,44 @@ def reproduce(fmt) -> None:
 
     with click.progressbar(length=len(SEED_CLAIMS), label="checking claims", file=sys.stderr) as bar:
         _emit(lambda: reports.reproduce_report(progress=lambda _: bar.update(1)), fmt)
+
+
+@main.command()
+@click.option("--model", "-m", default=None, help="timm model name (optional with a salient-train checkpoint)")
+@click.option("--checkpoint", "-c", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="salient-train checkpoint (best.pth/last.pth) or a weights file")
+@click.option("--image", "-i", "images", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help="image file (repeat for one row per image)")
+@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False),
+              help="write the figure here (.png or .pdf)")
+@click.option("--all-blocks", is_flag=True, help="one overlay per block instead of one per stage")
+@click.option("--dpi", type=click.IntRange(min=20, max=600), default=100, show_default=True)
+@format_option
+def maps(fmt, model, checkpoint, images, out, all_blocks, dpi) -> None:
+    """Saliency maps: every gate's map for each image; statistics always, a figure with --out."""
+    from . import maps as m
+
+    if out and not out.lower().endswith((".png", ".pdf")):
+        raise click.BadParameter("the figure is written as PNG or PDF: end --out with .png or .pdf", param_hint="--out")
+
+    def build() -> Report:
+        net, config = m.load_for_maps(model, checkpoint)
+        batch, views = m.read_images(images, config)
+        if out:
+            gates, _ = m.draw_maps(net, batch, views, images, out, all_blocks=all_blocks, dpi=dpi)
+        else:
+            with torch.no_grad(), salient_timm.capture_gates(net) as gates:
+                net(batch)
+        rows = m.gate_stats(gates, [os.path.basename(p) for p in images])
+        notes = [f"figure written to {out}"] if out else []
+        return Report("maps", [Table(f"Gate statistics of {config.get('model', model)}",
+                                             list(rows[0]), rows)],
+                      notes=notes + ["entropy: of the map as a distribution over its positions, 1 = uniform"])
+
+    try:
+        _emit(build, fmt)
+    except (m.MapsError, salient_timm.CheckpointError) as e:
+        raise click.ClickException(str(e)) from e
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from .kinds import (
     init_identity,
     resolve_attention,
 )
+from .gates import capture_gates
 from .stem import convert_to_cifar_stem
 from .surgery import SurgeryError, attention_modules, find_residual_blocks, inject_attention
 from . import salient_resnet  # noqa: F401  (registers the timm variants)
@@ -32,6 +33,7 @@ __all__ = [
     "find_residual_blocks",
     "attention_modules",
     "convert_to_cifar_stem",
+    "capture_gates",
     "resolve_attention",
     "attention_kinds",
     "init_identity",

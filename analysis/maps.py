@@ -1,0 +1,153 @@
+"""Saliency maps: run images through a model, record every gate, summarise and draw them.
+
+Images are read with Pillow and preprocessed with timm's ``create_transform`` from the model's
+data config (a salient-train checkpoint carries its input size, channels, mean and std; other
+models use their timm pretrained cfg). The figure has one row per image: the input as the model
+sees it, then one overlay per stage (its last block's gate) or per block (``all_blocks``): the
+gate map upsampled onto the image, with a colour bar and the map's min/mean/max.
+"""
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
+from torch import nn
+
+from salient_timm import capture_gates
+from salient_timm.blocks import ScaledSigmoid
+from salient_timm.surgery import attention_modules
+
+__all__ = ["PANEL_INCHES", "load_for_maps", "read_images", "gate_stats", "stage_blocks", "draw_maps", "MapsError"]
+
+PANEL_INCHES = 2.4  # every panel is PANEL_INCHES square: a figure is (1 + blocks) x images panels
+
+
+class MapsError(ValueError):
+    """Bad input for the maps command (no gates, unreadable image, non-spatial gates in a picture)."""
+
+
+def load_for_maps(model_name: Optional[str], checkpoint: Optional[str]) -> Tuple[nn.Module, dict]:
+    """Model in eval mode and its data config, from a salient-train checkpoint, a weights file, or timm alone."""
+    from salient_timm.salient_resnet import CheckpointError
+    from salient_timm.train.checkpoint import load_checkpoint
+    from salient_timm.train.model import _local_overlay, load_trained
+
+    if checkpoint:
+        try:
+            trained = "args" in load_checkpoint(checkpoint)
+        except CheckpointError:
+            trained = False  # a plain weights file: timm reads it below
+        if trained:
+            model, config = load_trained(checkpoint)
+            if model_name and model_name != config["model"]:
+                raise MapsError(f"--model {model_name} does not match the checkpoint's model {config['model']}")
+            return model, config
+        if not model_name:
+            raise MapsError("--model is needed with a weights file that is not a salient-train checkpoint")
+        model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=_local_overlay(checkpoint, model_name))
+    else:
+        if not model_name:
+            raise MapsError("give --model, --checkpoint, or both")
+        model = timm.create_model(model_name)
+    return model.eval(), resolve_data_config({}, model=model)
+
+
+def read_images(paths: Sequence[str], config: dict) -> Tuple[torch.Tensor, List[np.ndarray]]:
+    """Batch (N, C, H, W) preprocessed as the model expects, and each image as the model sees it (H, W[, 3]) in 0..1."""
+    chans = config["input_size"][0]
+    transform = create_transform(**{k: config[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation")
+                                    if k in config}, is_training=False)
+    tensors = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                tensors.append(transform(img.convert("L" if chans == 1 else "RGB")))
+        except (OSError, ValueError) as e:
+            raise MapsError(f"cannot read image {path}: {e}") from e
+    batch = torch.stack(tensors)
+    mean = torch.tensor(config["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(config["std"]).view(1, -1, 1, 1)
+    shown = (batch * std + mean).clamp(0, 1)
+    views = [v[0].numpy() if chans == 1 else v.permute(1, 2, 0).numpy() for v in shown]
+    return batch, views
+
+
+def _entropy(w: torch.Tensor) -> float:
+    """Entropy of the map as a distribution over its positions, normalised to 1 for a uniform map."""
+    p = w.flatten().clamp_min(0)
+    total = p.sum()
+    if total <= 0 or p.numel() < 2:
+        return 0.0
+    p = p / total
+    return float(-(p * p.clamp_min(1e-12).log()).sum() / math.log(p.numel()))
+
+
+def gate_stats(gates: Dict[str, torch.Tensor], image_names: Sequence[str]) -> List[dict]:
+    """Per image and block: shape, min/mean/max/std, fraction above 0.5, normalised entropy."""
+    rows = []
+    for i, image in enumerate(image_names):
+        for block, g in gates.items():
+            w = g[i]
+            rows.append({"image": image, "block": block, "kind": "spatial" if w.shape[0] == 1 else "channel",
+                         "shape": "x".join(map(str, w.shape)), "min": float(w.min()), "mean": float(w.mean()),
+                         "max": float(w.max()), "std": float(w.std()) if w.numel() > 1 else 0.0,
+                         "frac > 0.5": float((w > 0.5).float().mean()), "entropy": _entropy(w)})
+    return rows
+
+
+def stage_blocks(names: Sequence[str]) -> List[str]:
+    """The last gated block of each stage (``layer1.1.se``, ``layer2.1.se``, ...)."""
+    last: Dict[str, str] = {}
+    for name in names:
+        last[name.split(".")[0]] = name
+    return list(last.values())
+
+
+def _gate_range(model: nn.Module, name: str) -> float:
+    gate = dict(attention_modules(model))[name].gate
+    return float(gate.scale) if isinstance(gate, ScaledSigmoid) else 1.0
+
+
+def draw_maps(model: nn.Module, batch: torch.Tensor, views: List[np.ndarray], names: Sequence[str], out: str,
+              all_blocks: bool = False, dpi: int = 100) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Forward ``batch``, capture the gates, draw the figure to ``out`` (.png or .pdf); return gates and blocks drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with torch.no_grad(), capture_gates(model) as gates:
+        model(batch)
+    blocks = list(gates) if all_blocks else stage_blocks(list(gates))
+    flat = [b for b in blocks if gates[b].shape[1] != 1]
+    if flat:
+        raise MapsError(f"{flat[0]} gates channels ({'x'.join(map(str, gates[flat[0]].shape[1:]))}), not pixels: "
+                        "no spatial map to draw; use --format json for its statistics")
+    rows, cols = len(views), 1 + len(blocks)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES), squeeze=False)
+    cmap_img = "gray" if views[0].ndim == 2 else None
+    for r, view in enumerate(views):
+        axes[r][0].imshow(view, cmap=cmap_img, vmin=0, vmax=1)
+        axes[r][0].set_title(os.path.basename(names[r]), fontsize=7)
+        for c, block in enumerate(blocks, start=1):
+            g = gates[block][r:r + 1]
+            up = F.interpolate(g, size=view.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+            ax = axes[r][c]
+            ax.imshow(view, cmap=cmap_img, vmin=0, vmax=1)
+            im = ax.imshow(up, cmap="jet", alpha=0.5, vmin=0, vmax=_gate_range(model, block))
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+            ax.set_title(f"{block} ({g.shape[2]}x{g.shape[3]})\nmin {g.min():.2f} mean {g.mean():.2f} max {g.max():.2f}",
+                         fontsize=6)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.subplots_adjust(left=0.02, right=0.96, top=0.88, bottom=0.02, wspace=0.35, hspace=0.35)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return gates, blocks

@@ -1,0 +1,42 @@
+"""Record what every attention gate computes during a forward pass.
+
+    with capture_gates(model) as gates:
+        model(x)
+    gates["layer1.0.se"]        # salient/ssa: (N, 1, H, W) spatial map; se: (N, C, 1, 1) channel weights
+
+A gate is the ``gate`` submodule of an attention module (``ScaledSigmoid`` for salient/ssa,
+timm's sigmoid or our identity gate for se/eca); its output is what multiplies the features.
+Forward hooks only read (detached copies); they are removed on exit, also after an error.
+"""
+import contextlib
+from typing import Dict, Iterator
+
+import torch
+from torch import nn
+
+from .surgery import attention_modules
+
+__all__ = ["capture_gates"]
+
+
+@contextlib.contextmanager
+def capture_gates(model: nn.Module) -> Iterator[Dict[str, torch.Tensor]]:
+    """Yield a dict that fills with ``{attention module name: gate output}`` on each forward.
+
+    Raises ``ValueError`` if the model has no attention module with a ``gate``.
+    """
+    gates: Dict[str, torch.Tensor] = {}
+    targets = [(name, module.gate) for name, module in attention_modules(model)
+               if isinstance(getattr(module, "gate", None), nn.Module)]
+    if not targets:
+        raise ValueError(f"{type(model).__name__} has no attention gates to capture "
+                         "(inject salient/ssa/se first, or use a salient_*/ssa_* model)")
+    handles = []
+    try:
+        for name, gate in targets:
+            handles.append(gate.register_forward_hook(
+                lambda mod, args, out, name=name: gates.__setitem__(name, out.detach().float().cpu())))
+        yield gates
+    finally:
+        for handle in handles:
+            handle.remove()
