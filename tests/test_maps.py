@@ -1,0 +1,142 @@
+"""Gate maps: capture_gates records every gate; salient-analyze maps draws them over real photos."""
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from salient_timm import capture_gates, inject_attention
+from salient_analysis.cli import main
+from salient_analysis.maps import PANEL_INCHES
+from salient_timm.train.cli import run
+from salient_timm.train.config import parse_args
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Real photos shipped with scikit-image: the astronaut and Chelsea the cat."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for name in ("astronaut", "chelsea"):
+        path = folder / f"{name}.png"
+        Image.fromarray(getattr(data, name)()).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def digits_checkpoint(tmp_path_factory):
+    """salient_resnet18 trained briefly on digits by salient-train."""
+    out = tmp_path_factory.mktemp("maps") / "run"
+    run(parse_args(["--model", "salient_resnet18", "--dataset", "digits", "--img-size", "32", "--epochs", "2",
+                    "--out", str(out), "--no-progress"]))
+    return str(out / "best.pth")
+
+
+def invoke(*args, code=0):
+    result = CliRunner().invoke(main, ["maps", *args])
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("name", ["salient_resnet18", "ssa_resnet18"])
+def test_capture_records_spatial_maps_without_changing_output(name):
+    model = timm.create_model(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    expected = model(x)
+    with capture_gates(model) as gates:
+        out = model(x)
+    assert torch.equal(out, expected)
+    assert len(gates) == 8
+    assert gates["layer1.0.se"].shape == (2, 1, 16, 16) and gates["layer4.1.se"].shape == (2, 1, 2, 2)
+    assert all(((g > 0) & (g < 1)).all() for g in gates.values())
+
+
+def test_se_gates_are_channel_weights():
+    model = timm.create_model("seresnet18").eval()
+    with capture_gates(model) as gates:
+        model(torch.randn(1, 3, 64, 64))
+    assert gates["layer2.0.se"].shape == (1, 128, 1, 1)
+
+
+def test_identity_started_gates_are_one_in_a_zero_to_two_range():
+    model = timm.create_model("resnet18").eval()
+    inject_attention(model, "salient", init="identity")
+    with capture_gates(model) as gates:
+        model(torch.randn(1, 3, 64, 64))
+    assert all(torch.equal(g, torch.ones_like(g)) for g in gates.values())
+    assert all(float(m.gate.scale) == 2.0 for m in (model.layer1[0].se, model.layer4[1].se))
+
+
+def test_hooks_are_removed_even_after_an_error():
+    model = timm.create_model("salient_resnet18").eval()
+    with pytest.raises(RuntimeError):
+        with capture_gates(model):
+            model(torch.randn(1, 5, 32, 32))  # wrong channel count
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_models_without_gates_are_refused():
+    with pytest.raises(ValueError, match="no attention gates"):
+        with capture_gates(timm.create_model("resnet18")):
+            pass
+
+
+def _png_size(path):
+    with Image.open(path) as img:
+        return img.format, img.size
+
+
+@pytest.mark.parametrize("all_blocks, blocks", [(False, 4), (True, 8)])
+def test_maps_figure_from_a_salient_train_checkpoint(digits_checkpoint, photos, tmp_path, all_blocks, blocks):
+    out = tmp_path / "maps.png"
+    args = ["--model", "salient_resnet18", "--checkpoint", digits_checkpoint, "--out", str(out), "--dpi", "60"]
+    for p in photos:
+        args += ["--image", p]
+    text = invoke(*args, *(["--all-blocks"] if all_blocks else []))
+    assert f"figure written to {out}" in text
+    fmt, size = _png_size(out)
+    assert fmt == "PNG" and size == (round((1 + blocks) * PANEL_INCHES * 60), round(2 * PANEL_INCHES * 60))
+
+
+def test_maps_pdf(digits_checkpoint, photos, tmp_path):
+    out = tmp_path / "maps.pdf"
+    invoke("--checkpoint", digits_checkpoint, "--image", photos[1], "--out", str(out))
+    assert out.read_bytes()[:5] == b"%PDF-"
+
+
+def test_maps_statistics_as_json(digits_checkpoint, photos):
+    text = invoke("--checkpoint", digits_checkpoint, "--image", photos[0], "--image", photos[1], "--format", "json")
+    rows = json.loads(text)["tables"][0]["rows"]
+    assert len(rows) == 2 * 8
+    first = rows[0]
+    assert first["image"] == "astronaut.png" and first["block"] == "layer1.0.se" and first["shape"] == "1x8x8"
+    assert all(0 <= r["min"] <= r["mean"] <= r["max"] <= 1 for r in rows)  # the seed's gate: sigmoid
+    assert all(0 <= r["entropy"] <= 1 and 0 <= r["frac > 0.5"] <= 1 for r in rows)
+
+
+def test_maps_of_se_model_in_a_picture_is_refused(photos, tmp_path):
+    out = invoke("--model", "seresnet18", "--image", photos[0], "--out", str(tmp_path / "x.png"), code=1)
+    assert "gates channels" in out and "--format json" in out
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--model", "salient_resnet18", "--out", "x.jpg"], 2, "end --out with .png or .pdf"),
+    (["--model", "resnet18"], 1, "no attention gates"),
+    ([], 1, "give --model, --checkpoint, or both"),
+])
+def test_maps_errors(photos, args, code, message):
+    out = invoke(*args, "--image", photos[0], code=code)
+    assert message in out
+
+
+def test_unreadable_image(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    out = invoke("--model", "salient_resnet18", "--image", str(bad), code=1)
+    assert "cannot read image" in out

@@ -1,0 +1,253 @@
+"""salient-train: real training on digits, resume, DDP, retrofit, every dataset kind, and its errors.
+
+Small settings keep the suite fast: resnet18 with the ImageNet stem at 16x16 (about 1.5 s an epoch
+on 2 CPU cores); chance on digits is 10%.
+"""
+import gzip
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from salient_timm.train.checkpoint import load_checkpoint
+from salient_timm.train.cli import main, run
+from salient_timm.train.config import parse_args
+from salient_timm.train.data import DatasetError, read_idx
+
+FAST = ["--dataset", "digits", "--img-size", "16", "--no-progress"]
+BIN = Path(sys.executable).parent
+
+
+def train(tmp_path, name, *extra):
+    out = tmp_path / name
+    return run(parse_args(["--out", str(out), *FAST, *extra])), out
+
+
+def history(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """resnet18 trained 3 epochs on digits: the base model other tests retrofit."""
+    tmp = tmp_path_factory.mktemp("base")
+    summary, out = train(tmp, "base", "--model", "resnet18", "--epochs", "3")
+    return summary, out
+
+
+def test_digits_training_learns_and_writes_the_run_folder(base_run):
+    summary, out = base_run
+    assert summary["last_top1"] > 85  # chance is 10%
+    rows = history(out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    csv_head = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "img_per_s"} <= set(csv_head)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("last.pth", "best.pth"):
+        state = torch.load(out / name, weights_only=True)
+        assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "args", "metrics"} <= set(state)
+    assert json.loads((out / "args.json").read_text())["model"] == "resnet18"
+
+
+def test_registered_variant_with_cifar_stem_and_recipe_options(tmp_path):
+    summary, out = train(tmp_path, "sal", "--model", "salient_resnet18", "--cifar-stem", "--img-size", "8",
+                         "--epochs", "2", "--opt", "adamw", "--lr", "0.002", "--sched", "step", "--decay-epochs", "1")
+    rows = history(out)
+    assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] * 0.1)
+    assert summary["last_top1"] > 50
+
+
+def test_retrofit_starts_at_base_accuracy_and_fine_tunes(base_run, tmp_path):
+    base_summary, base_out = base_run
+    summary, out = train(tmp_path, "retro", "--model", "resnet18", "--attn", "salient",
+                         "--pretrained", str(base_out / "last.pth"), "--epochs", "2", "--lr", "0.005")
+    assert summary["initial_top1"] == pytest.approx(base_summary["last_top1"], abs=1e-9)
+    assert json.loads((out / "initial_eval.json").read_text())["test_top1"] == summary["initial_top1"]
+    assert summary["last_top1"] >= base_summary["last_top1"] - 1.0
+    state = torch.load(out / "last.pth", weights_only=True)["model"]
+    assert state["layer1.0.se.gate.scale"].item() == 2.0
+
+
+def test_resume_after_kill_mid_epoch_gives_identical_metrics(tmp_path):
+    args = ["--model", "resnet18", "--attn", "ssa", "--epochs", "3", *FAST]
+    full = tmp_path / "full"
+    subprocess.run([str(BIN / "salient-train"), *args, "--out", str(full)], check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([str(BIN / "salient-train"), *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "metrics.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(history(killed))
+    assert 1 <= done < 3, "the run was not killed mid-way"
+    assert not list(killed.glob(".tmp-*")), "a partial checkpoint was left behind"
+    result = subprocess.run([str(BIN / "salient-train"), "--resume", str(killed), "--no-progress"],
+                            capture_output=True, text=True, check=True)
+    assert f"resuming {killed} after epoch {done}" in result.stdout
+    keys = ("train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "lr")
+    assert [[r[k] for k in keys] for r in history(killed)] == [[r[k] for k in keys] for r in history(full)]
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    args = ["--model", "resnet18", "--attn", "salient", "--epochs", "1", "--freeze-bn", "--batch-size", "64", *FAST]
+    single = tmp_path / "single"
+    run(parse_args([*args, "--out", str(single)]))
+    ddp = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    result = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29517",
+                             "-m", "salient_timm.train", *args, "--out", str(ddp)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es) on cpu" in result.stdout
+    a, b = history(single)[0], history(ddp)[0]
+    for key in ("train_loss", "test_loss"):
+        assert b[key] == pytest.approx(a[key], rel=1e-5)
+    assert b["test_top1"] == pytest.approx(a["test_top1"], abs=0.3)  # one test image of 360
+    wa = torch.load(single / "last.pth", weights_only=True)["model"]
+    wb = torch.load(ddp / "last.pth", weights_only=True)["model"]
+    assert max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa) < 1e-5
+
+
+def _write_fake_cifar(root: Path, classes: int) -> None:
+    rng = np.random.default_rng(0)
+
+    def batch(n):
+        return rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, classes, n).tolist()
+
+    if classes == 10:
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            data, labels = batch(24)
+            (folder / name).write_bytes(pickle.dumps({"data": data, "labels": labels}))
+        (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    else:
+        folder = root / "cifar-100-python"
+        folder.mkdir(parents=True)
+        for name, n in (("train", 120), ("test", 30)):
+            data, labels = batch(n)
+            (folder / name).write_bytes(pickle.dumps({"data": data, "fine_labels": labels}))
+        (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+
+
+@pytest.mark.parametrize("dataset, classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_folders_with_the_seed_recipe(tmp_path, dataset, classes):
+    _write_fake_cifar(tmp_path / "data", classes)
+    summary, out = train(tmp_path, dataset, "--model", "resnet18", "--cifar-stem", "--dataset", dataset,
+                         "--data-dir", str(tmp_path / "data"), "--recipe", "seed-cifar", "--epochs", "1",
+                         "--img-size", "32")
+    args = json.loads((out / "args.json").read_text())
+    assert (args["batch_size"], args["lr"], args["decay_epochs"], args["augment"]) == (100, 0.1, 50, True)
+    state = torch.load(out / "last.pth", weights_only=True)
+    assert state["model"]["fc.weight"].shape[0] == classes
+
+
+def test_cifar_missing_without_download_names_the_fix(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "resnet18", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert exit_.value.code == 1
+    assert "pass --download to fetch it" in capsys.readouterr().err
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for prefix, n in (("train", 128), ("t10k", 40)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    assert read_idx(str(folder / "t10k-labels-idx1-ubyte.gz")).shape == (40,)
+    summary, out = train(tmp_path, "fm", "--model", "resnet18", "--dataset", "fashion-mnist", "--data-dir", str(folder),
+                         "--epochs", "1", "--img-size", "28")
+    assert summary["epochs"] == 1
+
+
+def test_truncated_idx_file_is_reported(tmp_path):
+    path = tmp_path / "bad-idx"
+    path.write_bytes(bytes([0, 0, 8, 1]) + (100).to_bytes(4, "big") + b"\x01" * 10)
+    with pytest.raises(DatasetError, match="header says \\[100\\], file holds 10 values"):
+        read_idx(str(path))
+
+
+def test_imagefolder_tree(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4)):
+        for cls in ("cat", "dog"):
+            (tmp_path / "imgs" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / "imgs" / split / cls / f"{i}.png")
+    summary, out = train(tmp_path, "if", "--model", "resnet18", "--dataset", "imagefolder",
+                         "--data-dir", str(tmp_path / "imgs"), "--img-size", "32", "--epochs", "1", "--batch-size", "8")
+    assert torch.load(out / "best.pth", weights_only=True)["model"]["fc.weight"].shape[0] == 2
+
+
+@pytest.mark.parametrize("content, message", [(b"not a checkpoint", "cannot read checkpoint"), (None, "missing")])
+def test_resume_from_corrupt_or_foreign_checkpoint(base_run, tmp_path, capsys, content, message):
+    _, base_out = base_run
+    run_dir = tmp_path / "copy"
+    run_dir.mkdir()
+    (run_dir / "args.json").write_text((base_out / "args.json").read_text())
+    if content is None:
+        torch.save({"model": {}}, run_dir / "last.pth")
+    else:
+        (run_dir / "last.pth").write_bytes(content)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--resume", str(run_dir), "--no-progress"])
+    assert exit_.value.code == 1 and message in capsys.readouterr().err
+
+
+def test_resume_with_a_checkpoint_of_another_model(base_run, tmp_path, capsys):
+    _, base_out = base_run
+    run_dir = tmp_path / "other"
+    run_dir.mkdir()
+    args = json.loads((base_out / "args.json").read_text())
+    (run_dir / "args.json").write_text(json.dumps({**args, "model": "resnet26", "out": str(run_dir)}))
+    (run_dir / "last.pth").write_bytes((base_out / "last.pth").read_bytes())
+    with pytest.raises(SystemExit):
+        main(["--resume", str(run_dir), "--no-progress"])
+    assert "does not match this model/optimizer" in capsys.readouterr().err
+    assert load_checkpoint(str(base_out / "last.pth"))["epoch"] == 2
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["--model", "resnet18", "--dataset", "mnist", "--out", "x"], 2, "invalid choice: 'mnist'"),
+    (["--dataset", "digits", "--out", "x"], 2, "required: --model"),
+    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--epochs", "0"], 2, "--epochs must be a positive"),
+    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--attn", "salinet"], 1, "did you mean salient"),
+    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--pretrained", "nope/w.pth"], 1, "file not found"),
+    (["--resume", "/nonexistent-run"], 2, "not a salient-train run folder"),
+])
+def test_bad_arguments(tmp_path, capsys, monkeypatch, argv, code, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--no-progress"] if "--resume" not in argv else argv)
+    assert exit_.value.code == code
+    assert message in capsys.readouterr().err
+
+
+def test_existing_run_folder_is_not_overwritten(base_run, capsys):
+    _, base_out = base_run
+    with pytest.raises(SystemExit):
+        main(["--model", "resnet18", "--out", str(base_out), *FAST])
+    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
