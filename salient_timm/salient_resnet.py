@@ -21,7 +21,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, get_arch_pr
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .kinds import OUR_KINDS, init_identity
-from .stem import convert_to_cifar_stem
+from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import attention_modules
 
 __all__ = ["SalientResNet", "Variant", "VARIANTS", "CheckpointError", "fill_attention_keys"]
@@ -112,8 +112,11 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
     - Attention keys present: only the gate ``scale`` buffer may be missing (checkpoints of
       the seed's own code), and is filled with the model's value (1.0, the seed's gate).
     - Any other missing backbone key, any unexpected key, or a shape mismatch outside the
-      classifier raises ``CheckpointError``. With ``cifar_stem`` a 7x7 stem weight is not
-      loaded into the 3x3 stem (kept at its fresh init, with a warning).
+      classifier raises ``CheckpointError``. Into a CIFAR stem (``has_cifar_stem``) a 7x7 stem
+      weight is not loaded (the 3x3 stem keeps its fresh init, with a warning).
+
+    Works for any timm/torchvision ResNet, with or without attention (then it is a strict,
+    clearly-erroring loader).
     """
     own = model.state_dict()
     cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -150,7 +153,7 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
     for k, v in state_dict.items():
         if k.startswith(is_classifier) or v.shape == own[k].shape:
             continue
-        if k == first_conv and getattr(model, "cifar_stem", False) and v.shape[2:] != own[k].shape[2:]:
+        if k == first_conv and has_cifar_stem(model) and v.shape[2:] != own[k].shape[2:]:
             _logger.warning("cifar_stem: checkpoint %s %s does not fit the 3x3 stem %s; keeping its fresh init",
                             k, tuple(v.shape), tuple(own[k].shape))
             state_dict[k] = own[k]
