@@ -18,9 +18,10 @@ def hand_salient_ops(n, c, h, w):
     return n * c * h * w, n * (3 * h * w + c * h * w)
 
 
+@pytest.mark.parametrize("impl", ["gemv", "conv"])
 @pytest.mark.parametrize("shape", [(1, 16, 8, 8), (3, 64, 5, 7)])
-def test_salient_block_count_by_hand(shape):
-    report = count_cost(SalientBlock(shape[1]), shape)
+def test_salient_block_count_by_hand(shape, impl):
+    report = count_cost(SalientBlock(shape[1], impl=impl), shape)
     macs, elementwise = hand_salient_ops(*shape)
     assert (report.total.macs, report.total.elementwise) == (macs, elementwise)
     assert report.total.flops == 2 * macs + elementwise
@@ -28,14 +29,19 @@ def test_salient_block_count_by_hand(shape):
 
 def test_ssa_block_count_by_hand():
     n, c, h, w = 2, 32, 6, 6
+    # GEMV form: GAP reads CHW, g/C on C, (g/C) @ x is C*H*W MACs, w*x writes CHW; BN, sigmoid, scale on HW
     report = count_cost(SSABlock(c), (n, c, h, w))
-    # GAP reads CHW, GAP*x writes CHW, mean over C reads CHW, w*x writes CHW; BN, sigmoid, scale on HW
+    assert report.total.macs == n * c * h * w
+    assert report.total.elementwise == n * (2 * c * h * w + c + 3 * h * w)
+    # literal form: GAP reads CHW, GAP*x writes CHW, mean over C reads CHW, w*x writes CHW
+    report = count_cost(SSABlock(c, impl="mean"), (n, c, h, w))
     assert report.total.macs == 0
     assert report.total.elementwise == n * (4 * c * h * w + 3 * h * w)
 
 
 def conv_linear_macs_by_hooks(model, x):
-    """Independent MAC count: output elements x (C_in/groups x kh x kw) per conv, in x out per linear."""
+    """Independent MAC count: output elements x (C_in/groups x kh x kw) per conv, in x out per linear,
+    and C*H*W per image for the GEMV channel reductions of Salient/SSA blocks (their conv is not called)."""
     total = []
 
     def hook(m, inp, out):
@@ -43,8 +49,11 @@ def conv_linear_macs_by_hooks(model, x):
             total.append(out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1])
         elif isinstance(m, nn.Linear):
             total.append(out.numel() * m.in_features)
+        elif isinstance(m, (SalientBlock, SSABlock)) and m.use_gemv:
+            total.append(inp[0].numel())
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    kinds = (nn.Conv2d, nn.Linear, SalientBlock, SSABlock)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
     with torch.no_grad():
         model(x)
     for h in handles:

@@ -23,7 +23,7 @@ class SeedSailentBlock(nn.Module):
 
 @pytest.mark.parametrize("train", [True, False])
 def test_salient_block_matches_seed_reference(train):
-    ours, seed = SalientBlock(32), SeedSailentBlock(32)
+    ours, seed = SalientBlock(32, impl="conv"), SeedSailentBlock(32)
     missing, unexpected = seed.load_state_dict(ours.state_dict(), strict=False)
     assert missing == [] and unexpected == ["gate.scale"]
     with torch.no_grad():
@@ -31,6 +31,33 @@ def test_salient_block_matches_seed_reference(train):
     ours.train(train), seed.train(train)
     x = torch.randn(4, 32, 7, 5)
     torch.testing.assert_close(ours(x), seed(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_fast_impls_equal_the_literal_ones(train):
+    """The GEMV forms compute the same sums in another order: equal to float rounding, gradients too."""
+    x = torch.randn(3, 64, 9, 7, dtype=torch.float64, requires_grad=True)
+    for fast, literal in ((SalientBlock(64), SalientBlock(64, impl="conv")), (SSABlock(64), SSABlock(64, impl="mean"))):
+        literal.load_state_dict(fast.state_dict())
+        fast.double().train(train), literal.double().train(train)
+        y_fast, y_lit = fast(x), literal(x)
+        torch.testing.assert_close(y_fast, y_lit, rtol=1e-12, atol=1e-12)
+        g = torch.randn_like(y_fast)
+        grads_fast = torch.autograd.grad(y_fast, [x, *fast.parameters()], g)
+        grads_lit = torch.autograd.grad(y_lit, [x, *literal.parameters()], g)
+        for a, b in zip(grads_fast, grads_lit):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fast_impl_handles_channels_last():
+    block = SalientBlock(16).eval()
+    x = torch.randn(2, 16, 5, 5)
+    torch.testing.assert_close(block(x.contiguous(memory_format=torch.channels_last)), block(x))
+
+
+def test_unknown_impl_is_refused():
+    with pytest.raises(ValueError, match="unknown impl 'fast'; valid: gemv, conv"):
+        SalientBlock(8, impl="fast")
 
 
 def test_salient_block_params_are_c_plus_two():
