@@ -8,12 +8,13 @@ the attention keys with an identity start, so the model's output equals the base
 ResNet's. A checkpoint missing any backbone key, or carrying keys the model does not
 have, raises ``CheckpointError`` instead of loading partially.
 """
+import functools
 import logging
 import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -167,9 +168,15 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
 _READ_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError)
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> SalientResNet:
+def _create(variant: str, pretrained: bool = False, attn_kwargs: Optional[Dict[str, Any]] = None,
+            **kwargs: Any) -> SalientResNet:
+    """Build ``variant``; ``attn_kwargs`` go to every attention block (e.g. ``dict(impl="conv")``),
+    and a ``block_args`` entry of the caller's overrides ours (``attn_layer`` included)."""
     spec = VARIANTS[variant]
-    block_args = dict(attn_layer=OUR_KINDS[spec.attn], **(kwargs.pop("block_args", None) or {}))
+    attn_layer = OUR_KINDS[spec.attn]
+    if attn_kwargs:
+        attn_layer = functools.partial(attn_layer, **attn_kwargs)
+    block_args = {"attn_layer": attn_layer, **(kwargs.pop("block_args", None) or {})}
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
     path = overlay.get("file") if pretrained else None
     if path is not None and not os.path.isfile(path):

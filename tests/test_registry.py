@@ -73,6 +73,15 @@ def test_export_and_script(name):
     torch.testing.assert_close(torch.jit.script(model)(X32), expected)
 
 
+def test_attn_kwargs_and_block_args_reach_the_blocks():
+    literal = timm.create_model("salient_resnet18", attn_kwargs=dict(impl="conv"))
+    assert all(not m.use_gemv for _, m in attention_modules(literal))
+    se = timm.create_model("salient_resnet18", block_args=dict(attn_layer="se"))
+    assert type(se.layer1[0].se).__name__ == "SEModule"
+    with pytest.raises(TypeError, match="impl"):
+        timm.create_model("salient_resnet18", attn_kwargs=dict(impl_typo="conv"))
+
+
 def test_pretrained_cfgs_point_at_base_weights():
     cfg = get_pretrained_cfg("salient_resnet50.a1_in1k")
     assert cfg.hf_hub_id == "timm/resnet50.a1_in1k" and cfg.architecture == "salient_resnet50"
