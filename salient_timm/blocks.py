@@ -13,12 +13,15 @@
 Both follow timm's ``attn_layer`` convention (``channels`` first, ``device``/``dtype``
 keywords) so they work as ``block_args=dict(attn_layer=SalientBlock)`` in timm's ResNet.
 
-Implementation: the channel reductions (the 1x1 conv of ``SalientBlock``, ``mean_c(GAP(x) * x)`` of
-``SSABlock``) are computed as a batched GEMV, ``(N,1,C) @ (N,C,H*W)``, by default
-(``impl="gemv"``): the same sums in another order, without a C*H*W temporary, and on CPU
-several times faster than oneDNN's 1x1 convolution with one output channel
-(``benchmarks/block_overhead.py``). ``impl="conv"`` / ``impl="mean"`` run the seed's literal
-formulation; both impls share the same parameters and state_dict keys.
+Implementation (``impl``, same parameters and state_dict keys for all): the Salient block's
+channel reduction defaults to ``(x * w).sum(1)`` (``impl="sum"``): measured on CPU it beats
+oneDNN's 1x1 convolution with one output channel at every batch size, forward and backward
+(backward several times over), and it is plain elementwise + reduction for ``torch.compile`` to
+fuse. ``impl="gemv"`` (a batched ``(N,1,C) @ (N,C,H*W)``) is fastest at batch 1 in eager mode;
+``impl="conv"`` is the seed's literal ``nn.Conv2d`` call. SSA's literal ``mean_c(GAP(x) * x)``
+already has the sum form (``impl="mean"``, default); ``impl="gemv"`` is its batched GEMV.
+All impls compute the same sums in another order (equal to float rounding; tested).
+See ``benchmarks/block_overhead.py`` and ``benchmarks/RESULTS.md``.
 
 One addition to the seed: the gate is ``scale * sigmoid(.)`` where ``scale`` is a
 persistent buffer, 1.0 by default (exactly the seed's gate). ``init_identity()`` sets
@@ -69,10 +72,10 @@ class _SpatialGate(nn.Module):
         nn.init.zeros_(self.bn.bias)
 
 
-def _check_impl(impl: str, valid: tuple) -> bool:
+def _check_impl(impl: str, valid: tuple) -> str:
     if impl not in valid:
         raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(valid)}")
-    return impl == "gemv"
+    return impl
 
 
 class SalientBlock(_SpatialGate):
@@ -81,7 +84,7 @@ class SalientBlock(_SpatialGate):
     Args:
         channels: input channels C. Parameters: C (conv, no bias) + 2 (BN affine).
         gate_scale: gate multiplier, 1.0 is the seed's gate (see module docstring).
-        impl: ``"gemv"`` (default, fast) or ``"conv"`` (the seed's nn.Conv2d call).
+        impl: ``"sum"`` (default), ``"gemv"`` or ``"conv"`` (the seed's nn.Conv2d call); see above.
     Shapes: (N, C, H, W) -> (N, C, H, W); the gate map is (N, 1, H, W).
     """
 
@@ -89,16 +92,18 @@ class SalientBlock(_SpatialGate):
         self,
         channels: int,
         gate_scale: float = 1.0,
-        impl: str = "gemv",
+        impl: str = "sum",
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         conv = nn.Conv2d(channels, 1, kernel_size=1, bias=False, device=device, dtype=dtype)
         super().__init__(conv, gate_scale, device=device, dtype=dtype)
-        self.use_gemv = _check_impl(impl, ("gemv", "conv"))
+        self.impl = _check_impl(impl, ("sum", "gemv", "conv"))
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_gemv:  # (N,1,C) @ (N,C,HW): the 1x1 conv's sums, as one batched GEMV
+        if self.impl == "sum":  # sum_c w_c x_c: the 1x1 conv's sums as multiply + channel sum
+            return (x * self.conv.weight.view(1, -1, 1, 1)).sum(1, keepdim=True)
+        if self.impl == "gemv":  # (N,1,C) @ (N,C,HW): one batched GEMV
             n, c, h, w = x.shape
             return torch.matmul(self.conv.weight.view(1, 1, c), x.flatten(2)).view(n, 1, h, w)
         return self.conv(x)
@@ -110,7 +115,7 @@ class SSABlock(_SpatialGate):
     Args:
         channels: input channels C (kept for the attn_layer signature; no weights depend on it).
         gate_scale: gate multiplier, 1.0 is the plain sigmoid.
-        impl: ``"gemv"`` (default: ``(GAP(x)/C) @ x``, no C*H*W temporary) or ``"mean"`` (literal).
+        impl: ``"mean"`` (default, the literal form) or ``"gemv"`` (``(GAP(x)/C) @ x``).
     Parameters: 2 (BN affine). Shapes: (N, C, H, W) -> (N, C, H, W).
     """
 
@@ -118,16 +123,16 @@ class SSABlock(_SpatialGate):
         self,
         channels: int,
         gate_scale: float = 1.0,
-        impl: str = "gemv",
+        impl: str = "mean",
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(None, gate_scale, device=device, dtype=dtype)
         self.channels = channels
-        self.use_gemv = _check_impl(impl, ("gemv", "mean"))
+        self.impl = _check_impl(impl, ("mean", "gemv"))
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_gemv:  # mean_c(g * x) = (g / C) @ x, with g = GAP(x) of shape (N, 1, C)
+        if self.impl == "gemv":  # mean_c(g * x) = (g / C) @ x, with g = GAP(x) of shape (N, 1, C)
             n, c, h, w = x.shape
             g = x.mean((2, 3)).view(n, 1, c) * (1.0 / c)
             return torch.matmul(g, x.flatten(2)).view(n, 1, h, w)

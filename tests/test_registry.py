@@ -75,7 +75,7 @@ def test_export_and_script(name):
 
 def test_attn_kwargs_and_block_args_reach_the_blocks():
     literal = timm.create_model("salient_resnet18", attn_kwargs=dict(impl="conv"))
-    assert all(not m.use_gemv for _, m in attention_modules(literal))
+    assert all(m.impl == "conv" for _, m in attention_modules(literal))
     se = timm.create_model("salient_resnet18", block_args=dict(attn_layer="se"))
     assert type(se.layer1[0].se).__name__ == "SEModule"
     with pytest.raises(TypeError, match="impl"):
