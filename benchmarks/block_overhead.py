@@ -1,0 +1,227 @@
+"""What the attention blocks cost at run time: resnet50 vs seresnet50 vs salient_resnet50 vs ssa_resnet50.
+
+    python benchmarks/block_overhead.py                 # CPU: quick set, eager, fp32 (a few minutes)
+    python benchmarks/block_overhead.py --compile       # add torch.compile rows (slow to compile on CPU)
+    python benchmarks/block_overhead.py --full --json out.json   # the whole matrix (default on CUDA)
+
+Interleaved timing (every repeat runs every model once, so drift hits all alike), median and
+spread (min-max over repeats) of img/s and latency, peak memory (CUDA only), and each model's
+ratio to resnet50. On CUDA: bf16 autocast + channels_last. The "bound" columns give, per model,
+the bytes its attention blocks must move (salient: read x for the C->1 reduction, then read x
+and the gate and write the product: 3*C*H*W + 2*H*W values per block and image; se: pool read,
+then the same product) and the time that takes at this device's measured copy bandwidth: the
+least overhead any implementation can reach when nothing is fused into neighbouring ops.
+"""
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Dict, List, Optional
+
+import timm
+import torch
+from torch import nn
+
+import salient_timm
+from salient_timm import attention_modules
+from salient_timm.blocks import SalientBlock, SSABlock
+
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "resnet50": lambda **kw: timm.create_model("resnet50", **kw),
+    "seresnet50": lambda **kw: timm.create_model("seresnet50", **kw),
+    "salient_resnet50": lambda **kw: timm.create_model("salient_resnet50", **kw),
+    "salient_resnet50 (conv impl)": lambda **kw: timm.create_model("salient_resnet50", attn_kwargs=dict(impl="conv"), **kw),
+    "ssa_resnet50": lambda **kw: timm.create_model("ssa_resnet50", **kw),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    train: bool
+    batch: int
+    size: int
+
+    @property
+    def cifar(self) -> bool:
+        return self.size == 32
+
+
+FULL = [Scenario(f"{'train' if t else 'infer'} b{b} {s}px", t, b, s)
+        for s in (224, 32) for t, b in ((False, 1), (False, 64), (True, 64))]
+QUICK_CPU = [Scenario("infer b1 224px", False, 1, 224), Scenario("infer b8 224px", False, 8, 224),
+             Scenario("infer b64 32px", False, 64, 32), Scenario("train b64 32px", True, 64, 32)]
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second of a large tensor copy (read + write counted)."""
+    src = torch.empty(64 * 2 ** 20, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    _sync(device)
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * src.numel() * src.element_size() / statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def attention_bytes(name: str, scenario: Scenario, elem_bytes: int) -> int:
+    """Minimum bytes the attention blocks of model ``name`` move for one batch (see module docstring)."""
+    with torch.device("meta"):
+        model = MODELS[name]()
+        if scenario.cifar:
+            salient_timm.convert_to_cifar_stem(model)
+    shapes: Dict[str, tuple] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: shapes.__setitem__(n, tuple(a[0].shape)))
+             for n, m in attention_modules(model)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(scenario.batch, 3, scenario.size, scenario.size, device="meta"))
+    for h in hooks:
+        h.remove()
+    total = 0
+    for name, (n, c, h, w) in shapes.items():
+        values = 3 * c * h * w + 2 * h * w  # read for the gate, read x + gate, write the product
+        total += n * values * elem_bytes * (3 if scenario.train else 1)  # backward: about twice the forward
+    return total
+
+
+def build(name: str, scenario: Scenario, device: torch.device, channels_last: bool, compile_: bool):
+    kw = dict(num_classes=100 if scenario.cifar else 1000)
+    model = MODELS[name](**kw)
+    if scenario.cifar:
+        salient_timm.convert_to_cifar_stem(model)
+    model = model.to(device).train(scenario.train)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    runner = torch.compile(model) if compile_ else model
+    opt = torch.optim.SGD(model.parameters(), lr=0.01) if scenario.train else None
+    x = torch.randn(scenario.batch, 3, scenario.size, scenario.size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, kw["num_classes"], (scenario.batch,), device=device)
+    return model, runner, opt, x, y
+
+
+def step_fn(runner, opt, x, y, scenario: Scenario, amp: bool, device: torch.device):
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=amp)
+
+    def infer():
+        with torch.no_grad(), autocast():
+            runner(x)
+
+    def train():
+        with autocast():
+            loss = nn.functional.cross_entropy(runner(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return train if scenario.train else infer
+
+
+def measure(fns: Dict[str, Callable], device: torch.device, iters: int, repeats: int, warmup: int) -> Dict[str, List[float]]:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t) / iters)
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--full", action="store_true", help="every scenario (default on CUDA)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd models (default on CUDA)")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated, resnet50 first (the ratio base)")
+    p.add_argument("--scenarios", default=None, help="comma-separated names, e.g. 'infer b1 224px'")
+    p.add_argument("--modes", default=None, help="eager,compile (default: eager; with --compile or on CUDA both)")
+    p.add_argument("--repeats", type=int, default=None, help="default 3 on CPU, 5 on CUDA")
+    p.add_argument("--iters", type=int, default=None,
+                   help="calls per timing (default 20 on CUDA; on CPU 3, and 2 for training steps)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    a = p.parse_args()
+    device = torch.device(a.device)
+    cuda = device.type == "cuda"
+    scenarios = FULL if (a.full or cuda) else QUICK_CPU
+    if a.scenarios:
+        wanted = [w.strip() for w in a.scenarios.split(",")]
+        scenarios = [sc for sc in FULL + QUICK_CPU if sc.name in wanted]
+        scenarios = list({sc.name: sc for sc in scenarios}.values())
+        if not scenarios:
+            p.error(f"no scenario matches {a.scenarios!r}; names: {', '.join(sc.name for sc in FULL + QUICK_CPU)}")
+    modes = a.modes.split(",") if a.modes else ["eager"] + (["compile"] if (a.compile or cuda) else [])
+    iters = a.iters or (20 if cuda else 3)
+    a.repeats = a.repeats or (5 if cuda else 3)
+    names = [m.strip() for m in a.models.split(",")]
+    bandwidth = copy_bandwidth(device)
+    elem_bytes = 2 if cuda else 4
+    header = (f"device {torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()} "
+              f"({'bf16 autocast + channels_last' if cuda else f'fp32, {torch.get_num_threads()} threads'}); "
+              f"torch {torch.__version__}, timm {timm.__version__}, salient-timm {salient_timm.__version__}; "
+              f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; {a.repeats} repeats x {iters} calls, interleaved")
+    print(header)
+    results = []
+    for mode in modes:
+        for sc in scenarios:
+            built = {n: build(n, sc, device, cuda, mode == "compile") for n in names}
+            fns = {n: step_fn(r, o, x, y, sc, cuda, device) for n, (m, r, o, x, y) in built.items()}
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            peaks = {}
+            if cuda:
+                for n, fn in fns.items():
+                    torch.cuda.reset_peak_memory_stats(device)
+                    fn()
+                    _sync(device)
+                    peaks[n] = torch.cuda.max_memory_allocated(device)
+            n_iter = iters if (cuda or not sc.train or a.iters) else 2  # a CPU training step takes seconds
+            times = measure(fns, device, n_iter, a.repeats, warmup=2 if cuda else 1)
+            base = statistics.median(times[names[0]])
+            for n in names:
+                med = statistics.median(times[n])
+                bound = attention_bytes(n, sc, elem_bytes) / bandwidth
+                results.append({
+                    "mode": mode, "scenario": sc.name, "model": n, "img_per_s": sc.batch / med, "latency_ms": 1e3 * med,
+                    "spread_ms": [1e3 * min(times[n]), 1e3 * max(times[n])], "ratio_time": med / base,
+                    "overhead_ms": 1e3 * (med - base), "bound_ms": 1e3 * bound,
+                    "peak_mem_mb": peaks[n] / 2 ** 20 if n in peaks else None})
+            print_table([r for r in results if r["mode"] == mode and r["scenario"] == sc.name], f"{mode}, {sc.name}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"header": header, "bandwidth_Bps": bandwidth, "results": results}, f, indent=2)
+
+
+def print_table(rows: List[dict], title: str) -> None:
+    print(f"\n{title}")
+    print(f"{'model':30s} {'img/s':>9s} {'ms':>9s} {'min-max ms':>17s} {'x resnet50':>10s} {'overhead':>9s} "
+          f"{'bound':>7s} {'peak MB':>8s}")
+    for r in rows:
+        peak = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
+        print(f"{r['model']:30s} {r['img_per_s']:9.1f} {r['latency_ms']:9.2f} "
+              f"{r['spread_ms'][0]:8.2f}-{r['spread_ms'][1]:<8.2f} {r['ratio_time']:10.3f} {r['overhead_ms']:8.2f}ms "
+              f"{r['bound_ms']:6.2f}ms {peak:>8s}")
+
+
+if __name__ == "__main__":
+    main()
