@@ -12,6 +12,7 @@ Counting runs the model once under ``torch.no_grad()`` in eval mode (the caller'
 eval flags are restored), on whatever device the model lives on; the meta device works
 and allocates nothing. No hooks or buffers are left behind.
 """
+import contextlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from salient_timm import attention_modules
 
-__all__ = ["MAC_OPS", "ELEMENTWISE_FORMULAS", "OpCount", "CostReport", "count_cost", "count_params", "ParamReport"]
+__all__ = ["eval_forward", "MAC_OPS", "ELEMENTWISE_FORMULAS", "OpCount", "CostReport", "count_cost", "count_params", "ParamReport"]
 
 aten = torch.ops.aten
 # Ops torch's counter already knows: counted as 2 FLOPs per MAC.
@@ -118,14 +119,23 @@ def _op_name(op) -> str:
     return str(op).replace("aten.", "aten::")
 
 
-def _restore_modes(model: nn.Module) -> Callable[[], None]:
+def eval_forward(model: nn.Module, input_shape: Iterable[int], *contexts) -> None:
+    """One forward of a zero input in eval mode under ``no_grad`` (and ``contexts``), on the
+    model's device and dtype; every module's train/eval flag is restored afterwards."""
+    ref = next(iter(model.parameters()), None)
+    x = torch.zeros(tuple(input_shape), device=ref.device if ref is not None else None,
+                    dtype=ref.dtype if ref is not None else None)
     flags = [(m, m.training) for m in model.modules()]
-
-    def restore() -> None:
+    model.eval()
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            for ctx in contexts:
+                stack.enter_context(ctx)
+            model(x)
+    finally:
         for m, flag in flags:
             m.training = flag
-
-    return restore
 
 
 def count_cost(model: nn.Module, input_shape: Iterable[int]) -> CostReport:
@@ -135,18 +145,9 @@ def count_cost(model: nn.Module, input_shape: Iterable[int]) -> CostReport:
     whole model, "layer1.0.se" an attention block, ...).
     """
     input_shape = tuple(int(s) for s in input_shape)
-    ref = next(iter(model.parameters()), None)
-    x = torch.zeros(input_shape, device=ref.device if ref is not None else None,
-                    dtype=ref.dtype if ref is not None else None)
     seen: Dict[object, int] = defaultdict(int)
     counter = FlopCounterMode(display=False, custom_mapping=ELEMENTWISE_FORMULAS)
-    restore = _restore_modes(model)
-    model.eval()
-    try:
-        with torch.no_grad(), _OpSpy(seen), counter:
-            model(x)
-    finally:
-        restore()
+    eval_forward(model, input_shape, _OpSpy(seen), counter)
 
     root = type(model).__name__
     modules: Dict[str, OpCount] = {}

@@ -16,13 +16,12 @@ for se only after ``init='identity'``): one multiply per gate element.
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-import torch
 from torch import nn
 from timm.layers.squeeze_excite import SEModule
 
 from salient_timm import SalientBlock, ScaledSigmoid, SSABlock, attention_modules
 
-from .counting import CostReport, count_cost
+from .counting import CostReport, count_cost, eval_forward
 
 __all__ = ["BlockFormula", "FormulaRow", "formula_for", "formula_rows", "attention_input_shapes"]
 
@@ -101,17 +100,11 @@ def attention_input_shapes(model: nn.Module, input_shape: Tuple[int, ...]) -> Di
     for name, module in attention_modules(model):
         handles.append(module.register_forward_pre_hook(
             lambda mod, args, name=name: shapes.__setitem__(name, tuple(args[0].shape))))
-    ref = next(iter(model.parameters()))
-    was_training = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(input_shape, device=ref.device, dtype=ref.dtype))
+        eval_forward(model, input_shape)
     finally:
         for h in handles:
             h.remove()
-        for m, flag in was_training:
-            m.training = flag
     return shapes
 
 

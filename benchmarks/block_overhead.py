@@ -19,15 +19,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import timm
 import torch
 from torch import nn
 
 import salient_timm
-from salient_timm import attention_modules
-from salient_timm.blocks import SalientBlock, SSABlock
+from salient_analysis.formulas import attention_input_shapes
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     "resnet50": lambda **kw: timm.create_model("resnet50", **kw),
@@ -83,15 +82,8 @@ def attention_bytes(name: str, scenario: Scenario, elem_bytes: int) -> int:
         model = MODELS[name]()
         if scenario.cifar:
             salient_timm.convert_to_cifar_stem(model)
-    shapes: Dict[str, tuple] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: shapes.__setitem__(n, tuple(a[0].shape)))
-             for n, m in attention_modules(model)]
-    with torch.no_grad():
-        model.eval()(torch.zeros(scenario.batch, 3, scenario.size, scenario.size, device="meta"))
-    for h in hooks:
-        h.remove()
     total = 0
-    for name, (n, c, h, w) in shapes.items():
+    for n, c, h, w in attention_input_shapes(model, (scenario.batch, 3, scenario.size, scenario.size)).values():
         values = 3 * c * h * w + 2 * h * w  # read for the gate, read x + gate, write the product
         total += n * values * elem_bytes * (3 if scenario.train else 1)  # backward: about twice the forward
     return total
