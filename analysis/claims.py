@@ -20,7 +20,6 @@ from torch import nn
 
 from salient_timm import attention_modules, convert_to_cifar_stem, find_residual_blocks, inject_attention
 
-from .counting import count_cost
 from .formulas import formula_rows
 from .size import measure_size
 

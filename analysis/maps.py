@@ -8,7 +8,6 @@ gate map upsampled onto the image, with a colour bar and the map's min/mean/max.
 """
 import math
 import os
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np

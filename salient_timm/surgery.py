@@ -87,14 +87,10 @@ def _require_blocks(model: nn.Module) -> List[ResidualBlock]:
     return blocks
 
 
-def _reference_tensor(module: nn.Module) -> torch.Tensor:
-    return next(module.parameters())
-
-
 @torch.no_grad()
 def _check_identity(module: nn.Module, channels: int, where: str) -> None:
     """Raise unless ``module(x) == x`` exactly on a random probe (eval mode, restored after)."""
-    ref = _reference_tensor(module) if any(True for _ in module.parameters()) else None
+    ref = next(module.parameters(), None)
     probe = torch.randn(2, channels, 6, 6, device=getattr(ref, "device", None), dtype=getattr(ref, "dtype", None))
     was_training = module.training
     module.eval()
@@ -113,7 +109,7 @@ def _build(factory, channels: int, block: nn.Module, init: str, where: str, kwar
         raise SurgeryError(f"could not build attention for {where} (channels={channels}): {e}") from e
     if not isinstance(module, nn.Module):
         raise SurgeryError(f"attention factory returned {type(module).__name__}, not an nn.Module")
-    ref = _reference_tensor(block)
+    ref = next(block.parameters())
     module.to(device=ref.device, dtype=ref.dtype)
     if init == "identity":
         init_identity(module)

@@ -1,7 +1,7 @@
 """One training epoch and one evaluation pass; metrics are exact sums over all processes."""
 import contextlib
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import nn
