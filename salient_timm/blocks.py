@@ -65,10 +65,11 @@ class _SpatialGate(nn.Module):
         return x * self.gate(self.bn(self.saliency(x)))
 
     @torch.no_grad()
-    def init_identity(self) -> None:
-        """Make the block an exact identity at the start: gate ``2*sigmoid(BN(.)) = 1``."""
+    def init_identity(self, gain: float = 0.0) -> None:
+        """Start as the identity: gate ``2*sigmoid(BN(.)) = 1`` (BN gamma 0). ``gain > 0``: gamma = gain,
+        a near-identity gate ``2*sigmoid(gain * z_hat)`` whose conv learns from the first step."""
         self.gate.scale.fill_(2.0)
-        nn.init.zeros_(self.bn.weight)
+        nn.init.constant_(self.bn.weight, gain)
         nn.init.zeros_(self.bn.bias)
 
 

@@ -4,6 +4,16 @@
 (timm's ``attn_layer`` convention) or ``None`` for ``"none"``.
 ``init_identity(module)`` turns a freshly built attention module into an exact identity
 (``module(x) == x``) for the kinds that allow it, so a retrofit starts where the base model is.
+``init_identity(module, gain)`` with ``gain > 0`` is the near-identity start: the layer that
+feeds the gate keeps ``gain`` times its fresh initialisation instead of zero, so the layers
+before it get gradient from the first step (see ``retrofit.py`` for why that matters).
+
+| kind | gate | layer feeding the gate: identity (gain 0) / near-identity |
+|---|---|---|
+| salient, ssa | ``2*sigmoid(BN1(s))`` | BN gamma 0 / gamma = gain; beta 0 |
+| se | ``2*sigmoid(fc2(.))`` | fc2 0 / fc2 weight x gain, bias 0 |
+| eca | ``2*sigmoid(conv(.))`` | last conv 0 / weight x gain |
+| cbam | both gates ``2*sigmoid`` | channel fc2 and spatial BN as above |
 """
 import difflib
 import functools
@@ -91,33 +101,37 @@ def _identity_gate_like(reference: torch.Tensor) -> ScaledSigmoid:
 
 
 @torch.no_grad()
-def _zero(module: nn.Module) -> None:
-    for p in module.parameters(recurse=False):
-        p.zero_()
+def _shrink(module: nn.Module, gain: float) -> None:
+    """Weight x gain (a norm's gamma: = gain), bias 0: the layer's output is 0 for gain 0."""
+    for name, p in module.named_parameters(recurse=False):
+        if name == "weight" and not isinstance(module, nn.modules.batchnorm._NormBase):
+            p.mul_(gain)
+        else:
+            p.fill_(gain if name == "weight" else 0.0)
 
 
-def _se_identity(m: SEModule) -> None:
+def _se_identity(m: SEModule, gain: float) -> None:
     # x * 2*sigmoid(fc2(.)) with fc2 = 0  ->  x * 1
     m.gate = _identity_gate_like(m.fc2.weight)
-    _zero(m.fc2)
+    _shrink(m.fc2, gain)
 
 
-def _eca_identity(m: EcaModule) -> None:
+def _eca_identity(m: EcaModule, gain: float) -> None:
     last = m.conv2 if m.conv2 is not None else m.conv
     m.gate = _identity_gate_like(last.weight)
-    _zero(last)
+    _shrink(last, gain)
 
 
-def _cbam_identity(m: CbamModule) -> None:
+def _cbam_identity(m: CbamModule, gain: float) -> None:
     # channel: x * gate(fc2(.avg) + fc2(.max)), fc2 = 0; spatial: x * gate(BN(conv(.))), BN affine = 0
     m.channel.gate = _identity_gate_like(m.channel.fc2.weight)
-    _zero(m.channel.fc2)
+    _shrink(m.channel.fc2, gain)
     m.spatial.gate = _identity_gate_like(m.spatial.conv.bn.weight)
-    _zero(m.spatial.conv.bn)
+    _shrink(m.spatial.conv.bn, gain)
 
 
 # class -> (kind name, recipe). Our blocks carry their own ``init_identity`` method.
-_IDENTITY_RECIPES: Dict[type, Tuple[str, Callable[[nn.Module], None]]] = {
+_IDENTITY_RECIPES: Dict[type, Tuple[str, Callable[[nn.Module, float], None]]] = {
     SEModule: ("se", _se_identity),
     EcaModule: ("eca", _eca_identity),
     CbamModule: ("cbam", _cbam_identity),
@@ -125,14 +139,17 @@ _IDENTITY_RECIPES: Dict[type, Tuple[str, Callable[[nn.Module], None]]] = {
 IDENTITY_KINDS: Tuple[str, ...] = (*OUR_KINDS, *(name for name, _ in _IDENTITY_RECIPES.values()))
 
 
-def init_identity(module: nn.Module) -> None:
-    """Re-initialise a fresh attention module in place so that ``module(x) == x`` exactly.
+def init_identity(module: nn.Module, gain: float = 0.0) -> None:
+    """Re-initialise a fresh attention module in place so that ``module(x) == x`` exactly (``gain=0``).
 
     The gate becomes ``2*sigmoid(z)`` with the layer feeding it zeroed (``z = 0``), so
-    gradients still flow. Raises ``IdentityInitError`` for kinds without such a recipe.
+    gradients still flow. ``gain > 0``: that layer keeps ``gain`` x its fresh init (near-identity).
+    Raises ``IdentityInitError`` for kinds without such a recipe, ``ValueError`` for a bad gain.
     """
+    if not 0.0 <= gain < float("inf"):
+        raise ValueError(f"identity gain must be a finite number >= 0, got {gain}")
     if callable(getattr(module, "init_identity", None)):
-        module.init_identity()
+        module.init_identity(gain)
         return
     recipe = _IDENTITY_RECIPES.get(type(module))
     if recipe is None:
@@ -140,4 +157,4 @@ def init_identity(module: nn.Module) -> None:
             f"init='identity' is not available for {type(module).__name__}; "
             f"kinds that support it: {', '.join(IDENTITY_KINDS)} (use init='default' for others)"
         )
-    recipe[1](module)
+    recipe[1](module, gain)

@@ -102,7 +102,7 @@ def _check_identity(module: nn.Module, channels: int, where: str) -> None:
         raise SurgeryError(f"init='identity' did not give an identity attention module at {where}")
 
 
-def _build(factory, channels: int, block: nn.Module, init: str, where: str, kwargs: dict) -> nn.Module:
+def _build(factory, channels: int, block: nn.Module, init: str, gain: float, where: str, kwargs: dict) -> nn.Module:
     try:
         module = factory(channels, **kwargs)
     except Exception as e:  # surface constructor errors with the place and arguments
@@ -112,8 +112,9 @@ def _build(factory, channels: int, block: nn.Module, init: str, where: str, kwar
     ref = next(block.parameters())
     module.to(device=ref.device, dtype=ref.dtype)
     if init == "identity":
-        init_identity(module)
-        _check_identity(module, channels, where)
+        init_identity(module, gain)
+        if gain == 0.0:
+            _check_identity(module, channels, where)
     module.train(block.training)
     return module
 
@@ -124,6 +125,7 @@ def inject_attention(
     *,
     position: Position = "post",
     init: Literal["default", "identity"] = "default",
+    init_gain: float = 0.0,
     replace: bool = False,
     **block_kwargs: Any,
 ) -> nn.Module:
@@ -140,6 +142,9 @@ def inject_attention(
             norm+activation, on the narrower width).
         init: ``"default"`` (the module's own init) or ``"identity"`` (output equals the
             model's output before surgery, exactly; salient, ssa, se, eca, cbam).
+        init_gain: with ``init="identity"``, > 0 gives the near-identity start: the layer feeding
+            each gate keeps ``init_gain`` x its fresh init (Salient/SSA: BN gamma = init_gain), so
+            the gate's conv learns from the first step. 0 (default) is the exact identity.
         replace: allow overwriting a filled slot (e.g. the SE of ``seresnet50``).
         **block_kwargs: passed to the attention constructor (e.g. ``rd_ratio=1/8`` for se).
 
@@ -154,6 +159,10 @@ def inject_attention(
         raise SurgeryError(f"unknown position {position!r}; valid positions: {', '.join(POSITIONS)}")
     if init not in INITS:
         raise SurgeryError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
+    if not 0.0 <= init_gain < float("inf"):
+        raise SurgeryError(f"init_gain must be a finite number >= 0, got {init_gain}")
+    if init_gain and init != "identity":
+        raise SurgeryError("init_gain applies to init='identity' only (the near-identity start)")
     factory = resolve_attention(kind)
     if factory is None and not replace:
         raise SurgeryError("kind 'none' adds nothing; pass replace=True to remove existing attention")
@@ -170,7 +179,8 @@ def inject_attention(
                 "or choose another position"
             )
         channels = block.channels(position)
-        new = None if factory is None else _build(factory, channels, block.module, init, where, block_kwargs)
+        new = None if factory is None else _build(factory, channels, block.module, init, init_gain, where,
+                                                             block_kwargs)
         plan.append((block.module, new))
 
     # Commit: nothing below can fail, so the model is never left half-modified.

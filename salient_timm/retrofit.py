@@ -1,0 +1,90 @@
+"""Optimizer parameter groups that let a retrofit's new attention layers learn.
+
+An identity-started gate (``init="identity"``) has its last layer at zero: the Salient/SSA
+gate BN's gamma, the SE/ECA excitation weights. Everything before that zero gets no gradient
+until the zero moves, and the zero's own gradient is a correlation summed over pixels, so with
+the backbone's fine-tuning lr and weight decay the gate barely moves (measured in
+``results/retrofit.md``). The fix is the usual one for new layers on a pretrained network: the
+attention parameters get their own group with a larger lr and no weight decay.
+
+    inject_attention(model, "salient", init="identity", init_gain=DEFAULT_INIT_GAIN)
+    groups = retrofit_param_groups(model, weight_decay=5e-4)                # attention: lr x30, no decay
+    opt = timm.optim.create_optimizer_v2(groups, opt="sgd", lr=0.05)    # or torch.optim.SGD(groups, lr=0.05)
+
+Groups carry timm's ``lr_scale`` key (timm schedulers multiply the scheduled lr by it) and, when
+``lr`` is given, an explicit ``lr`` for plain torch optimizers and schedulers. The backbone is
+split with timm's own ``param_groups_weight_decay`` (no decay on biases and norm parameters).
+
+| group | params | weight decay | lr |
+|---|---|---|---|
+| backbone, decay | conv/linear weights of the base model | ``weight_decay`` | lr |
+| backbone, no decay | biases, norm affine | 0 | lr |
+| attention, decay | weights in a filled ``se``/``attn_mid`` slot | ``attn_weight_decay`` (0) | lr x ``attn_lr_scale`` |
+| attention, no decay | their biases and norm affine (the gate BN's gamma) | 0 | lr x ``attn_lr_scale`` |
+
+With ``attn_lr_scale=1`` and ``attn_weight_decay=weight_decay`` the groups train exactly as
+timm's ``create_optimizer_v2(model)`` does.
+"""
+from typing import Any, Dict, List, Optional
+
+from torch import nn
+from timm.optim import param_groups_weight_decay
+
+from .surgery import attention_modules
+
+__all__ = ["attention_parameter_names", "retrofit_param_groups", "DEFAULT_ATTN_LR_SCALE", "DEFAULT_INIT_GAIN"]
+
+DEFAULT_ATTN_LR_SCALE = 30.0
+DEFAULT_INIT_GAIN = 0.1  # near-identity start for retrofits (inject_attention init_gain)
+
+
+def attention_parameter_names(model: nn.Module) -> List[str]:
+    """Qualified names of the parameters that live in the model's attention slots (``layer1.0.se.conv.weight``, ...)."""
+    return [f"{slot}.{name}" for slot, module in attention_modules(model) for name, _ in module.named_parameters()]
+
+
+def retrofit_param_groups(
+    model: nn.Module,
+    weight_decay: float = 0.0,
+    attn_lr_scale: float = DEFAULT_ATTN_LR_SCALE,
+    attn_weight_decay: float = 0.0,
+    lr: Optional[float] = None,
+) -> List[Dict[str, Any]]:
+    """Param groups: the backbone as timm splits it, then the attention parameters with their own lr and decay.
+
+    Args:
+        model: a model with filled attention slots (``inject_attention`` or a ``salient_*`` variant).
+        weight_decay: the backbone's weight decay (biases and norm parameters get none, as in timm).
+        attn_lr_scale: lr multiplier of the attention group (``lr_scale``; 1 = same lr as the backbone).
+        attn_weight_decay: weight decay of the attention weights that timm would decay (0: nothing pulls
+            the gates back to flat); their biases and norm parameters never decay.
+        lr: the base lr; if given, each group also gets ``lr = lr * lr_scale`` for non-timm schedulers.
+
+    Frozen parameters (``requires_grad=False``) are left out. Raises ``ValueError`` if the model has
+    no attention parameters or a scale/decay is negative.
+    """
+    for name, value in (("attn_lr_scale", attn_lr_scale), ("attn_weight_decay", attn_weight_decay),
+                        ("weight_decay", weight_decay)):
+        if not value >= 0:  # also refuses NaN
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    attn_ids = {id(p) for _, module in attention_modules(model) for p in module.parameters()}
+    if not any(p.requires_grad for p in model.parameters() if id(p) in attn_ids):
+        raise ValueError(f"{type(model).__name__} has no trainable attention parameters "
+                         "(inject salient/ssa/se first, or use a salient_*/ssa_* model)")
+    backbone, attention = [], []
+    # timm's split (decay: weights; no decay: biases, norms), asked with a placeholder decay of 1 so that
+    # the split happens even when weight_decay is 0; each half is split again into backbone and attention
+    for group in param_groups_weight_decay(model, 1.0):
+        decays = group["weight_decay"] > 0
+        base = [p for p in group["params"] if id(p) not in attn_ids]
+        attn = [p for p in group["params"] if id(p) in attn_ids]
+        if base:
+            backbone.append({"params": base, "weight_decay": weight_decay if decays else 0.0, "lr_scale": 1.0})
+        if attn:
+            attention.append({"params": attn, "weight_decay": attn_weight_decay if decays else 0.0,
+                              "lr_scale": float(attn_lr_scale)})
+    groups = backbone + attention
+    if lr is not None:
+        for group in groups:
+            group["lr"] = lr * group["lr_scale"]
+    return groups
