@@ -52,7 +52,8 @@ def spec_options(multi: bool = False) -> Callable:
             click.option("--cifar-stem", is_flag=True, help="3x3 stride-1 stem without max-pool"),
             click.option("--input-size", "-s", type=InputSize(), default="224", show_default=True,
                          help="S, HxW or CxHxW"),
-            click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True),
+            click.option("--batch-size", "-b", "batch", type=click.IntRange(min=1), default=1, show_default=True,
+                         help="batch size of the counted forward pass"),
         ]
         return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
     return decorate
@@ -163,15 +164,17 @@ def maps(fmt, model, checkpoint, images, out, all_blocks, dpi) -> None:
         net, config = m.load_for_maps(model, checkpoint)
         batch, views = m.read_images(images, config)
         if out:
-            gates, _ = m.draw_maps(net, batch, views, images, out, all_blocks=all_blocks, dpi=dpi)
+            gates, _ = m.draw_maps(net, batch, views, images, out, all_blocks=all_blocks, dpi=dpi,
+                                   title=config.get("label", model))
         else:
             with torch.no_grad(), salient_timm.capture_gates(net) as gates:
                 net(batch)
-        rows = m.gate_stats(gates, [os.path.basename(p) for p in images])
+        rows = m.gate_stats(gates, [os.path.basename(p) for p in images], salient_timm.gate_neutrals(net))
         notes = [f"figure written to {out}"] if out else []
-        return Report("maps", [Table(f"Gate statistics of {config.get('model', model)}",
-                                             list(rows[0]), rows)],
-                      notes=notes + ["entropy: of the map as a distribution over its positions, 1 = uniform"])
+        return Report("maps", [Table(f"Gate statistics of {config.get('label', model)}", list(rows[0]), rows)],
+                      notes=notes + ["neutral: the gate's value for a zero input (0.5 for sigmoid, 1 for an "
+                                     "identity-started 2*sigmoid); dev = gate - neutral; rel std = std / mean",
+                                     "entropy: of the map as a distribution over its positions, 1 = uniform"])
 
     try:
         _emit(build, fmt)

@@ -5,10 +5,15 @@ data config (a salient-train checkpoint carries its input size, channels, mean a
 models use their timm pretrained cfg). The figure has one row per image: the input as the model
 sees it, then one overlay per stage (its last block's gate) or per block (``all_blocks``): the
 gate map upsampled onto the image, with a colour bar and the map's min/mean/max.
+
+Statistics are read against each gate's neutral value ``gate(0)`` (0.5 for the seed's sigmoid,
+1.0 for an identity-started ``2*sigmoid`` gate): ``mean |dev|`` is how far the gate is from
+doing nothing, ``rel std`` (std / mean) how much it modulates the features from pixel to pixel
+(or channel to channel for SE), whatever the gate's scale.
 """
 import math
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import timm
@@ -20,9 +25,11 @@ from torch import nn
 
 from salient_timm import capture_gates
 from salient_timm.blocks import ScaledSigmoid
+from salient_timm.gates import gate_neutrals
 from salient_timm.surgery import attention_modules
 
-__all__ = ["PANEL_INCHES", "load_for_maps", "read_images", "gate_stats", "stage_blocks", "draw_maps", "MapsError"]
+__all__ = ["PANEL_INCHES", "load_for_maps", "read_images", "gate_stats", "gate_variation", "stage_blocks", "draw_maps",
+           "MapsError"]
 
 PANEL_INCHES = 2.4  # every panel is PANEL_INCHES square: a figure is (1 + blocks) x images panels
 
@@ -87,17 +94,45 @@ def _entropy(w: torch.Tensor) -> float:
     return float(-(p * p.clamp_min(1e-12).log()).sum() / math.log(p.numel()))
 
 
-def gate_stats(gates: Dict[str, torch.Tensor], image_names: Sequence[str]) -> List[dict]:
-    """Per image and block: shape, min/mean/max/std, fraction above 0.5, normalised entropy."""
+def _spread(w: torch.Tensor) -> torch.Tensor:
+    """Per image: std of a gate output (N, 1, H, W) over pixels, or (N, C, 1, 1) over channels."""
+    flat = w.flatten(1)
+    return flat.std(1) if flat.shape[1] > 1 else torch.zeros(flat.shape[0])
+
+
+def gate_stats(gates: Dict[str, torch.Tensor], image_names: Sequence[str], neutral: Dict[str, float]) -> List[dict]:
+    """Per image and block: shape, neutral value, min/mean/max/std, rel std, deviation from neutral, entropy."""
     rows = []
     for i, image in enumerate(image_names):
         for block, g in gates.items():
-            w = g[i]
+            w, n = g[i], neutral[block]
+            mean, std = float(w.mean()), float(_spread(g[i:i + 1])[0])
             rows.append({"image": image, "block": block, "kind": "spatial" if w.shape[0] == 1 else "channel",
-                         "shape": "x".join(map(str, w.shape)), "min": float(w.min()), "mean": float(w.mean()),
-                         "max": float(w.max()), "std": float(w.std()) if w.numel() > 1 else 0.0,
-                         "frac > 0.5": float((w > 0.5).float().mean()), "entropy": _entropy(w)})
+                         "shape": "x".join(map(str, w.shape)), "neutral": n, "min": float(w.min()), "mean": mean,
+                         "max": float(w.max()), "std": std, "rel std": std / mean if mean > 0 else 0.0,
+                         "mean dev": mean - n, "mean |dev|": float((w - n).abs().mean()), "entropy": _entropy(w)})
     return rows
+
+
+@torch.no_grad()
+def gate_variation(model: nn.Module, batches: Iterable[torch.Tensor]) -> Dict[str, Dict[str, float]]:
+    """Per block, averaged over every image of ``batches`` (eval mode): ``std`` of the gate over its pixels
+    (channels for SE), ``rel std`` = that std / the gate's mean, and ``mean |dev|`` from the neutral value."""
+    neutral = gate_neutrals(model)
+    sums: Dict[str, torch.Tensor] = {}
+    count = 0
+    model.eval()
+    with capture_gates(model) as gates:
+        for x in batches:
+            model(x)
+            for block, g in gates.items():
+                mean = g.flatten(1).mean(1)
+                std = _spread(g)
+                row = torch.stack([std.sum(), (std / mean.clamp_min(1e-12)).sum(),
+                                   (g - neutral[block]).abs().flatten(1).mean(1).sum()])
+                sums[block] = sums.get(block, 0) + row.double()
+            count += x.shape[0]
+    return {block: dict(zip(("std", "rel std", "mean |dev|"), (s / count).tolist())) for block, s in sums.items()}
 
 
 def stage_blocks(names: Sequence[str]) -> List[str]:
@@ -114,7 +149,7 @@ def _gate_range(model: nn.Module, name: str) -> float:
 
 
 def draw_maps(model: nn.Module, batch: torch.Tensor, views: List[np.ndarray], names: Sequence[str], out: str,
-              all_blocks: bool = False, dpi: int = 100) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+              all_blocks: bool = False, dpi: int = 100, title: str = "") -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """Forward ``batch``, capture the gates, draw the figure to ``out`` (.png or .pdf); return gates and blocks drawn."""
     import matplotlib
 
@@ -123,6 +158,7 @@ def draw_maps(model: nn.Module, batch: torch.Tensor, views: List[np.ndarray], na
 
     with torch.no_grad(), capture_gates(model) as gates:
         model(batch)
+    neutral = gate_neutrals(model)
     blocks = list(gates) if all_blocks else stage_blocks(list(gates))
     flat = [b for b in blocks if gates[b].shape[1] != 1]
     if flat:
@@ -141,11 +177,13 @@ def draw_maps(model: nn.Module, batch: torch.Tensor, views: List[np.ndarray], na
             ax.imshow(view, cmap=cmap_img, vmin=0, vmax=1)
             im = ax.imshow(up, cmap="jet", alpha=0.5, vmin=0, vmax=_gate_range(model, block))
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
-            ax.set_title(f"{block} ({g.shape[2]}x{g.shape[3]})\nmin {g.min():.2f} mean {g.mean():.2f} max {g.max():.2f}",
-                         fontsize=6)
+            ax.set_title(f"{block} ({g.shape[2]}x{g.shape[3]})\nmin {g.min():.2f} mean {g.mean():.2f} max {g.max():.2f}"
+                         f" | neutral {neutral[block]:g}", fontsize=6)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.subplots_adjust(left=0.02, right=0.96, top=0.88, bottom=0.02, wspace=0.35, hspace=0.35)
     fig.savefig(out, dpi=dpi)
     plt.close(fig)

@@ -14,9 +14,10 @@ from .kinds import (
     init_identity,
     resolve_attention,
 )
-from .gates import capture_gates
+from .gates import capture_gates, gate_neutrals
 from .stem import convert_to_cifar_stem
 from .surgery import SurgeryError, attention_modules, find_residual_blocks, inject_attention
+from .retrofit import attention_parameter_names, retrofit_param_groups
 from . import salient_resnet  # noqa: F401  (registers the timm variants)
 from .salient_resnet import CheckpointError, VARIANTS
 
@@ -34,6 +35,9 @@ __all__ = [
     "attention_modules",
     "convert_to_cifar_stem",
     "capture_gates",
+    "gate_neutrals",
+    "retrofit_param_groups",
+    "attention_parameter_names",
     "resolve_attention",
     "attention_kinds",
     "init_identity",

@@ -7,6 +7,10 @@
 A gate is the ``gate`` submodule of an attention module (``ScaledSigmoid`` for salient/ssa,
 timm's sigmoid or our identity gate for se/eca); its output is what multiplies the features.
 Forward hooks only read (detached copies); they are removed on exit, also after an error.
+
+A gate's *neutral* value is what it outputs for a zero pre-activation: 0.5 for the seed's
+sigmoid, 1.0 for an identity-started ``2*sigmoid`` gate. Deviation from it, not from 0.5, says
+whether a gate does anything (``gate_neutrals``).
 """
 import contextlib
 from typing import Dict, Iterator
@@ -16,7 +20,27 @@ from torch import nn
 
 from .surgery import attention_modules
 
-__all__ = ["capture_gates"]
+__all__ = ["capture_gates", "gate_modules", "gate_neutrals"]
+
+
+def gate_modules(model: nn.Module) -> Dict[str, nn.Module]:
+    """``{attention module name: its gate module}``; raises ``ValueError`` if the model has none."""
+    gates = {name: module.gate for name, module in attention_modules(model)
+             if isinstance(getattr(module, "gate", None), nn.Module)}
+    if not gates:
+        raise ValueError(f"{type(model).__name__} has no attention gates to capture "
+                         "(inject salient/ssa/se first, or use a salient_*/ssa_* model)")
+    return gates
+
+
+@torch.no_grad()
+def gate_neutrals(model: nn.Module) -> Dict[str, float]:
+    """``{attention module name: gate(0)}``: the value at which a gate leaves its input unchanged in shape."""
+    out = {}
+    for name, gate in gate_modules(model).items():
+        ref = next(iter(gate.buffers()), None)
+        out[name] = float(gate(torch.zeros(1, device=getattr(ref, "device", None))))
+    return out
 
 
 @contextlib.contextmanager
@@ -26,11 +50,7 @@ def capture_gates(model: nn.Module) -> Iterator[Dict[str, torch.Tensor]]:
     Raises ``ValueError`` if the model has no attention module with a ``gate``.
     """
     gates: Dict[str, torch.Tensor] = {}
-    targets = [(name, module.gate) for name, module in attention_modules(model)
-               if isinstance(getattr(module, "gate", None), nn.Module)]
-    if not targets:
-        raise ValueError(f"{type(model).__name__} has no attention gates to capture "
-                         "(inject salient/ssa/se first, or use a salient_*/ssa_* model)")
+    targets = gate_modules(model).items()
     handles = []
     try:
         for name, gate in targets:

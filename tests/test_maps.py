@@ -117,7 +117,30 @@ def test_maps_statistics_as_json(digits_checkpoint, photos):
     first = rows[0]
     assert first["image"] == "astronaut.png" and first["block"] == "layer1.0.se" and first["shape"] == "1x8x8"
     assert all(0 <= r["min"] <= r["mean"] <= r["max"] <= 1 for r in rows)  # the seed's gate: sigmoid
-    assert all(0 <= r["entropy"] <= 1 and 0 <= r["frac > 0.5"] <= 1 for r in rows)
+    assert all(r["neutral"] == 0.5 and r["mean dev"] == pytest.approx(r["mean"] - 0.5) for r in rows)
+    assert all(0 <= r["entropy"] <= 1 and r["mean |dev|"] >= abs(r["mean dev"]) - 1e-9 for r in rows)
+    assert "frac > 0.5" not in first  # meaningless for a gate whose neutral value is not 0.5
+
+
+def test_statistics_are_read_against_each_gates_neutral_value():
+    """A scale-2 identity gate sits at its neutral 1: no deviation, although every value is > 0.5."""
+    from salient_analysis.maps import gate_stats, gate_variation
+    from salient_timm import gate_neutrals
+
+    model = timm.create_model("resnet18").eval()
+    inject_attention(model, "salient", init="identity")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), capture_gates(model) as gates:
+        model(x)
+    rows = gate_stats(gates, ["a", "b"], gate_neutrals(model))
+    assert all(r["neutral"] == 1.0 and r["mean dev"] == 0 and r["mean |dev|"] == 0 and r["std"] == 0 for r in rows)
+    assert all(v["std"] == 0 and v["mean |dev|"] == 0 for v in gate_variation(model, [x]).values())
+    with torch.no_grad():  # a gate that does something: its deviation and spread show it
+        for m in (model.layer1[0].se,):
+            m.bn.weight.fill_(3.0)
+    varied = gate_variation(model, [x])
+    assert varied["layer1.0.se"]["std"] > 0.1 and varied["layer1.0.se"]["mean |dev|"] > 0.1
+    assert varied["layer2.0.se"]["std"] == 0
 
 
 def test_maps_of_se_model_in_a_picture_is_refused(photos, tmp_path):
