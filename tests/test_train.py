@@ -68,7 +68,7 @@ def test_registered_variant_with_cifar_stem_and_recipe_options(tmp_path):
 
 def test_retrofit_starts_at_base_accuracy_and_fine_tunes(base_run, tmp_path):
     base_summary, base_out = base_run
-    summary, out = train(tmp_path, "retro", "--model", "resnet18", "--attn", "salient",
+    summary, out = train(tmp_path, "retro", "--model", "resnet18", "--attn", "salient", "--attn-init-gain", "0",
                          "--pretrained", str(base_out / "last.pth"), "--epochs", "2", "--lr", "0.005")
     assert summary["initial_top1"] == pytest.approx(base_summary["last_top1"], abs=1e-9)
     assert json.loads((out / "initial_eval.json").read_text())["test_top1"] == summary["initial_top1"]
@@ -231,9 +231,12 @@ def test_resume_with_a_checkpoint_of_another_model(base_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, code, message", [
-    (["--model", "resnet18", "--dataset", "mnist", "--out", "x"], 2, "invalid choice: 'mnist'"),
-    (["--dataset", "digits", "--out", "x"], 2, "required: --model"),
-    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--epochs", "0"], 2, "--epochs must be a positive"),
+    (["--model", "resnet18", "--dataset", "mnist", "--out", "x"], 2, "'mnist' is not one of 'digits'"),
+    (["--dataset", "digits", "--out", "x"], 2, "missing option(s) --model (required unless --resume"),
+    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--epochs", "0"], 2, "0 is not in the range x>=1"),
+    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--lr", "nan"], 2, "--lr must be a positive number"),
+    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--attn-init-gain", "0.1"], 2,
+     "--attn-init-gain applies to a retrofit"),
     (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--attn", "salinet"], 1, "did you mean salient"),
     (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--pretrained", "nope/w.pth"], 1, "file not found"),
     (["--resume", "/nonexistent-run"], 2, "not a salient-train run folder"),
@@ -251,3 +254,80 @@ def test_existing_run_folder_is_not_overwritten(base_run, capsys):
     with pytest.raises(SystemExit):
         main(["--model", "resnet18", "--out", str(base_out), *FAST])
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+
+
+def _lrs(out):
+    return [r["lr"] for r in history(out)]
+
+
+def test_resume_extends_the_schedule_without_rereading_pretrained_and_honours_new_flags(base_run, tmp_path, capsys):
+    _, base_out = base_run
+    weights = tmp_path / "base.pth"
+    weights.write_bytes((base_out / "last.pth").read_bytes())
+    out = tmp_path / "retro"
+    run(parse_args(["--model", "resnet18", "--attn", "salient", "--pretrained", str(weights), "--epochs", "1",
+                    "--dataset", "digits", "--img-size", "16", "--output", str(out)]))
+    assert "epoch 1/1" in capsys.readouterr().err  # the progress bar
+    before = torch.load(out / "last.pth", weights_only=True)["model"]
+    weights.unlink()  # the checkpoint holds every weight: resume must not need the pretrained file
+    main(["--resume", str(out), "--epochs", "2", "--no-progress"], standalone_mode=False)
+    printed = capsys.readouterr()
+    assert "extended from 1 to 2 epochs" in printed.out and "epoch 2/2" not in printed.err  # --no-progress taken
+    lrs = _lrs(out)
+    assert lrs == [pytest.approx(0.05), pytest.approx(0.025)]  # cosine over 2 epochs, not a dead lr of 0
+    after = torch.load(out / "last.pth", weights_only=True)["model"]
+    assert not torch.equal(before["layer1.0.se.conv.weight"], after["layer1.0.se.conv.weight"])
+    saved = json.loads((out / "args.json").read_text())
+    assert saved["epochs"] == 2 and saved["resumes"] == [{"after_epoch": 1, "epochs_before": 1, "epochs": 2}]
+    assert "epochs_given" not in saved
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--epochs", "3"], "has already done 3 epochs; ask for more than 3"),
+    (["--lr", "0.2"], "these differ: --lr 0.2 (run: 0.05)"),
+])
+def test_resume_refuses_what_it_cannot_honour(base_run, tmp_path, capsys, extra, message):
+    _, base_out = base_run
+    with pytest.raises(SystemExit) as exit_:
+        main(["--resume", str(base_out), *extra])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert len(history(base_out)) == 3
+
+
+def test_step0_with_a_new_head_is_labelled_as_such_and_the_run_names_its_attention(base_run, tmp_path, capsys):
+    _, base_out = base_run
+    summary, out = train(tmp_path, "newhead", "--model", "resnet18", "--attn", "se", "--num-classes", "12",
+                         "--pretrained", str(base_out / "last.pth"), "--epochs", "1")
+    printed = capsys.readouterr()
+    assert "step 0 (pretrained backbone, new 12-class head (untrained: about chance; the checkpoint's head had " \
+           "10 classes))" in printed.out
+    assert "pretrained accuracy" not in printed.out
+    assert f"done: resnet18+se (retrofit) on digits" in printed.out
+    assert "retrofit: se starts at init gain 0.1; its parameters train at lr x30, weight decay 0" in printed.out
+    assert "the last stage sees 1x1 feature maps at 16 px" in printed.err  # ImageNet stem at 16 px: warned
+    assert json.loads((out / "initial_eval.json").read_text())["label"].startswith("pretrained backbone, new 12-class")
+
+
+def test_tiny_final_feature_maps_are_detected():
+    import timm
+
+    from salient_timm import convert_to_cifar_stem
+    from salient_timm.train.model import final_feature_size
+
+    assert final_feature_size(timm.create_model("resnet50"), 16) == 1
+    assert final_feature_size(timm.create_model("resnet50"), 224) == 7
+    assert final_feature_size(convert_to_cifar_stem(timm.create_model("resnet50")), 16) == 2
+
+
+def test_help_and_version():
+    from click.testing import CliRunner
+
+    from salient_timm import __version__
+
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for option in ("-m, --model", "-b, --batch-size", "--img-size", "--num-classes", "--pretrained", "--resume",
+                   "--attn-lr-scale", "--attn-init-gain", "--attn-weight-decay", "--cifar-stem", "--position"):
+        assert option in result.output
+    assert "[required unless --resume]" in result.output and "default:" in result.output
+    assert CliRunner().invoke(main, ["--version"]).output.strip().endswith(__version__)

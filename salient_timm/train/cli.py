@@ -1,11 +1,13 @@
 """salient-train entry point: one process, or one of many under torchrun (DDP)."""
 import json
+import math
 import os
 import random
 import sys
 import time
 from typing import Dict, List, Optional
 
+import click
 import numpy as np
 import torch
 from timm.optim import create_optimizer_v2
@@ -14,15 +16,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from .. import __version__
 from ..kinds import IdentityInitError, UnknownAttentionKindError
+from ..retrofit import retrofit_param_groups
 from ..salient_resnet import CheckpointError
 from ..surgery import SurgeryError
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfigError, parse_args
+from .config import TrainConfigError, command_options, is_retrofit, resolve, run_label
 from .data import DatasetError, build_datasets
 from .distributed import DistInfo, init_distributed, pick_device
 from .engine import evaluate, train_one_epoch
-from .model import build_model
+from .model import build_model, final_feature_size, pretrained_head_classes
 from .report import plot_curves, write_metrics
 
 __all__ = ["main", "run"]
@@ -37,9 +41,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _log(info: DistInfo, text: str) -> None:
+def _log(info: DistInfo, text: str, err: bool = False) -> None:
     if info.is_main:
-        print(text, flush=True)
+        print(text, flush=True, file=sys.stderr if err else sys.stdout)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -61,46 +65,99 @@ def run(args) -> Dict[str, float]:
             torch.distributed.destroy_process_group()
 
 
+TRANSIENT = ("epochs_given",)  # parse-time facts, not options of the run
+
+
+def _save_args(args, info: DistInfo) -> None:
+    """args.json: the options the run actually uses (rewritten when a resume changes them)."""
+    if info.is_main:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump({k: v for k, v in vars(args).items() if k not in TRANSIENT}, f, indent=2)
+
+
+def _optimizer(model: nn.Module, args):
+    """timm's optimizer; attention parameters get their own group on a retrofit (``retrofit_param_groups``)."""
+    own_group = args.attn_weight_decay is not None or args.attn_lr_scale not in (None, 1.0)
+    params = model
+    if own_group:
+        attn_wd = args.weight_decay if args.attn_weight_decay is None else args.attn_weight_decay
+        params = retrofit_param_groups(model, args.weight_decay, args.attn_lr_scale, attn_wd)
+    return create_optimizer_v2(params, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
+
+
+def _warn_tiny_maps(model: nn.Module, args, info: DistInfo) -> None:
+    size = final_feature_size(model, args.img_size)
+    if size is not None and size < 2:
+        _log(info, f"warning: the last stage sees {size}x{size} feature maps at {args.img_size} px; training may "
+                   f"not learn. Use --cifar-stem or a larger --img-size", err=True)
+
+
+def _step0_label(args, num_classes: int) -> str:
+    head = pretrained_head_classes(args)
+    if head != num_classes:
+        return (f"pretrained backbone, new {num_classes}-class head (untrained: about chance"
+                + (f"; the checkpoint's head had {head} classes" if head else "") + ")")
+    if args.attn == "none":
+        return "pretrained"
+    gain = getattr(args, "attn_init_gain", 0.0) or 0.0
+    return f"pretrained, {args.attn} " + (f"near identity (gain {gain:g})" if gain else "as exact identity")
+
+
 def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
     if args.batch_size % info.world_size:
         raise TrainConfigError(f"--batch-size {args.batch_size} is not divisible by {info.world_size} processes")
     last_path, best_path = os.path.join(args.out, "last.pth"), os.path.join(args.out, "best.pth")
     if not args.resume and os.path.exists(last_path):
         raise TrainConfigError(f"{args.out} already holds a run; continue it with --resume {args.out} or pick another --out")
+    state = load_checkpoint(last_path) if args.resume else None
+    if state is not None:
+        done = int(state["epoch"]) + 1
+        if getattr(args, "epochs_given", False) and args.epochs <= done:
+            raise TrainConfigError(f"--epochs {args.epochs}: the run in {args.out} has already done {done} epochs; "
+                                   f"ask for more than {done} to extend it")
     _seed_everything(args.seed)
     data = build_datasets(args.dataset, args.data_dir, args.img_size, args.augment, args.download)
+    num_classes = args.num_classes or data.num_classes
+    if num_classes < data.num_classes:
+        raise TrainConfigError(f"--num-classes {num_classes} is smaller than {args.dataset}'s {data.num_classes} classes")
     # recorded in args.json and every checkpoint, so the model can be rebuilt and fed without the dataset
-    args.num_classes, args.in_chans = data.num_classes, data.in_chans
+    args.num_classes, args.in_chans = num_classes, data.in_chans
     args.data_mean, args.data_std = list(data.mean), list(data.std)
-    model = build_model(args, data.num_classes, data.in_chans).to(device)
+    # a resume rebuilds the architecture only: every weight is in the checkpoint (no --pretrained read)
+    model = build_model(args, num_classes, data.in_chans, load_weights=state is None).to(device)
+    _warn_tiny_maps(model, args, info)
     amp = device.type == "cuda" if args.amp is None else args.amp
     channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
-                                    momentum=args.momentum)
+    optimizer = _optimizer(model, args)
     scheduler, _ = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
                                        decay_epochs=args.decay_epochs, decay_rate=args.decay_rate,
                                        warmup_epochs=args.warmup_epochs)
     history: List[Dict[str, float]] = []
     start_epoch = 0
-    if args.resume:
-        state = load_checkpoint(last_path)
+    if state is not None:
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError) as e:
+        except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{last_path} does not match this model/optimizer: {str(e).splitlines()[0]}") from e
-        scheduler.load_state_dict(state["scheduler"])
+        saved_epochs = int(state["args"].get("epochs", args.epochs))
+        if saved_epochs == args.epochs:
+            scheduler.load_state_dict(state["scheduler"])
+        # else: a longer run; the scheduler built above spans the new --epochs (timm schedulers are functions
+        # of the epoch), so the remaining epochs follow the new schedule from where the run stopped
         history = list(state["metrics"])
         start_epoch = int(state["epoch"]) + 1
         scheduler.step(start_epoch)
         set_rng_state(state["rng"])
-        _log(info, f"resuming {args.out} after epoch {start_epoch}")
-    elif info.is_main:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "args.json"), "w") as f:
-            json.dump(vars(args), f, indent=2)
+        extended = f", extended from {saved_epochs} to {args.epochs} epochs" if saved_epochs != args.epochs else ""
+        _log(info, f"resuming {args.out} after epoch {start_epoch}{extended}")
+        if extended:
+            args.resumes = list(getattr(args, "resumes", None) or []) + [
+                {"after_epoch": start_epoch, "epochs_before": saved_epochs, "epochs": args.epochs}]
+    _save_args(args, info)
 
     train_model: nn.Module = model
     if info.enabled:
@@ -119,14 +176,19 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     eval_loss = nn.CrossEntropyLoss()
     n_params = sum(p.numel() for p in model.parameters())
-    _log(info, f"{args.model}{'+' + args.attn if args.attn != 'none' else ''} ({n_params:,} params) on {args.dataset} "
+    label = run_label(args)
+    _log(info, f"{label} ({n_params:,} params) on {args.dataset} "
                f"({len(data.train)} train / {len(data.test)} test, {args.img_size}px), {info.world_size} process(es) "
                f"on {device.type}, global batch {args.batch_size}, {args.epochs} epochs")
+    if is_retrofit(args):
+        _log(info, f"retrofit: {args.attn} starts at init gain {args.attn_init_gain:g}; its parameters train at "
+                   f"lr x{args.attn_lr_scale:g}, weight decay {args.attn_weight_decay:g}")
 
     initial = None
-    if args.pretrained and not args.resume:  # what the retrofitted model scores before any update
+    if args.pretrained and state is None:  # what the (retrofitted) model scores before any update
         initial = evaluate(model, test_loader, eval_loss, device, amp, channels_last, info)
-        _log(info, f"step 0 (pretrained{', ' + args.attn + ' as identity' if args.attn != 'none' else ''}): "
+        initial["label"] = _step0_label(args, num_classes)
+        _log(info, f"step 0 ({initial['label']}): "
                    f"test loss {initial['test_loss']:.4f} top-1 {initial['test_top1']:.2f} top-5 {initial['test_top5']:.2f}")
         if info.is_main:
             with open(os.path.join(args.out, "initial_eval.json"), "w") as f:
@@ -151,39 +213,49 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
                    f"test loss {test['test_loss']:.4f} top-1 {test['test_top1']:.2f} top-5 {test['test_top5']:.2f} | "
                    f"{train['img_per_s']:.0f} img/s | lr {lr:.4g}")
         if info.is_main:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch, "rng": rng_state(),
-                     "args": vars(args), "metrics": history}
-            save_checkpoint(last_path, state)
+            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch, "rng": rng_state(),
+                    "args": {k: v for k, v in vars(args).items() if k not in TRANSIENT}, "metrics": history}
+            save_checkpoint(last_path, ckpt)
             if test["test_top1"] > best:
                 best = test["test_top1"]
-                save_checkpoint(best_path, state)
+                save_checkpoint(best_path, ckpt)
             write_metrics(args.out, history)
         if info.enabled:
             torch.distributed.barrier()
 
     if info.is_main and history:
-        plot_curves(args.out, history, f"{args.model}{'+' + args.attn if args.attn != 'none' else ''} on {args.dataset}")
+        plot_curves(args.out, history, f"{label} on {args.dataset}")
     best_row = max(history, key=lambda h: h["test_top1"]) if history else None
     summary = {"best_top1": best_row["test_top1"] if best_row else float("nan"),
                "best_epoch": best_row["epoch"] if best_row else 0,
                "last_top1": history[-1]["test_top1"] if history else float("nan"),
                "epochs": len(history), "seconds": time.perf_counter() - started,
                "initial_top1": initial["test_top1"] if initial else None}
-    _log(info, f"done: {args.model} on {args.dataset}: best test top-1 {summary['best_top1']:.2f}% "
+    _log(info, f"done: {label} on {args.dataset}: best test top-1 {summary['best_top1']:.2f}% "
                f"(epoch {summary['best_epoch']}), last {summary['last_top1']:.2f}%, {summary['seconds']:.1f} s; "
                f"run folder {args.out}")
     return summary
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    """Console entry point: ``salient-train``."""
+def _command(**_params) -> None:
+    ctx = click.get_current_context()
     try:
-        args = parse_args(argv)
-        run(args)
+        run(resolve(ctx))
+    except TrainConfigError as e:
+        raise click.UsageError(str(e), ctx) from e
     except USER_ERRORS as e:
-        print(f"salient-train: error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, TrainConfigError) else 1)
+        raise click.ClickException(str(e)) from e
+
+
+main = click.version_option(__version__, prog_name="salient-train")(click.Command(
+    "salient-train", callback=_command, params=command_options(),
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    help="Train or fine-tune a timm ResNet, optionally retrofitted with attention. Launch with torchrun for "
+         "several processes (DDP; NCCL on GPU, gloo on CPU).\n\n"
+         "A retrofit (--pretrained with --attn) starts the attention as the identity and trains it with "
+         "--attn-lr-scale and --attn-weight-decay.",
+))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,26 @@
-"""Command-line options and recipes for salient-train.
+"""salient-train's options (timm's train.py names), recipes, and how a resumed run treats them.
 
-A recipe fills defaults; options given on the command line win over the recipe.
+Option values resolve in this order: the command line, then ``--recipe``, then ``DEFAULTS``.
+With ``--resume RUN_DIR`` the run's saved options (``args.json``) are used; only the options in
+``RESUME_MAY_CHANGE`` may be given again with another value, and ``--epochs`` may only grow
+(the schedule is then recomputed for the new length, see ``README.md``).
 """
 import argparse
 import json
+import math
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["RECIPES", "DATASETS", "build_parser", "parse_args", "TrainConfigError"]
+import click
+
+from ..kinds import attention_kinds
+from ..retrofit import DEFAULT_ATTN_LR_SCALE, DEFAULT_INIT_GAIN
+
+__all__ = ["RECIPES", "DATASETS", "DEFAULTS", "RESUME_MAY_CHANGE", "TrainConfigError", "command_options",
+           "parse_args", "is_retrofit", "run_label"]
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+IMG_SIZE = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
 
 RECIPES: Dict[str, Dict[str, Any]] = {
     # The seed's CIFAR recipe: batch 100, SGD lr 0.1 (momentum 0.9), lr /10 every 50 epochs, 240 epochs.
@@ -19,64 +30,112 @@ RECIPES: Dict[str, Dict[str, Any]] = {
                        decay_epochs=50, decay_rate=0.1, epochs=240, warmup_epochs=0, augment=True, img_size=32),
 }
 
-# Defaults when neither the command line nor a recipe says otherwise.
+# Defaults when neither the command line nor a recipe says otherwise. ``None`` = derived (see _finalise).
 DEFAULTS: Dict[str, Any] = dict(
     epochs=10, batch_size=64, opt="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, sched="cosine",
     decay_epochs=30, decay_rate=0.1, warmup_epochs=0, augment=None, img_size=None, label_smoothing=0.0,
+    attn_lr_scale=None, attn_weight_decay=None, attn_init_gain=None,
 )
+# Options a resumed run may take with a new value: where and how it runs, not what it computes.
+RESUME_MAY_CHANGE = ("epochs", "device", "workers", "no_progress", "compile")
 
 
 class TrainConfigError(ValueError):
     """Bad or inconsistent training options."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="salient-train",
-        description="Train or fine-tune a timm ResNet, optionally retrofitted with attention. "
-                    "Launch with torchrun for several processes (DDP; NCCL on GPU, gloo on CPU).",
-    )
-    g = p.add_argument_group("model")
-    g.add_argument("--model", help="any timm model name, salient_*/ssa_* included")
-    g.add_argument("--attn", default="none", help="attention to inject: salient, ssa, se, eca, cbam, ... (default none)")
-    g.add_argument("--position", default="post", choices=["post", "mid"])
-    g.add_argument("--pretrained", default=None,
-                   help="a local checkpoint file (safetensors / torch.save, e.g. a salient-train best.pth) "
-                        "or a timm pretrained tag (downloads); retrofitted attention then starts as the identity")
-    g.add_argument("--cifar-stem", action="store_true", help="3x3 stride-1 stem without max-pool (32x32 inputs)")
-    g.add_argument("--freeze-bn", action="store_true", help="freeze every BatchNorm (statistics and affine)")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, help="digits needs no download (scikit-learn's 8x8 digits)")
-    g.add_argument("--data-dir", default=None, help="dataset root (fashion-mnist: idx files; imagefolder: train/ and val/)")
-    g.add_argument("--download", action="store_true", help="allow downloading CIFAR into --data-dir")
-    g.add_argument("--img-size", type=int, default=None, help="input size (default: 16 digits, 28 fashion-mnist, 32 cifar, 224 imagefolder)")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="training augmentation (default: on for cifar/imagefolder, off for digits/fashion-mnist)")
-    g.add_argument("--workers", type=int, default=0)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--recipe", choices=sorted(RECIPES), help="preset: " + "; ".join(
-        f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in RECIPES.items()))
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch (split across processes)")
-    g.add_argument("--opt", help="timm optimizer name (sgd, adamw, ...)")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--sched", help="timm scheduler name (step, cosine, ...)")
-    g.add_argument("--decay-epochs", type=float, help="step scheduler: epochs between decays")
-    g.add_argument("--decay-rate", type=float)
-    g.add_argument("--warmup-epochs", type=int)
-    g.add_argument("--label-smoothing", type=float)
-    g = p.add_argument_group("run")
-    g.add_argument("--out", help="run folder: checkpoints, metrics.csv/json, curves.png")
-    g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on with CUDA)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="default: on with CUDA")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
+def _default(name: str) -> str:
+    return f"{DEFAULTS[name]}, or the recipe's"
+
+
+def command_options() -> List[click.Option]:
+    """Every salient-train option, in help order. Names follow timm's train.py where it has one."""
+    kinds = "|".join(attention_kinds()[:4])
+    return [
+        # model
+        click.Option(["--model", "-m"], help="timm model name, salient_*/ssa_* included [required unless --resume]"),
+        click.Option(["--attn"], default="none", show_default=True,
+                     help=f"attention to inject into the model's residual blocks: {kinds}|eca|cbam|..."),
+        click.Option(["--position"], type=click.Choice(["post", "mid"]), default="post", show_default=True,
+                     help="post: before the shortcut add (the seed's position); mid: after the 3x3 conv"),
+        click.Option(["--pretrained"], default=None, metavar="FILE|TAG",
+                     help="weights to start from: a local file (safetensors, torch.save, a salient-train best.pth) "
+                          "or a timm pretrained tag (needs the network). With --attn this is a retrofit: the "
+                          "attention starts as the identity"),
+        click.Option(["--num-classes"], type=click.IntRange(min=1), default=None,
+                     help="classifier size  [default: the dataset's class count]"),
+        click.Option(["--cifar-stem"], is_flag=True, help="3x3 stride-1 stem without max-pool (for inputs of 32 px or less)"),
+        click.Option(["--freeze-bn"], is_flag=True, help="freeze every BatchNorm (statistics and affine)"),
+        # retrofit
+        click.Option(["--attn-lr-scale"], type=click.FloatRange(min=0), default=None,
+                     help=f"lr multiplier of the attention parameters  [default: {DEFAULT_ATTN_LR_SCALE:g} for a "
+                          "retrofit, 1 otherwise]"),
+        click.Option(["--attn-init-gain"], type=click.FloatRange(min=0), default=None,
+                     help="retrofit start: 0 = the exact identity; g > 0 = near-identity, the gate's last layer at g x "
+                          f"its fresh init so the gate learns from step 1  [default: {DEFAULT_INIT_GAIN:g}]"),
+        click.Option(["--attn-weight-decay"], type=click.FloatRange(min=0), default=None,
+                     help="weight decay of the attention parameters  [default: 0 for a retrofit, else --weight-decay "
+                          "split as timm does]"),
+        # data
+        click.Option(["--dataset"], type=click.Choice(DATASETS), default=None,
+                     help="digits needs no download (scikit-learn's 8x8 digits)  [required unless --resume]"),
+        click.Option(["--data-dir"], default=None, help="dataset root (fashion-mnist: idx files; imagefolder: train/ "
+                                                        "and val/; cifar: torchvision's folders)"),
+        click.Option(["--download"], is_flag=True, help="allow downloading CIFAR into --data-dir"),
+        click.Option(["--img-size"], type=click.IntRange(min=1), default=None,
+                     help="input size  [default: " + ", ".join(f"{k} {v}" for k, v in IMG_SIZE.items()) + "]"),
+        click.Option(["--augment/--no-augment"], default=None,
+                     help="training augmentation  [default: on for cifar/imagefolder, off for digits/fashion-mnist]"),
+        click.Option(["--workers", "-j"], type=click.IntRange(min=0), default=0, show_default=True,
+                     help="data-loading worker processes"),
+        # optimisation
+        click.Option(["--recipe"], type=click.Choice(sorted(RECIPES)), default=None, help="preset: " + "; ".join(
+            f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in RECIPES.items())),
+        click.Option(["--epochs"], type=click.IntRange(min=1), default=None, show_default=_default("epochs"),
+                     help="epochs to train (on --resume: the new total, more than the run has done)"),
+        click.Option(["--batch-size", "-b"], type=click.IntRange(min=1), default=None,
+                     show_default=_default("batch_size"), help="global batch size (split across processes)"),
+        click.Option(["--opt"], default=None, show_default=_default("opt"), help="timm optimizer name (sgd, adamw, ...)"),
+        click.Option(["--lr"], type=float, default=None, show_default=_default("lr"), help="base learning rate"),
+        click.Option(["--momentum"], type=click.FloatRange(min=0), default=None, show_default=_default("momentum"),
+                     help="optimizer momentum"),
+        click.Option(["--weight-decay"], type=click.FloatRange(min=0), default=None,
+                     show_default=_default("weight_decay"), help="weight decay (none on biases and norms, as in timm)"),
+        click.Option(["--sched"], default=None, show_default=_default("sched"), help="timm scheduler name (step, cosine, ...)"),
+        click.Option(["--decay-epochs"], type=click.FloatRange(min=0, min_open=True), default=None,
+                     show_default=_default("decay_epochs"), help="step scheduler: epochs between decays"),
+        click.Option(["--decay-rate"], type=click.FloatRange(min=0), default=None,
+                     show_default=_default("decay_rate"), help="step scheduler: lr factor at each decay"),
+        click.Option(["--warmup-epochs"], type=click.IntRange(min=0), default=None,
+                     show_default=_default("warmup_epochs"), help="linear lr warm-up epochs"),
+        click.Option(["--smoothing", "--label-smoothing", "label_smoothing"], type=click.FloatRange(0, 1, max_open=True),
+                     default=None, show_default=_default("label_smoothing"), help="label smoothing"),
+        # run
+        click.Option(["--output", "--out", "out"], default=None, metavar="RUN_DIR",
+                     help="run folder: checkpoints, metrics.csv/json, curves.png  [required unless --resume]"),
+        click.Option(["--resume"], default=None, metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR from its last checkpoint, with its own options"),
+        click.Option(["--seed"], type=int, default=0, show_default=True, help="random seed"),
+        click.Option(["--device"], default=None, help="cpu, cuda, cuda:1  [default: cuda when available]"),
+        click.Option(["--amp/--no-amp"], default=None, help="bf16 autocast  [default: on with CUDA]"),
+        click.Option(["--channels-last/--no-channels-last"], default=None, help="channels_last memory format  "
+                                                                                "[default: on with CUDA]"),
+        click.Option(["--compile", "--torchcompile", "compile"], is_flag=True, help="torch.compile the model"),
+        click.Option(["--no-progress"], is_flag=True, help="no progress bar"),
+    ]
+
+
+def is_retrofit(args: argparse.Namespace) -> bool:
+    """A pretrained model that gets new attention: its gates need their own lr (see ``retrofit.py``)."""
+    return bool(args.pretrained) and args.attn != "none"
+
+
+def run_label(args: argparse.Namespace) -> str:
+    """``resnet50+salient (retrofit)``, ``salient_resnet18``: what was trained, for logs and titles."""
+    label = args.model if args.attn == "none" else f"{args.model}+{args.attn}"
+    if args.attn != "none" and args.position != "post":
+        label += f"@{args.position}"
+    return label + (" (retrofit)" if is_retrofit(args) else "")
 
 
 def _finalise(args: argparse.Namespace) -> argparse.Namespace:
@@ -85,34 +144,65 @@ def _finalise(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, key, None) is None:
             setattr(args, key, recipe.get(key, default))
     if args.img_size is None:
-        args.img_size = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}.get(args.dataset, 224)
+        args.img_size = IMG_SIZE[args.dataset]
     if args.augment is None:
         args.augment = args.dataset in ("cifar10", "cifar100", "imagefolder")
-    for name in ("epochs", "batch_size", "img_size"):
-        if getattr(args, name) < 1:
-            raise TrainConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.lr <= 0:
-        raise TrainConfigError(f"--lr must be positive, got {args.lr}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise TrainConfigError(f"--lr must be a positive number, got {args.lr}")
+    retrofit = is_retrofit(args)
+    if args.attn_lr_scale is None:
+        args.attn_lr_scale = DEFAULT_ATTN_LR_SCALE if retrofit else 1.0
+    if args.attn_weight_decay is None and retrofit:
+        args.attn_weight_decay = 0.0
+    if args.attn_init_gain is None:
+        args.attn_init_gain = DEFAULT_INIT_GAIN if retrofit else 0.0
+    elif args.attn_init_gain and not retrofit:
+        raise TrainConfigError("--attn-init-gain applies to a retrofit (--pretrained with --attn)")
     return args
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse options; with ``--resume RUN_DIR`` the run's saved options are used (``--epochs`` may extend it)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.resume:
-        saved = os.path.join(args.resume, "args.json")
-        if not os.path.isfile(saved):
-            raise TrainConfigError(f"--resume {args.resume}: no args.json there (not a salient-train run folder)")
+def _resumed(ctx: click.Context) -> argparse.Namespace:
+    """The run's saved options, with what this command line may change applied (see ``RESUME_MAY_CHANGE``)."""
+    run_dir = ctx.params["resume"]
+    saved = os.path.join(run_dir, "args.json")
+    if not os.path.isfile(saved):
+        raise TrainConfigError(f"--resume {run_dir}: no args.json there (not a salient-train run folder)")
+    try:
         with open(saved) as f:
             stored = json.load(f)
-        extend, run_dir = args.epochs, args.resume
-        args = argparse.Namespace(**{**vars(parser.parse_args([])), **stored})
-        args.resume = args.out = run_dir
-        if extend:
-            args.epochs = extend
-        return args
-    missing = [opt for opt, val in (("--model", args.model), ("--dataset", args.dataset), ("--out", args.out)) if not val]
+    except (OSError, ValueError) as e:
+        raise TrainConfigError(f"--resume {run_dir}: args.json is unreadable ({e})") from e
+    given = {name for name in ctx.params if name != "resume"
+             and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    clashing = sorted(name for name in given - set(RESUME_MAY_CHANGE)
+                      if name in stored and stored[name] != ctx.params[name])
+    if clashing:
+        shown = ", ".join(f"--{n.replace('_', '-')} {ctx.params[n]} (run: {stored[n]})" for n in clashing)
+        raise TrainConfigError(f"--resume keeps the run's options; these differ: {shown}. Options that may change "
+                               f"on resume: {', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE)}")
+    args = argparse.Namespace(**{**ctx.params, **stored})
+    for name in given & set(RESUME_MAY_CHANGE):
+        setattr(args, name, ctx.params[name])
+    args.resume = args.out = run_dir
+    args.epochs_given = "epochs" in given
+    return args
+
+
+def resolve(ctx: click.Context) -> argparse.Namespace:
+    """The run's options from a parsed command line (a fresh run, or ``--resume``)."""
+    if ctx.params["resume"]:
+        return _resumed(ctx)
+    missing = [f"--{n}" for n in ("model", "dataset", "output") if not ctx.params["out" if n == "output" else n]]
     if missing:
-        parser.error(f"the following arguments are required: {', '.join(missing)}")
-    return _finalise(args)
+        raise click.UsageError(f"missing option(s) {', '.join(missing)} (required unless --resume RUN_DIR)", ctx)
+    args = _finalise(argparse.Namespace(**ctx.params))
+    args.epochs_given = True
+    return args
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse a salient-train command line (without the program name) into the run's options."""
+    from .cli import main
+
+    with main.make_context("salient-train", list(argv or [])) as ctx:
+        return resolve(ctx)

@@ -1,8 +1,9 @@
 """Build the model salient-train trains: timm model, optional CIFAR stem, pretrained weights, attention."""
 import argparse
 import logging
+import math
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import timm
 from timm.layers import freeze_batch_norm_2d
@@ -13,8 +14,9 @@ from ..salient_resnet import VARIANTS, CheckpointError, fill_attention_keys
 from ..stem import convert_to_cifar_stem, has_cifar_stem
 from ..surgery import inject_attention
 from .checkpoint import load_checkpoint
+from .config import run_label
 
-__all__ = ["build_model", "load_trained"]
+__all__ = ["build_model", "load_trained", "pretrained_head_classes", "final_feature_size"]
 
 _logger = logging.getLogger(__name__)
 
@@ -37,12 +39,31 @@ def _local_overlay(path: str, model: str) -> dict:
     return overlay
 
 
+def pretrained_head_classes(args: argparse.Namespace) -> Optional[int]:
+    """Classes of the head that ``--pretrained`` carries (None: no head, or no pretrained weights)."""
+    if not args.pretrained:
+        return None
+    if os.path.isfile(args.pretrained):
+        return _local_overlay(args.pretrained, args.model).get("num_classes")
+    cfg = timm.models.get_pretrained_cfg(f"{args.model}.{args.pretrained}")
+    return cfg.num_classes if cfg else None
+
+
+def final_feature_size(model: nn.Module, img_size: int) -> Optional[int]:
+    """Side of the last stage's feature map for ``img_size`` inputs, from timm's ``feature_info`` (None if absent)."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        return None
+    return math.ceil(img_size / info[-1]["reduction"])
+
+
 def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, load_weights: bool = True) -> nn.Module:
     """timm model ``args.model`` for ``num_classes``/``in_chans``, retrofitted with ``args.attn``.
 
     Order: build, CIFAR stem, pretrained weights (timm's loader with ``fill_attention_keys``:
     strict, clear errors), then attention. With ``--pretrained`` (a file or a timm tag) the
-    attention starts as the identity, so predictions at step 0 are the pretrained model's.
+    attention starts as the identity (``--attn-init-gain 0``: exactly, so predictions at step 0 are the
+    pretrained model's) or near it (the default, see ``salient_timm.retrofit``).
     ``load_weights=False`` builds the same architecture (identity-style gates included) without
     reading ``--pretrained``, to receive a checkpoint of this run.
     """
@@ -62,7 +83,9 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, load_
     if args.pretrained and load_weights:
         load_pretrained(model, num_classes=num_classes, in_chans=in_chans, filter_fn=fill_attention_keys)
     if args.attn and args.attn != "none":
-        inject_attention(model, args.attn, position=args.position, init="identity" if args.pretrained else "default")
+        retrofit = bool(args.pretrained)
+        inject_attention(model, args.attn, position=args.position, init="identity" if retrofit else "default",
+                         init_gain=(getattr(args, "attn_init_gain", None) or 0.0) if retrofit else 0.0)
     if args.freeze_bn:
         model = freeze_batch_norm_2d(model)
     return model
@@ -85,4 +108,4 @@ def load_trained(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
         raise CheckpointError(f"{path}: weights do not fit {args.model}: {str(e).splitlines()[0]}") from e
     data_config = dict(input_size=(args.in_chans, args.img_size, args.img_size), mean=tuple(args.data_mean),
                        std=tuple(args.data_std), crop_pct=1.0, interpolation="bilinear", crop_mode="center")
-    return model.eval(), {"model": args.model, **data_config}
+    return model.eval(), {"model": args.model, "label": run_label(args), **data_config}
