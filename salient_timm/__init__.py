@@ -17,7 +17,7 @@ from .kinds import (
 from .gates import capture_gates, gate_neutrals
 from .stem import convert_to_cifar_stem
 from .surgery import SurgeryError, attention_modules, find_residual_blocks, inject_attention
-from .retrofit import attention_parameter_names, retrofit_param_groups
+from .retrofit import attention_parameter_names, retrofit_defaults, retrofit_param_groups
 from . import salient_resnet  # noqa: F401  (registers the timm variants)
 from .salient_resnet import CheckpointError, VARIANTS
 
@@ -38,6 +38,7 @@ __all__ = [
     "gate_neutrals",
     "retrofit_param_groups",
     "attention_parameter_names",
+    "retrofit_defaults",
     "resolve_attention",
     "attention_kinds",
     "init_identity",

@@ -163,3 +163,11 @@ def test_unreadable_image(tmp_path):
     bad.write_text("not an image")
     out = invoke("--model", "salient_resnet18", "--image", str(bad), code=1)
     assert "cannot read image" in out
+
+
+def test_maps_name_the_attention_of_a_retrofitted_run(tmp_path, photos):
+    out = tmp_path / "run"
+    run(parse_args(["--model", "resnet18", "--attn", "ssa", "--dataset", "digits", "--img-size", "16", "--epochs", "1",
+                    "--output", str(out), "--no-progress"]))
+    report = json.loads(invoke("--checkpoint", str(out / "last.pth"), "--image", photos[0], "--format", "json"))
+    assert report["tables"][0]["title"] == "Gate statistics of resnet18+ssa"

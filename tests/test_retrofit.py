@@ -14,7 +14,11 @@ from salient_timm.train.data import build_datasets
 
 # (init_gain, attn_lr_scale, attn_weight_decay)
 V01_RECIPE = (0.0, 1.0, 5e-4)
-DEFAULT_RECIPE = (salient_timm.retrofit.DEFAULT_INIT_GAIN, salient_timm.retrofit.DEFAULT_ATTN_LR_SCALE, 0.0)
+
+
+def default_recipe(kind):
+    recipe = salient_timm.retrofit_defaults(kind)
+    return recipe["init_gain"], recipe["attn_lr_scale"], 0.0
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +75,7 @@ def _gate_movement(library, kind, recipe, state, digits):
 @pytest.mark.parametrize("kind", ["salient", "ssa", "se"])
 def test_default_recipe_moves_retrofit_gates_where_v01_left_them_flat(library, kind, pretrained_state, digits):
     _, flat = _gate_movement(library, kind, V01_RECIPE, pretrained_state, digits)
-    before, moved = _gate_movement(library, kind, DEFAULT_RECIPE, pretrained_state, digits)
+    before, moved = _gate_movement(library, kind, default_recipe(kind), pretrained_state, digits)
     assert max(v["mean |dev|"] for v in before.values()) < 0.02  # near-identity: the model starts where it was
     spread = lambda rows: sum(v["mean |dev|"] for v in rows.values())  # noqa: E731
     assert spread(moved) > 5 * spread(flat), (spread(moved), spread(flat))
@@ -157,3 +161,10 @@ def test_bad_init_gain_leaves_the_model_untouched(kwargs, message):
     with pytest.raises(salient_timm.SurgeryError, match=message):
         inject_attention(model, "salient", **kwargs)
     assert list(model.state_dict()) == keys
+
+
+def test_retrofit_defaults_per_kind():
+    assert salient_timm.retrofit_defaults("salient") == {"init_gain": 0.1, "attn_lr_scale": 30.0}
+    assert salient_timm.retrofit_defaults("se")["attn_lr_scale"] == 100.0
+    assert salient_timm.retrofit_defaults("ssa")["init_gain"] == 1.0
+    assert salient_timm.retrofit_defaults("cbam") == salient_timm.retrofit_defaults("salient")

@@ -302,8 +302,8 @@ def test_step0_with_a_new_head_is_labelled_as_such_and_the_run_names_its_attenti
     assert "step 0 (pretrained backbone, new 12-class head (untrained: about chance; the checkpoint's head had " \
            "10 classes))" in printed.out
     assert "pretrained accuracy" not in printed.out
-    assert f"done: resnet18+se (retrofit) on digits" in printed.out
-    assert "retrofit: se starts at init gain 0.1; its parameters train at lr x30, weight decay 0" in printed.out
+    assert "done: resnet18+se (retrofit) on digits" in printed.out
+    assert "retrofit: se starts at init gain 0.1; its parameters train at lr x100, weight decay 0" in printed.out
     assert "the last stage sees 1x1 feature maps at 16 px" in printed.err  # ImageNet stem at 16 px: warned
     assert json.loads((out / "initial_eval.json").read_text())["label"].startswith("pretrained backbone, new 12-class")
 

@@ -1,11 +1,10 @@
 """salient-train entry point: one process, or one of many under torchrun (DDP)."""
 import json
-import math
 import os
 import random
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import click
 import numpy as np

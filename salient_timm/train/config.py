@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import click
 
 from ..kinds import attention_kinds
-from ..retrofit import DEFAULT_ATTN_LR_SCALE, DEFAULT_INIT_GAIN
+from ..retrofit import RETROFIT_DEFAULTS, retrofit_defaults
 
 __all__ = ["RECIPES", "DATASETS", "DEFAULTS", "RESUME_MAY_CHANGE", "TrainConfigError", "command_options",
            "parse_args", "is_retrofit", "run_label"]
@@ -48,6 +48,11 @@ def _default(name: str) -> str:
     return f"{DEFAULTS[name]}, or the recipe's"
 
 
+def _per_kind(key: str) -> str:
+    rows = [f"{kind} {recipe[key]:g}" for kind, recipe in RETROFIT_DEFAULTS.items() if kind != "salient"]
+    return ", ".join(rows) + f", other kinds {RETROFIT_DEFAULTS['salient'][key]:g}"
+
+
 def command_options() -> List[click.Option]:
     """Every salient-train option, in help order. Names follow timm's train.py where it has one."""
     kinds = "|".join(attention_kinds()[:4])
@@ -68,11 +73,11 @@ def command_options() -> List[click.Option]:
         click.Option(["--freeze-bn"], is_flag=True, help="freeze every BatchNorm (statistics and affine)"),
         # retrofit
         click.Option(["--attn-lr-scale"], type=click.FloatRange(min=0), default=None,
-                     help=f"lr multiplier of the attention parameters  [default: {DEFAULT_ATTN_LR_SCALE:g} for a "
-                          "retrofit, 1 otherwise]"),
+                     help="lr multiplier of the attention parameters  [default for a retrofit: "
+                          + _per_kind("attn_lr_scale") + "; 1 otherwise]"),
         click.Option(["--attn-init-gain"], type=click.FloatRange(min=0), default=None,
                      help="retrofit start: 0 = the exact identity; g > 0 = near-identity, the gate's last layer at g x "
-                          f"its fresh init so the gate learns from step 1  [default: {DEFAULT_INIT_GAIN:g}]"),
+                          "its fresh init so the gate learns from step 1  [default: " + _per_kind("init_gain") + "]"),
         click.Option(["--attn-weight-decay"], type=click.FloatRange(min=0), default=None,
                      help="weight decay of the attention parameters  [default: 0 for a retrofit, else --weight-decay "
                           "split as timm does]"),
@@ -150,12 +155,13 @@ def _finalise(args: argparse.Namespace) -> argparse.Namespace:
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise TrainConfigError(f"--lr must be a positive number, got {args.lr}")
     retrofit = is_retrofit(args)
+    recipe = retrofit_defaults(args.attn)
     if args.attn_lr_scale is None:
-        args.attn_lr_scale = DEFAULT_ATTN_LR_SCALE if retrofit else 1.0
+        args.attn_lr_scale = recipe["attn_lr_scale"] if retrofit else 1.0
     if args.attn_weight_decay is None and retrofit:
         args.attn_weight_decay = 0.0
     if args.attn_init_gain is None:
-        args.attn_init_gain = DEFAULT_INIT_GAIN if retrofit else 0.0
+        args.attn_init_gain = recipe["init_gain"] if retrofit else 0.0
     elif args.attn_init_gain and not retrofit:
         raise TrainConfigError("--attn-init-gain applies to a retrofit (--pretrained with --attn)")
     return args
