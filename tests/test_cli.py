@@ -80,7 +80,7 @@ def test_reproduce_markdown_has_a_verdict_per_claim():
     (["params", "--model", "resnet5O"], 1, "unknown model 'resnet5O'; did you mean"),
     (["params", "--model", "resnet50", "--attn", "salinet"], 1, "did you mean salient"),
     (["flops", "--model", "resnet50", "--input-size", "3x0x2"], 2, "bad input size"),
-    (["flops", "--model", "resnet50", "--batch-size", "-1"], 2, "Invalid value for '-b' / '--batch-size'"),
+    (["flops", "--model", "resnet50", "--batch-size", "-1"], 2, "Invalid value for '--batch-size' / '-b'"),
     (["params", "--model", "vit_tiny_patch16_224", "--attn", "salient"], 1, "has no supported residual blocks"),
     (["formula", "--model", "resnet18"], 1, "has no attention blocks"),
     (["params", "--model", "resnet18", "--format", "xml"], 2, "Invalid value for '--format'"),

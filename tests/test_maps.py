@@ -118,7 +118,7 @@ def test_maps_statistics_as_json(digits_checkpoint, photos):
     assert first["image"] == "astronaut.png" and first["block"] == "layer1.0.se" and first["shape"] == "1x8x8"
     assert all(0 <= r["min"] <= r["mean"] <= r["max"] <= 1 for r in rows)  # the seed's gate: sigmoid
     assert all(r["neutral"] == 0.5 and r["mean dev"] == pytest.approx(r["mean"] - 0.5) for r in rows)
-    assert all(0 <= r["entropy"] <= 1 and r["mean |dev|"] >= abs(r["mean dev"]) - 1e-9 for r in rows)
+    assert all(0 <= r["entropy"] <= 1 and r["mean |dev|"] >= abs(r["mean dev"]) - 1e-6 for r in rows)
     assert "frac > 0.5" not in first  # meaningless for a gate whose neutral value is not 0.5
 
 
@@ -127,7 +127,9 @@ def test_statistics_are_read_against_each_gates_neutral_value():
     from salient_analysis.maps import gate_stats, gate_variation
     from salient_timm import gate_neutrals
 
-    model = timm.create_model("resnet18").eval()
+    from conftest import randomize_bn
+
+    model = randomize_bn(timm.create_model("resnet18")).eval()  # trained-like: features at the gates are not 0
     inject_attention(model, "salient", init="identity")
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad(), capture_gates(model) as gates:
