@@ -17,7 +17,7 @@ from ..kinds import attention_kinds
 from ..retrofit import RETROFIT_DEFAULTS, retrofit_defaults
 
 __all__ = ["RECIPES", "DATASETS", "DEFAULTS", "RESUME_MAY_CHANGE", "TrainConfigError", "command_options",
-           "parse_args", "is_retrofit", "run_label"]
+           "resolve", "parse_args", "is_retrofit", "run_label"]
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
 IMG_SIZE = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
@@ -198,7 +198,8 @@ def resolve(ctx: click.Context) -> argparse.Namespace:
     """The run's options from a parsed command line (a fresh run, or ``--resume``)."""
     if ctx.params["resume"]:
         return _resumed(ctx)
-    missing = [f"--{n}" for n in ("model", "dataset", "output") if not ctx.params["out" if n == "output" else n]]
+    required = {"--model": "model", "--dataset": "dataset", "--output": "out"}
+    missing = [option for option, name in required.items() if not ctx.params[name]]
     if missing:
         raise click.UsageError(f"missing option(s) {', '.join(missing)} (required unless --resume RUN_DIR)", ctx)
     args = _finalise(argparse.Namespace(**ctx.params))
