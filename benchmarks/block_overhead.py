@@ -3,6 +3,7 @@
     python benchmarks/block_overhead.py                 # CPU: quick set, eager, fp32 (a few minutes)
     python benchmarks/block_overhead.py --compile       # add torch.compile rows (slow to compile on CPU)
     python benchmarks/block_overhead.py --full --json out.json   # the whole matrix (default on CUDA)
+    python benchmarks/block_overhead.py --formats nchw,channels_last --scenarios "train b64 32px"
 
 Interleaved timing (every repeat runs every model once, so drift hits all alike), median and
 spread (min-max over repeats) of img/s and latency, peak memory (CUDA only), and each model's
@@ -148,7 +149,10 @@ def main() -> None:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated, resnet50 first (the ratio base)")
     p.add_argument("--scenarios", default=None, help="comma-separated names, e.g. 'infer b1 224px'")
     p.add_argument("--modes", default=None, help="eager,compile (default: eager; with --compile or on CUDA both)")
-    p.add_argument("--repeats", type=int, default=None, help="default 3 on CPU, 5 on CUDA")
+    p.add_argument("--formats", default=None,
+                   help="memory formats, comma-separated: nchw, channels_last (default: channels_last, the faster "
+                        "on CPU and CUDA; give both for side-by-side rows, interleaved in one run)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median and min-max over them)")
     p.add_argument("--iters", type=int, default=None,
                    help="calls per timing (default 20 on CUDA; on CPU 3, and 2 for training steps)")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -164,41 +168,43 @@ def main() -> None:
             p.error(f"no scenario matches {a.scenarios!r}; names: {', '.join(sc.name for sc in FULL + QUICK_CPU)}")
     modes = a.modes.split(",") if a.modes else ["eager"] + (["compile"] if (a.compile or cuda) else [])
     iters = a.iters or (20 if cuda else 3)
-    a.repeats = a.repeats or (5 if cuda else 3)
+    formats = [f.strip() for f in (a.formats or "channels_last").split(",")]
+    if set(formats) - {"nchw", "channels_last"}:
+        p.error(f"unknown format in {a.formats!r}; valid: nchw, channels_last")
     names = [m.strip() for m in a.models.split(",")]
     bandwidth = copy_bandwidth(device)
     elem_bytes = 2 if cuda else 4
     header = (f"device {torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()} "
-              f"({'bf16 autocast + channels_last' if cuda else f'fp32, {torch.get_num_threads()} threads'}); "
+              f"({'bf16 autocast' if cuda else f'fp32, {torch.get_num_threads()} threads'}); "
               f"torch {torch.__version__}, timm {timm.__version__}, salient-timm {salient_timm.__version__}; "
               f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; {a.repeats} repeats x {iters} calls, interleaved")
     print(header)
     results = []
-    for mode in modes:
-        for sc in scenarios:
-            built = {n: build(n, sc, device, cuda, mode == "compile") for n in names}
-            fns = {n: step_fn(r, o, x, y, sc, cuda, device) for n, (m, r, o, x, y) in built.items()}
-            if cuda:
+    for mode, sc in ((m, sc) for m in modes for sc in scenarios):
+        # every (model, format) pair in one interleaved measurement: format ratios come from the same run
+        keys = [(n, f) for f in formats for n in names]
+        built = {k: build(k[0], sc, device, k[1] == "channels_last", mode == "compile") for k in keys}
+        fns = {k: step_fn(r, o, x, y, sc, cuda, device) for k, (m, r, o, x, y) in built.items()}
+        peaks = {}
+        if cuda:
+            for k, fn in fns.items():
                 torch.cuda.reset_peak_memory_stats(device)
-            peaks = {}
-            if cuda:
-                for n, fn in fns.items():
-                    torch.cuda.reset_peak_memory_stats(device)
-                    fn()
-                    _sync(device)
-                    peaks[n] = torch.cuda.max_memory_allocated(device)
-            n_iter = iters if (cuda or not sc.train or a.iters) else 2  # a CPU training step takes seconds
-            times = measure(fns, device, n_iter, a.repeats, warmup=2 if cuda else 1)
-            base = statistics.median(times[names[0]])
-            for n in names:
-                med = statistics.median(times[n])
-                bound = attention_bytes(n, sc, elem_bytes) / bandwidth
-                results.append({
-                    "mode": mode, "scenario": sc.name, "model": n, "img_per_s": sc.batch / med, "latency_ms": 1e3 * med,
-                    "spread_ms": [1e3 * min(times[n]), 1e3 * max(times[n])], "ratio_time": med / base,
-                    "overhead_ms": 1e3 * (med - base), "bound_ms": 1e3 * bound,
-                    "peak_mem_mb": peaks[n] / 2 ** 20 if n in peaks else None})
-            print_table([r for r in results if r["mode"] == mode and r["scenario"] == sc.name], f"{mode}, {sc.name}")
+                fn()
+                _sync(device)
+                peaks[k] = torch.cuda.max_memory_allocated(device)
+        n_iter = iters if (cuda or not sc.train or a.iters) else 2  # a CPU training step takes seconds
+        times = measure(fns, device, n_iter, a.repeats, warmup=2 if cuda else 1)
+        for n, fmt in keys:
+            med = statistics.median(times[(n, fmt)])
+            base = statistics.median(times[(names[0], fmt)])
+            nchw = statistics.median(times[(n, "nchw")]) if "nchw" in formats else med
+            bound = attention_bytes(n, sc, elem_bytes) / bandwidth
+            results.append({
+                "mode": mode, "format": fmt, "scenario": sc.name, "model": n, "img_per_s": sc.batch / med,
+                "latency_ms": 1e3 * med, "spread_ms": [1e3 * min(times[(n, fmt)]), 1e3 * max(times[(n, fmt)])],
+                "ratio_time": med / base, "ratio_to_nchw": med / nchw, "overhead_ms": 1e3 * (med - base),
+                "bound_ms": 1e3 * bound, "peak_mem_mb": peaks[(n, fmt)] / 2 ** 20 if (n, fmt) in peaks else None})
+        print_table([r for r in results if (r["mode"], r["scenario"]) == (mode, sc.name)], f"{mode}, {sc.name}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"header": header, "bandwidth_Bps": bandwidth, "results": results}, f, indent=2)
@@ -206,13 +212,13 @@ def main() -> None:
 
 def print_table(rows: List[dict], title: str) -> None:
     print(f"\n{title}")
-    print(f"{'model':30s} {'img/s':>9s} {'ms':>9s} {'min-max ms':>17s} {'x resnet50':>10s} {'overhead':>9s} "
-          f"{'bound':>7s} {'peak MB':>8s}")
+    print(f"{'model':30s} {'format':13s} {'img/s':>9s} {'ms':>9s} {'min-max ms':>17s} {'x resnet50':>10s} "
+          f"{'x nchw':>7s} {'overhead':>9s} {'bound':>7s} {'peak MB':>8s}")
     for r in rows:
         peak = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
-        print(f"{r['model']:30s} {r['img_per_s']:9.1f} {r['latency_ms']:9.2f} "
-              f"{r['spread_ms'][0]:8.2f}-{r['spread_ms'][1]:<8.2f} {r['ratio_time']:10.3f} {r['overhead_ms']:8.2f}ms "
-              f"{r['bound_ms']:6.2f}ms {peak:>8s}")
+        print(f"{r['model']:30s} {r['format']:13s} {r['img_per_s']:9.1f} {r['latency_ms']:9.2f} "
+              f"{r['spread_ms'][0]:8.2f}-{r['spread_ms'][1]:<8.2f} {r['ratio_time']:10.3f} {r['ratio_to_nchw']:7.3f} "
+              f"{r['overhead_ms']:8.2f}ms {r['bound_ms']:6.2f}ms {peak:>8s}")
 
 
 if __name__ == "__main__":

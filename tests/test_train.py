@@ -55,7 +55,9 @@ def test_digits_training_learns_and_writes_the_run_folder(base_run):
     for name in ("last.pth", "best.pth"):
         state = torch.load(out / name, weights_only=True)
         assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "args", "metrics"} <= set(state)
-    assert json.loads((out / "args.json").read_text())["model"] == "resnet18"
+    saved = json.loads((out / "args.json").read_text())
+    assert saved["model"] == "resnet18"
+    assert saved["channels_last"] is True  # the measured-faster format is the default on CPU too, and recorded
 
 
 def test_registered_variant_with_cifar_stem_and_recipe_options(tmp_path):

@@ -127,6 +127,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
     model = build_model(args, num_classes, data.in_chans, load_weights=state is None).to(device)
     _warn_tiny_maps(model, args, info)
     amp = device.type == "cuda" if args.amp is None else args.amp
+    # recorded explicitly by new runs; None is what runs before the CPU default recorded: CUDA only
     channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
