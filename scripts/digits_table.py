@@ -43,7 +43,7 @@ def main() -> None:
         for seed in range(a.seeds):
             run_dir = os.path.join(a.runs_dir, a.dataset, f"{model}-s{seed}")
             argv = ["--model", model, "--attn", attn, "--cifar-stem", "--dataset", a.dataset, "--epochs", str(a.epochs),
-                    "--img-size", str(a.img_size), "--seed", str(seed), "--out", run_dir, "--no-progress"]
+                    "--img-size", str(a.img_size), "--seed", str(seed), "--out", run_dir, "--no-channels-last", "--no-progress"]
             if a.data_dir:
                 argv += ["--data-dir", a.data_dir]
             if os.path.exists(os.path.join(run_dir, "last.pth")):

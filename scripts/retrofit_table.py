@@ -33,7 +33,7 @@ from salient_timm.train.config import parse_args
 from salient_timm.train.data import build_datasets
 from salient_timm.train.model import build_model, load_trained
 
-COMMON = ["--cifar-stem", "--dataset", "digits", "--img-size", "16", "--no-progress"]
+COMMON = ["--cifar-stem", "--dataset", "digits", "--img-size", "16", "--no-channels-last", "--no-progress"]
 # run folder -> (label, attention kind, recipe options). Every recipe is spelled out, so the arms mean the same
 # whatever the defaults are; the arm that uses its kind's default (salient_timm.retrofit.RETROFIT_DEFAULTS) says so.
 ARMS = {
@@ -146,7 +146,7 @@ def main() -> None:
              f"Python {sys.version.split()[0]}; `python scripts/retrofit_table.py`; {len(TRAIN_SECONDS)} runs, "
              f"{sum(TRAIN_SECONDS) / 60:.1f} min of training (epochs, evaluation included); this invocation "
              f"{wall / 60:.1f} min",
-             f"- base: resnet18, CIFAR stem, 16 px digits (1437 train / 360 test), {a.base_epochs} epochs, SGD lr 0.05 "
+             f"- base: resnet18, CIFAR stem, 16 px digits (1437 train / 360 test), NCHW, {a.base_epochs} epochs, SGD lr 0.05 "
              f"momentum 0.9 wd 5e-4 cosine, batch 64. Every arm fine-tunes the base's last.pth for {a.epochs} epochs "
              f"with the same recipe; from-scratch references train {a.base_epochs + a.epochs} epochs.",
              "- gate variation: per test image, the std of the gate map over its pixels (SE: of its channel weights), "
