@@ -116,22 +116,27 @@ def gate_stats(gates: Dict[str, torch.Tensor], image_names: Sequence[str], neutr
 
 @torch.no_grad()
 def gate_variation(model: nn.Module, batches: Iterable[torch.Tensor]) -> Dict[str, Dict[str, float]]:
-    """Per block, averaged over every image of ``batches`` (eval mode): ``std`` of the gate over its pixels
-    (channels for SE), ``rel std`` = that std / the gate's mean, and ``mean |dev|`` from the neutral value."""
+    """Per block, averaged over every image of ``batches`` (in eval mode; the model's mode is restored): ``std`` of
+    the gate over its pixels (channels for SE), ``rel std`` = that std / the gate's mean, and ``mean |dev|`` from
+    the neutral value."""
     neutral = gate_neutrals(model)
     sums: Dict[str, torch.Tensor] = {}
     count = 0
+    was_training = model.training
     model.eval()
-    with capture_gates(model) as gates:
-        for x in batches:
-            model(x)
-            for block, g in gates.items():
-                mean = g.flatten(1).mean(1)
-                std = _spread(g)
-                row = torch.stack([std.sum(), (std / mean.clamp_min(1e-12)).sum(),
-                                   (g - neutral[block]).abs().flatten(1).mean(1).sum()])
-                sums[block] = sums.get(block, 0) + row.double()
-            count += x.shape[0]
+    try:
+        with capture_gates(model) as gates:
+            for x in batches:
+                model(x)
+                for block, g in gates.items():
+                    mean = g.flatten(1).mean(1)
+                    std = _spread(g)
+                    row = torch.stack([std.sum(), (std / mean.clamp_min(1e-12)).sum(),
+                                       (g - neutral[block]).abs().flatten(1).mean(1).sum()])
+                    sums[block] = sums.get(block, 0) + row.double()
+                count += x.shape[0]
+    finally:
+        model.train(was_training)
     return {block: dict(zip(("std", "rel std", "mean |dev|"), (s / count).tolist())) for block, s in sums.items()}
 
 

@@ -35,7 +35,7 @@ def gate_modules(model: nn.Module) -> Dict[str, nn.Module]:
 
 @torch.no_grad()
 def gate_neutrals(model: nn.Module) -> Dict[str, float]:
-    """``{attention module name: gate(0)}``: the value at which a gate leaves its input unchanged in shape."""
+    """``{attention module name: gate(0)}``: the gate's output for a zero pre-activation (it does nothing there)."""
     out = {}
     for name, gate in gate_modules(model).items():
         ref = next(iter(gate.buffers()), None)

@@ -173,3 +173,11 @@ def test_maps_name_the_attention_of_a_retrofitted_run(tmp_path, photos):
                     "--output", str(out), "--no-progress"]))
     report = json.loads(invoke("--checkpoint", str(out / "last.pth"), "--image", photos[0], "--format", "json"))
     assert report["tables"][0]["title"] == "Gate statistics of resnet18+ssa"
+
+
+def test_gate_variation_restores_the_training_mode():
+    from salient_analysis.maps import gate_variation
+
+    model = timm.create_model("salient_resnet18").train()
+    gate_variation(model, [torch.randn(2, 3, 32, 32)])
+    assert model.training and all(m.training for m in model.modules())
