@@ -6,7 +6,8 @@
     python benchmarks/block_overhead.py --formats nchw,channels_last --scenarios "train b64 32px"
 
 Interleaved timing (every repeat runs every model once, so drift hits all alike), median and
-spread (min-max over repeats) of img/s and latency, peak memory (CUDA only), and each model's
+spread (min-max over repeats) of img/s and latency, peak memory (CUDA: max allocated; CPU training: the
+rise of a fresh process's peak resident size over one step), and each model's
 ratio to resnet50. On CUDA: bf16 autocast + channels_last. The "bound" columns give, per model,
 the bytes its attention blocks must move (salient: read x for the C->1 reduction, then read x
 and the gate and write the product: 3*C*H*W + 2*H*W values per block and image; se: pool read,
@@ -17,6 +18,8 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -141,6 +144,25 @@ def measure(fns: Dict[str, Callable], device: torch.device, iters: int, repeats:
     return times
 
 
+def cpu_step_peak_mb(name: str, scenario: Scenario, channels_last: bool) -> float:
+    """Peak resident memory a CPU training step adds, measured in a fresh process (MiB).
+
+    The CPU allocator keeps no statistics, so the child builds the model, runs one step (gradients and
+    optimizer state exist afterwards), records its resident size, runs two more steps and reports how far
+    the process's peak resident size (``ru_maxrss``) rose above that: the step's own transient memory,
+    activations saved for backward included.
+    """
+    code = (f"import resource, sys; sys.argv = ['b']; import block_overhead as b, torch;"
+            f"sc = b.Scenario({scenario.name!r}, {scenario.train}, {scenario.batch}, {scenario.size});"
+            f"m, r, o, x, y = b.build({name!r}, sc, torch.device('cpu'), {channels_last}, False);"
+            f"fn = b.step_fn(r, o, x, y, sc, False, torch.device('cpu')); fn();"
+            f"before = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() / 2**10;"
+            f"fn(); fn(); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=__file__.rsplit("/", 1)[0])
+    return float(out.stdout.strip().splitlines()[-1]) / 2 ** 10
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -156,6 +178,7 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=None,
                    help="calls per timing (default 20 on CUDA; on CPU 3, and 2 for training steps)")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--no-cpu-memory", action="store_true", help="skip the per-process CPU peak-memory measurement")
     a = p.parse_args()
     device = torch.device(a.device)
     cuda = device.type == "cuda"
@@ -191,7 +214,9 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats(device)
                 fn()
                 _sync(device)
-                peaks[k] = torch.cuda.max_memory_allocated(device)
+                peaks[k] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        elif sc.train and not a.no_cpu_memory:
+            peaks = {k: cpu_step_peak_mb(k[0], sc, k[1] == "channels_last") for k in keys}
         n_iter = iters if (cuda or not sc.train or a.iters) else 2  # a CPU training step takes seconds
         times = measure(fns, device, n_iter, a.repeats, warmup=2 if cuda else 1)
         for n, fmt in keys:
@@ -203,7 +228,7 @@ def main() -> None:
                 "mode": mode, "format": fmt, "scenario": sc.name, "model": n, "img_per_s": sc.batch / med,
                 "latency_ms": 1e3 * med, "spread_ms": [1e3 * min(times[(n, fmt)]), 1e3 * max(times[(n, fmt)])],
                 "ratio_time": med / base, "ratio_to_nchw": med / nchw, "overhead_ms": 1e3 * (med - base),
-                "bound_ms": 1e3 * bound, "peak_mem_mb": peaks[(n, fmt)] / 2 ** 20 if (n, fmt) in peaks else None})
+                "bound_ms": 1e3 * bound, "peak_mem_mb": peaks.get((n, fmt))})
         print_table([r for r in results if (r["mode"], r["scenario"]) == (mode, sc.name)], f"{mode}, {sc.name}")
     if a.json:
         with open(a.json, "w") as f:
