@@ -67,12 +67,17 @@ def run(args) -> Dict[str, float]:
 TRANSIENT = ("epochs_given",)  # parse-time facts, not options of the run
 
 
+def _run_options(args) -> dict:
+    """The run's options as saved in args.json and every checkpoint."""
+    return {k: v for k, v in vars(args).items() if k not in TRANSIENT}
+
+
 def _save_args(args, info: DistInfo) -> None:
     """args.json: the options the run actually uses (rewritten when a resume changes them)."""
     if info.is_main:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "args.json"), "w") as f:
-            json.dump({k: v for k, v in vars(args).items() if k not in TRANSIENT}, f, indent=2)
+            json.dump(_run_options(args), f, indent=2)
 
 
 def _optimizer(model: nn.Module, args):
@@ -215,7 +220,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
         if info.is_main:
             ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch, "rng": rng_state(),
-                    "args": {k: v for k, v in vars(args).items() if k not in TRANSIENT}, "metrics": history}
+                    "args": _run_options(args), "metrics": history}
             save_checkpoint(last_path, ckpt)
             if test["test_top1"] > best:
                 best = test["test_top1"]

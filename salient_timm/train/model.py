@@ -1,5 +1,6 @@
 """Build the model salient-train trains: timm model, optional CIFAR stem, pretrained weights, attention."""
 import argparse
+import functools
 import logging
 import math
 import os
@@ -25,8 +26,15 @@ def _local_overlay(path: str, model: str) -> dict:
     """pretrained_cfg overlay for a local file, with num_classes/in_chans read from the file itself.
 
     timm drops a checkpoint's head whenever its cfg's num_classes differs from the model's;
-    stating the file's own head size keeps a fine-tuned head when sizes agree.
+    stating the file's own head size keeps a fine-tuned head when sizes agree. The file is read once
+    per (path, size, modification time): building the model and labelling step 0 share the result.
     """
+    stat = os.stat(path)
+    return dict(_read_overlay(path, stat.st_size, stat.st_mtime_ns, model))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_overlay(path: str, size: int, mtime_ns: int, model: str) -> tuple:
     state = load_state_dict(path)  # timm's reader: safetensors or torch.load(weights_only=True), 'model' entry
     overlay = dict(file=path)
     cfg = timm.models.get_pretrained_cfg(model)
@@ -36,7 +44,7 @@ def _local_overlay(path: str, model: str) -> dict:
         overlay["num_classes"] = state[head].shape[0]
     if first in state and state[first].ndim == 4:
         overlay["input_size"] = (state[first].shape[1], *(cfg.input_size[1:] if cfg else (224, 224)))
-    return overlay
+    return tuple(overlay.items())
 
 
 def pretrained_head_classes(args: argparse.Namespace) -> Optional[int]:
