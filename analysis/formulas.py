@@ -4,9 +4,9 @@ For a block input of shape (N, C, H, W) (counts below are per image; rows multip
 
 | block | params | seed params | seed cost | full MACs | full elementwise ops |
 |---|---|---|---|---|---|
-| salient (conv, gemv) | C + 2 | C | C·H·W | C·H·W | H·W (BN) + H·W (sigmoid) + H·W (gate scale) + C·H·W (multiply) |
+| salient (fused, gemv, conv) | C + 2 | C | C·H·W | C·H·W | H·W (BN) + H·W (sigmoid) + H·W (gate scale) + C·H·W (multiply) |
 | salient (sum) | C + 2 | C | C·H·W | 0 | 2·C·H·W (w·x, channel sum) + 3·H·W + C·H·W (multiply) |
-| ssa (gemv) | 2 | - | - | C·H·W ((GAP/C)·x) | C·H·W (GAP) + C (1/C) + 3·H·W (BN, sigmoid, scale) + C·H·W (multiply) |
+| ssa (fused, gemv) | 2 | - | - | C·H·W ((GAP/C)·x) | C·H·W (GAP) + C (1/C) + 3·H·W (BN, sigmoid, scale) + C·H·W (multiply) |
 | ssa (mean) | 2 | - | - | 0 | C·H·W (GAP) + C·H·W (GAP·x) + C·H·W (mean_c) + 3·H·W (BN, sigmoid, scale) + C·H·W (multiply) |
 | se (C_r = C/r) | 2·C·C_r (+ C_r + C biases) | C·C/8 | C·C/8 + C·H·W | 2·C·C_r | C·H·W (pool) + C_r (ReLU) + C (sigmoid) [+ C scale] + C·H·W (multiply) |
 
@@ -58,7 +58,7 @@ def _salient(m: SalientBlock, c: int, h: int, w: int) -> BlockFormula:
 
 def _ssa(m: SSABlock, c: int, h: int, w: int) -> BlockFormula:
     hw, chw = h * w, c * h * w
-    if m.impl == "gemv":
+    if m.impl in ("gemv", "fused"):
         return BlockFormula(
             params=2, seed_params=None, seed_cost=None, macs=chw, elementwise=2 * chw + c + 3 * hw,
             seed_cost_text="-", full_text="MAC C·H·W ((GAP/C)·x); ops 2·C·H·W (GAP, multiply) + C (1/C) "

@@ -13,15 +13,20 @@
 Both follow timm's ``attn_layer`` convention (``channels`` first, ``device``/``dtype``
 keywords) so they work as ``block_args=dict(attn_layer=SalientBlock)`` in timm's ResNet.
 
-Implementation (``impl``, same parameters and state_dict keys for all): the Salient block's
-channel reduction defaults to ``(x * w).sum(1)`` (``impl="sum"``): measured on CPU it beats
-oneDNN's 1x1 convolution with one output channel at every batch size, forward and backward
-(backward several times over), and it is plain elementwise + reduction for ``torch.compile`` to
-fuse. ``impl="gemv"`` (a batched ``(N,1,C) @ (N,C,H*W)``) is fastest at batch 1 in eager mode;
-``impl="conv"`` is the seed's literal ``nn.Conv2d`` call. SSA's literal ``mean_c(GAP(x) * x)``
-already has the sum form (``impl="mean"``, default); ``impl="gemv"`` is its batched GEMV.
-All impls compute the same sums in another order (equal to float rounding; tested).
-See ``benchmarks/block_overhead.py`` and ``benchmarks/RESULTS.md``.
+Implementation (``impl``, same parameters and state_dict keys for all; they compute the same sums
+in another order, equal to float rounding, tested):
+
+| impl | Salient | SSA | when |
+|---|---|---|---|
+| ``"fused"`` (default) | batched GEMV ``w @ x`` | GEMV ``(GAP(x)/C) @ x`` | eager training: ``fused.spatial_gate``, one custom autograd function with a GEMV/in-place-GEMM backward; otherwise plain ops |
+| ``"sum"`` | ``(x * w).sum(1)`` | - | plain pointwise + reduction |
+| ``"gemv"`` | batched GEMV | batched GEMV | plain ops, autograd backward |
+| ``"conv"`` | the seed's ``nn.Conv2d`` call | - | the literal seed block |
+| ``"mean"`` | - | ``mean_c(GAP(x) * x)`` | SSA's literal form |
+
+``"fused"`` falls back to its plain GEMV ops under TorchScript, FX, ``torch.compile``,
+``torch.export``, ONNX export, autocast and ``no_grad`` (see ``salient_timm.fused``). Measured on
+CPU in ``benchmarks/block_overhead.py`` / ``benchmarks/RESULTS.md``.
 
 One addition to the seed: the gate is ``scale * sigmoid(.)`` where ``scale`` is a
 persistent buffer, 1.0 by default (exactly the seed's gate). ``init_identity()`` sets
@@ -33,6 +38,8 @@ from typing import Optional
 
 import torch
 from torch import nn
+
+from .fused import pixel_dot, spatial_gate, use_fused
 
 __all__ = ["ScaledSigmoid", "SalientBlock", "SSABlock"]
 
@@ -62,7 +69,25 @@ class _SpatialGate(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            if self.impl == "fused" and self._fused_applies(x):
+                return self._fused_forward(x)
         return x * self.gate(self.bn(self.saliency(x)))
+
+    def _gate_from_saliency(self, s: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.bn(s))
+
+    @torch.jit.unused
+    def _fused_applies(self, x: torch.Tensor) -> bool:
+        return use_fused(x, self._gate_params())
+
+    @torch.jit.unused
+    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.conv.weight.view(-1) if hasattr(self, "conv") else None
+        return spatial_gate(x, weight, self._gate_from_saliency, self._gate_params())
+
+    def _gate_params(self):
+        return tuple(p for p in (self.bn.weight, self.bn.bias) if p is not None)
 
     @torch.no_grad()
     def init_identity(self, gain: float = 0.0) -> None:
@@ -85,7 +110,7 @@ class SalientBlock(_SpatialGate):
     Args:
         channels: input channels C. Parameters: C (conv, no bias) + 2 (BN affine).
         gate_scale: gate multiplier, 1.0 is the seed's gate (see module docstring).
-        impl: ``"sum"`` (default), ``"gemv"`` or ``"conv"`` (the seed's nn.Conv2d call); see above.
+        impl: ``"fused"`` (default), ``"sum"``, ``"gemv"`` or ``"conv"`` (the seed's nn.Conv2d call); see above.
     Shapes: (N, C, H, W) -> (N, C, H, W); the gate map is (N, 1, H, W).
     """
 
@@ -93,20 +118,19 @@ class SalientBlock(_SpatialGate):
         self,
         channels: int,
         gate_scale: float = 1.0,
-        impl: str = "sum",
+        impl: str = "fused",
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         conv = nn.Conv2d(channels, 1, kernel_size=1, bias=False, device=device, dtype=dtype)
         super().__init__(conv, gate_scale, device=device, dtype=dtype)
-        self.impl = _check_impl(impl, ("sum", "gemv", "conv"))
+        self.impl = _check_impl(impl, ("fused", "sum", "gemv", "conv"))
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
         if self.impl == "sum":  # sum_c w_c x_c: the 1x1 conv's sums as multiply + channel sum
             return (x * self.conv.weight.view(1, -1, 1, 1)).sum(1, keepdim=True)
-        if self.impl == "gemv":  # (N,1,C) @ (N,C,HW): one batched GEMV
-            n, c, h, w = x.shape
-            return torch.matmul(self.conv.weight.view(1, 1, c), x.flatten(2)).view(n, 1, h, w)
+        if self.impl in ("fused", "gemv"):  # (N,1,C) @ (N,C,HW): one batched GEMV
+            return pixel_dot(x, self.conv.weight.view(1, -1))
         return self.conv(x)
 
 
@@ -116,7 +140,7 @@ class SSABlock(_SpatialGate):
     Args:
         channels: input channels C (kept for the attn_layer signature; no weights depend on it).
         gate_scale: gate multiplier, 1.0 is the plain sigmoid.
-        impl: ``"mean"`` (default, the literal form) or ``"gemv"`` (``(GAP(x)/C) @ x``).
+        impl: ``"fused"`` (default), ``"mean"`` (the literal form) or ``"gemv"`` (``(GAP(x)/C) @ x``).
     Parameters: 2 (BN affine). Shapes: (N, C, H, W) -> (N, C, H, W).
     """
 
@@ -124,17 +148,15 @@ class SSABlock(_SpatialGate):
         self,
         channels: int,
         gate_scale: float = 1.0,
-        impl: str = "mean",
+        impl: str = "fused",
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(None, gate_scale, device=device, dtype=dtype)
         self.channels = channels
-        self.impl = _check_impl(impl, ("mean", "gemv"))
+        self.impl = _check_impl(impl, ("fused", "mean", "gemv"))
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
-        if self.impl == "gemv":  # mean_c(g * x) = (g / C) @ x, with g = GAP(x) of shape (N, 1, C)
-            n, c, h, w = x.shape
-            g = x.mean((2, 3)).view(n, 1, c) * (1.0 / c)
-            return torch.matmul(g, x.flatten(2)).view(n, 1, h, w)
+        if self.impl in ("fused", "gemv"):  # mean_c(g * x) = (g / C) @ x, with g = GAP(x) of shape (N, C)
+            return pixel_dot(x, x.mean((2, 3)) * (1.0 / x.shape[1]))
         return (x.mean((2, 3), keepdim=True) * x).mean(1, keepdim=True)

@@ -26,8 +26,10 @@ def _compiled_matches_eager(model: torch.nn.Module, x: torch.Tensor) -> None:
     out = torch.compile(model, fullgraph=True, backend="eager")(x)
     out.sum().backward()
     torch.testing.assert_close(out, eager_out)
+    # eager trains through the fused gate, compile through its plain ops: the same sums in another order, so
+    # fp32 rounding differs (fp64 agreement is tested in test_fused.py); compare to each gradient's scale
     for p, g in zip(model.parameters(), eager_grads):
-        torch.testing.assert_close(p.grad, g)
+        torch.testing.assert_close(p.grad, g, rtol=1e-3, atol=1e-4 * float(g.abs().max()))
 
 
 @pytest.mark.parametrize("name, kwargs", [
