@@ -36,8 +36,10 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "resnet50": lambda **kw: timm.create_model("resnet50", **kw),
     "seresnet50": lambda **kw: timm.create_model("seresnet50", **kw),
     "salient_resnet50": lambda **kw: timm.create_model("salient_resnet50", **kw),
+    "salient_resnet50 (sum impl)": lambda **kw: timm.create_model("salient_resnet50", attn_kwargs=dict(impl="sum"), **kw),
     "salient_resnet50 (conv impl)": lambda **kw: timm.create_model("salient_resnet50", attn_kwargs=dict(impl="conv"), **kw),
     "ssa_resnet50": lambda **kw: timm.create_model("ssa_resnet50", **kw),
+    "ssa_resnet50 (mean impl)": lambda **kw: timm.create_model("ssa_resnet50", attn_kwargs=dict(impl="mean"), **kw),
 }
 
 

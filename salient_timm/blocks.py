@@ -18,7 +18,7 @@ in another order, equal to float rounding, tested):
 
 | impl | Salient | SSA | when |
 |---|---|---|---|
-| ``"fused"`` (default) | batched GEMV ``w @ x`` | GEMV ``(GAP(x)/C) @ x`` | eager training: ``fused.spatial_gate``, one custom autograd function with a GEMV/in-place-GEMM backward; otherwise plain ops |
+| ``"fused"`` (default) | batched GEMV ``w @ x`` | GEMV ``(GAP(x)/C) @ x`` | eager training: ``fused.spatial_gate``, one custom autograd function with a GEMV/in-place-GEMM backward; under ``torch.compile`` the ``sum`` form (inductor fuses it, no GEMM call); otherwise plain GEMV ops |
 | ``"sum"`` | ``(x * w).sum(1)`` | - | plain pointwise + reduction |
 | ``"gemv"`` | batched GEMV | batched GEMV | plain ops, autograd backward |
 | ``"conv"`` | the seed's ``nn.Conv2d`` call | - | the literal seed block |
@@ -75,11 +75,14 @@ class _SpatialGate(nn.Module):
         return x * self.gate(self.bn(self.saliency(x)))
 
     def _gate_from_saliency(self, s: torch.Tensor) -> torch.Tensor:
-        return self.gate(self.bn(s))
+        # .forward, not __call__: global module hooks (ModuleTracker, FlopCounterMode) must not hook the
+        # fused function's inner graph; blocks whose bn/gate carry their own hooks take the plain path
+        return self.gate.forward(self.bn.forward(s))
 
     @torch.jit.unused
     def _fused_applies(self, x: torch.Tensor) -> bool:
-        return use_fused(x, self._gate_params())
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (self.bn, self.gate))
+        return not hooked and use_fused(x, self._gate_params())
 
     @torch.jit.unused
     def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,6 +99,17 @@ class _SpatialGate(nn.Module):
         self.gate.scale.fill_(2.0)
         nn.init.constant_(self.bn.weight, gain)
         nn.init.zeros_(self.bn.bias)
+
+
+def _compiling() -> bool:
+    if torch.jit.is_scripting():
+        return False
+    return _dynamo_compiling()
+
+
+@torch.jit.unused
+def _dynamo_compiling() -> bool:
+    return torch.compiler.is_compiling()
 
 
 def _check_impl(impl: str, valid: tuple) -> str:
@@ -127,7 +141,8 @@ class SalientBlock(_SpatialGate):
         self.impl = _check_impl(impl, ("fused", "sum", "gemv", "conv"))
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
-        if self.impl == "sum":  # sum_c w_c x_c: the 1x1 conv's sums as multiply + channel sum
+        if self.impl == "sum" or (self.impl == "fused" and _compiling()):
+            # sum_c w_c x_c as multiply + channel sum: what inductor fuses into one kernel (no GEMM call)
             return (x * self.conv.weight.view(1, -1, 1, 1)).sum(1, keepdim=True)
         if self.impl in ("fused", "gemv"):  # (N,1,C) @ (N,C,HW): one batched GEMV
             return pixel_dot(x, self.conv.weight.view(1, -1))

@@ -43,13 +43,22 @@ def pixel_dot(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum_c a * b`` over dim 1 -> (N, 1, H, W) without an N·C·H·W temporary in channels_last."""
+    """``sum_c a * b`` over dim 1 -> (N, 1, H, W); channels_last with C <= 512 as N·H·W row dot products
+    (no N·C·H·W temporary; measured 2.7-5x faster there on CPU, slower than multiply + sum for larger C)."""
     n, c, h, w = a.shape
-    if _is_channels_last(a) and _is_channels_last(b):  # (NHW, 1, C) @ (NHW, C, 1): row dot products
+    if c <= 512 and _is_channels_last(a) and _is_channels_last(b):  # (NHW, 1, C) @ (NHW, C, 1)
         rows_a = a.permute(0, 2, 3, 1).reshape(-1, 1, c)
         rows_b = b.permute(0, 2, 3, 1).reshape(-1, c, 1)
         return torch.bmm(rows_a, rows_b).view(n, 1, h, w)
     return (a * b).sum(1, keepdim=True)
+
+
+def _pixel_weighted_sum(x: torch.Tensor, ds: torch.Tensor) -> torch.Tensor:
+    """``sum_hw ds[n, hw] * x[n, c, hw]`` -> (N, C), one GEMV per sample over x's contiguous rows."""
+    n, c, h, w = x.shape
+    if _is_channels_last(x):  # (N, 1, HW) @ (N, HW, C)
+        return torch.bmm(ds, x.permute(0, 2, 3, 1).reshape(n, h * w, c)).view(n, c)
+    return torch.bmm(x.reshape(n, c, h * w), ds.transpose(1, 2)).view(n, c)
 
 
 def _add_outer_(dx: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
@@ -91,10 +100,9 @@ class _SpatialGateFn(torch.autograd.Function):
         ds = grads[0].reshape(n, 1, h * w)
         by_param = iter(grads[1:])
         param_grads = tuple(next(by_param) if need else None for need in ctx.needs_input_grad[3:])
-        x3 = x.reshape(n, c, h * w)
         dx = dw = None
         if ctx.ssa:  # s = sum_c v_c x_c with v = mean_hw(x) / C: ds also reaches x through v
-            dv = torch.bmm(x3, ds.transpose(1, 2))  # (N, C, 1) = sum_hw ds * x
+            dv = _pixel_weighted_sum(x, ds).view(n, c, 1)
             if needs_x:
                 dx = dy * g
                 left = torch.cat([v.view(n, c, 1), dv * (1.0 / (c * h * w))], dim=2)
@@ -104,8 +112,8 @@ class _SpatialGateFn(torch.autograd.Function):
             if needs_x:
                 dx = dy * g
                 _add_outer_(dx, v.view(1, c, 1), ds)
-            if needs_w:  # sum over n and hw of ds * x: (1, N·HW) @ (N·HW, C) as N GEMVs summed
-                dw = torch.bmm(x3, ds.transpose(1, 2)).sum(0).view(-1)
+            if needs_w:  # sum over n and hw of ds * x
+                dw = _pixel_weighted_sum(x, ds).sum(0)
         return (dx, dw, None) + param_grads
 
 
@@ -119,9 +127,9 @@ def use_fused(x: torch.Tensor, gate_params: Sequence[torch.Tensor]) -> bool:
         return False
     if not (x.requires_grad or any(p.requires_grad for p in gate_params)):
         return False
-    if torch.onnx.is_in_onnx_export() or x.device.type == "meta" or x.layout != torch.strided:
+    if torch.onnx.is_in_onnx_export() or x.layout != torch.strided:
         return False
-    if torch.is_autocast_enabled(x.device.type):
+    if torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type):
         return False
     return x.is_contiguous() or _is_channels_last(x)
 

@@ -105,3 +105,21 @@ def test_registered_model_trains_through_the_fused_gate_like_the_literal_one():
         nn.functional.cross_entropy(model(x), torch.tensor([0, 3])).backward()
     for (name, a), b in zip(fused.named_parameters(), literal.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_torch_flop_counter_counts_a_training_step_through_the_fused_gate():
+    """FlopCounterMode's module tracker must not hook the fused function's inner graph."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model = timm.create_model("salient_resnet18", num_classes=4)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert counter.get_total_flops() > 0 and model.layer1[0].se.conv.weight.grad is not None
+
+
+def test_hooks_on_the_gate_fire_in_training():
+    """A forward hook on ``gate`` (capture_gates, user code) sees the gate map; the block then runs its plain ops."""
+    block = SalientBlock(8).train()
+    seen = []
+    block.gate.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    y = block(torch.randn(2, 8, 4, 4, requires_grad=True))
+    assert seen == [torch.Size([2, 1, 4, 4])] and y.grad_fn.name() != "_SpatialGateFnBackward"

@@ -1,0 +1,244 @@
+"""What a FLOP count hides: bytes moved and memory saved for backward, per op and per module.
+
+``count_traffic(model, input_shape, train=True)`` runs one forward (and, for ``train``, the backward
+of ``out.sum()``) under a dispatch mode and records, for every aten op autograd actually runs:
+
+- MACs (torch's own formulas, ``torch.utils.flop_counter.flop_registry``, plus in-place GEMMs) and
+  elementwise ops (``counting.ELEMENTWISE_FORMULAS``, with the backward rows below);
+- bytes read: every tensor input at its dtype, each *distinct* element once (a broadcast
+  ``expand`` is read as the tensor it views); bytes written: every tensor output. View ops move
+  nothing and are skipped; copies (``copy_``, ``cat``, ``clone``) move bytes but compute nothing;
+- in the forward pass, the bytes autograd saves for backward (``saved_tensors_hooks``; each storage
+  counted once, parameters and buffers excluded: they exist anyway).
+
+Costs are attributed to every module active when the op runs (``torch.utils.module_tracker``, the
+machinery of torch's ``FlopCounterMode``), so a stage includes its blocks. Runs on the meta device
+(nothing allocated) or a real one; the caller's train/eval flags are restored.
+Activation count (``macts``) follows fvcore's ``ActivationCountAnalysis`` and timm's benchmark CSV:
+output elements of conv / linear / matmul ops in the forward pass.
+"""
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry, shape_wrapper
+from torch.utils.module_tracker import ModuleTracker
+
+from .counting import ELEMENTWISE_FORMULAS, _first_output, _per_output
+
+__all__ = ["Cost", "ModuleTraffic", "TrafficReport", "count_traffic", "BACKWARD_FORMULAS", "VIEW_OPS"]
+
+aten = torch.ops.aten
+
+# Backward ops: the same convention as the forward rows (1 op per element of the first output).
+BACKWARD_FORMULAS: Dict[object, Callable[..., int]] = {
+    **{op: _per_output for op in (
+        aten.threshold_backward, aten.sigmoid_backward, aten.silu_backward, aten.gelu_backward,
+        aten.hardsigmoid_backward, aten.hardswish_backward, aten.tanh_backward, aten.leaky_relu_backward,
+        aten.avg_pool2d_backward, aten.max_pool2d_with_indices_backward, aten._adaptive_avg_pool2d_backward,
+        aten._softmax_backward_data, aten._log_softmax_backward_data, aten.addcmul_, aten.addcdiv_,
+    )},
+    **{op: _first_output for op in (
+        aten.native_batch_norm_backward, aten.native_layer_norm_backward, aten.native_group_norm_backward,
+    )},
+}
+# GEMM ops torch's registry lacks (in-place forms): 2 FLOPs per MAC, like the registry.
+EXTRA_MAC_FORMULAS = {aten.baddbmm_: flop_registry[aten.baddbmm]}
+# Ops that only reinterpret metadata: no bytes move.
+VIEW_OPS = frozenset({
+    aten.view, aten._unsafe_view, aten.reshape, aten.t, aten.transpose, aten.permute, aten.expand, aten.squeeze,
+    aten.unsqueeze, aten.flatten, aten.detach, aten.alias, aten.as_strided, aten.select, aten.slice, aten.split,
+    aten.split_with_sizes, aten.unbind, aten.chunk, aten.lift_fresh, aten.empty, aten.empty_like,
+    aten.new_empty, aten.empty_strided, aten.new_empty_strided, aten._reshape_alias, aten.unsafe_split,
+})
+# Output elements of these forward ops are fvcore's / timm's "activations".
+ACTIVATION_OPS = frozenset({aten.convolution, aten._convolution, aten.addmm, aten.mm, aten.bmm, aten.baddbmm})
+
+
+@dataclass
+class Cost:
+    """MACs, elementwise ops and bytes read / written of a set of ops."""
+
+    macs: int = 0
+    elementwise: int = 0
+    read: int = 0
+    written: int = 0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs + self.elementwise
+
+    @property
+    def bytes(self) -> int:
+        return self.read + self.written
+
+    def add(self, other: "Cost") -> None:
+        self.macs += other.macs
+        self.elementwise += other.elementwise
+        self.read += other.read
+        self.written += other.written
+
+
+@dataclass
+class ModuleTraffic:
+    """One module (inclusive of its children): forward and backward cost, bytes saved for backward."""
+
+    forward: Cost = field(default_factory=Cost)
+    backward: Cost = field(default_factory=Cost)
+    saved_bytes: int = 0
+    activations: int = 0
+
+    @property
+    def step(self) -> Cost:
+        """Forward + backward: the training step."""
+        total = Cost()
+        total.add(self.forward)
+        total.add(self.backward)
+        return total
+
+
+@dataclass
+class TrafficReport:
+    """``modules[""]`` is the whole model; keys are qualified module names ("layer1.0.se")."""
+
+    input_shape: Tuple[int, ...]
+    train: bool
+    modules: Dict[str, ModuleTraffic]
+    by_op: Dict[str, Cost]
+    uncounted_ops: Tuple[str, ...]
+
+    @property
+    def total(self) -> ModuleTraffic:
+        return self.modules[""]
+
+    def module(self, name: str) -> ModuleTraffic:
+        return self.modules.get(name, ModuleTraffic())
+
+
+def _distinct_bytes(t: torch.Tensor) -> int:
+    """Bytes of the distinct elements a tensor view covers (stride-0 broadcast dims count once)."""
+    n = math.prod(size for size, stride in zip(t.shape, t.stride()) if stride != 0) if t.dim() else 1
+    return n * t.element_size()
+
+
+def _tensors(tree) -> Iterable[torch.Tensor]:
+    flat, _ = torch.utils._pytree.tree_flatten(tree)
+    return [t for t in flat if isinstance(t, torch.Tensor)]
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage()._cdata
+
+
+class _TrafficMode(TorchDispatchMode):
+    """Counts every dispatched op into ``report`` for the modules the tracker says are active."""
+
+    def __init__(self, tracker: ModuleTracker, phase: str, names: Dict[str, str], report: "_Accumulator") -> None:
+        super().__init__()
+        self.tracker, self.phase, self.names, self.acc = tracker, phase, names, report
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if packet in VIEW_OPS:
+            return out
+        cost = Cost(read=sum(_distinct_bytes(t) for t in _tensors((args, kwargs))),
+                    written=sum(t.numel() * t.element_size() for t in _tensors(out)))
+        mac_formula = flop_registry.get(packet) or EXTRA_MAC_FORMULAS.get(packet)
+        elementwise = ELEMENTWISE_FORMULAS.get(packet) or BACKWARD_FORMULAS.get(packet)
+        if mac_formula is not None:
+            cost.macs = int(mac_formula(*args, **kwargs, out_val=out)) // 2
+        elif elementwise is not None:
+            cost.elementwise = int(shape_wrapper(elementwise)(*args, **kwargs, out_val=out))
+        elif torch.is_floating_point(next(iter(_tensors(out)), torch.empty(0))) and packet not in _COPY_OPS:
+            self.acc.uncounted.add(str(packet).replace("aten.", "aten::"))
+        activations = sum(t.numel() for t in _tensors(out)) if self.phase == "forward" and packet in ACTIVATION_OPS else 0
+        for fqn in set(self.tracker.parents):
+            m = self.acc.module(self.names.get(fqn))
+            if m is None:
+                continue
+            getattr(m, self.phase).add(cost)
+            m.activations += activations
+        self.acc.by_op[f"{str(packet).replace('aten.', 'aten::')} ({self.phase})"].add(cost)
+        return out
+
+
+# Ops that move data without computing (bytes counted, no op count expected).
+_COPY_OPS = frozenset({
+    aten.copy_, aten.clone, aten.contiguous, aten._to_copy, aten.cat, aten.stack, aten.zeros, aten.ones,
+    aten.zeros_like, aten.ones_like, aten.new_zeros, aten.new_ones, aten.fill_, aten.zero_, aten.pad,
+    aten.constant_pad_nd, aten.full, aten.full_like, aten.scalar_tensor, aten.new_full, aten._local_scalar_dense,
+    aten.index, aten.masked_fill, aten.masked_fill_,
+})
+
+
+@dataclass
+class _Accumulator:
+    modules: Dict[str, ModuleTraffic] = field(default_factory=dict)
+    by_op: Dict[str, Cost] = field(default_factory=lambda: defaultdict(Cost))
+    uncounted: set = field(default_factory=set)
+
+    def module(self, name: Optional[str]) -> Optional[ModuleTraffic]:
+        if name is None:
+            return None
+        return self.modules.setdefault(name, ModuleTraffic())
+
+
+def _tracker_names(model: nn.Module) -> Dict[str, str]:
+    """ModuleTracker's fqn ("ResNet.layer1.0") -> our key ("layer1.0"); "Global" -> ""."""
+    root = type(model).__name__
+    names = {"Global": ""}
+    for name, _ in model.named_modules():
+        names[f"{root}.{name}" if name else root] = name
+    names[root] = ""  # the root module and Global are the same scope
+    return names
+
+
+def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = True) -> TrafficReport:
+    """Count ops, bytes and saved bytes of one forward (``train``: train mode, plus backward of ``out.sum()``).
+
+    The input is zeros of ``input_shape`` on the model's device and dtype. Inference (``train=False``)
+    runs in eval mode under ``no_grad``, as ``count_cost`` does.
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    ref = next(iter(model.parameters()), None)
+    x = torch.zeros(input_shape, device=ref.device if ref is not None else None,
+                    dtype=ref.dtype if ref is not None else None)
+    acc, names = _Accumulator(), _tracker_names(model)
+    acc.module("")
+    owned = {_storage_key(t) for t in [*model.parameters(), *model.buffers()]}
+    seen_saved: set = set()
+    flags = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.grad) for p in model.parameters()]
+    model.train(train)
+    try:
+        with ModuleTracker() as tracker:
+            def pack(t: torch.Tensor) -> torch.Tensor:
+                key = _storage_key(t)
+                if key not in owned and key not in seen_saved:
+                    seen_saved.add(key)
+                    nbytes = t.untyped_storage().nbytes()
+                    for fqn in set(tracker.parents):
+                        m = acc.module(names.get(fqn))
+                        if m is not None:
+                            m.saved_bytes += nbytes
+                return t
+
+            with torch.set_grad_enabled(train), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                with _TrafficMode(tracker, "forward", names, acc):
+                    out = model(x)
+            if train:
+                loss = out.float().sum() if isinstance(out, torch.Tensor) else sum(o.float().sum() for o in out)
+                with _TrafficMode(tracker, "backward", names, acc):
+                    loss.backward()
+    finally:
+        for m, flag in flags:
+            m.training = flag
+        for p, g in grads:
+            p.grad = g
+    return TrafficReport(input_shape, train, dict(acc.modules), dict(acc.by_op), tuple(sorted(acc.uncounted)))
