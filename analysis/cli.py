@@ -143,6 +143,59 @@ def reproduce(fmt) -> None:
 
 
 @main.command()
+@spec_options()
+@click.option("--train/--infer", default=True, show_default=True,
+              help="a training step (forward + backward) or an inference forward")
+@click.option("--device", default="cpu", show_default=True, help="where to measure: cpu, cuda or cuda:N")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="timed repeats (medians)")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="untimed repeats first")
+@click.option("--no-measure", is_flag=True, help="counts only: no timing, no peak memory, no roofline")
+@click.option("--peak-gflops", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="device peak GFLOP/s for the roofline (default: measured with a large matmul)")
+@click.option("--bandwidth-gbs", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="device bandwidth GB/s for the roofline (default: measured with a large copy)")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False),
+              help="write a figure (.png/.pdf): per-block shares of FLOPs, bytes and time, and a roofline")
+@format_option
+def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwidth_gbs, plot, **spec) -> None:
+    """Bytes moved, memory saved for backward and measured time beside FLOPs, per stage, block and gate."""
+    from .profile_plot import plot_profile
+    from .profiling import ProfileOptions, profile_models, profile_report
+    from .timing import Peaks
+
+    if (peak_gflops is None) != (bandwidth_gbs is None):
+        raise click.BadParameter("give both --peak-gflops and --bandwidth-gbs, or neither (then both are measured)",
+                                 param_hint="--peak-gflops/--bandwidth-gbs")
+    if plot and not plot.lower().endswith((".png", ".pdf")):
+        raise click.BadParameter("the figure is written as PNG or PDF: end --plot with .png or .pdf", param_hint="--plot")
+    if plot and no_measure:
+        raise click.BadParameter("the figure shows measured time: drop --no-measure", param_hint="--plot")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise click.BadParameter(f"unknown device {device!r}; valid: cpu, cuda, cuda:N", param_hint="--device") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise click.BadParameter(f"unknown device {device!r}; valid: cpu, cuda, cuda:N", param_hint="--device")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("no CUDA device is available here; use --device cpu", param_hint="--device")
+    peaks = Peaks(peak_gflops * 1e9, bandwidth_gbs * 1e9, measured=False) if peak_gflops else None
+    options = ProfileOptions(train=train, device=device, repeats=repeats, warmup=warmup, measure=not no_measure,
+                             peaks=peaks)
+    model_spec = _spec(**spec)
+
+    def build() -> Report:
+        measured = profile_models(model_spec, options)
+        if plot:
+            plot_profile(*measured, plot)
+        report = profile_report(model_spec, options, measured)
+        if plot:
+            report.notes.append(f"figure written to {plot}")
+        return report
+
+    _emit(build, fmt)
+
+
+@main.command()
 @click.option("--model", "-m", default=None, help="timm model name (optional with a salient-train checkpoint)")
 @click.option("--checkpoint", "-c", default=None, type=click.Path(exists=True, dir_okay=False),
               help="salient-train checkpoint (best.pth/last.pth) or a weights file")

@@ -18,7 +18,7 @@ from torch import nn
 
 from .counting import CostReport
 
-__all__ = ["LibraryCount", "fvcore_count", "thop_count"]
+__all__ = ["LibraryCount", "fvcore_count", "thop_count", "fvcore_activations"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +108,19 @@ def thop_count(model: nn.Module, input_shape: Tuple[int, ...], report: CostRepor
         warnings.simplefilter("ignore")
         macs, _ = thop.profile(copy_, inputs=(torch.zeros(input_shape),), verbose=False)
     return LibraryCount("thop", int(macs), "1 per MAC (+ BN, avg pooling)", missed)
+
+
+def fvcore_activations(model: nn.Module, input_shape: Tuple[int, ...]) -> int:
+    """fvcore's ``ActivationCountAnalysis`` total: output elements of conv / linear / matmul ops (eval forward).
+
+    timm's benchmark CSV reports the same count in millions as ``infer_macts``.
+    """
+    copy_ = copy.deepcopy(model).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import ActivationCountAnalysis
+
+        logging.getLogger("fvcore").setLevel(logging.ERROR)
+        analysis = ActivationCountAnalysis(copy_, torch.zeros(input_shape))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return int(analysis.total())

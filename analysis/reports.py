@@ -10,9 +10,11 @@ from .claims import ABOUT_TOLERANCE, check_claims
 from .counting import ParamReport, count_cost, count_params
 from .crosscheck import fvcore_count, thop_count
 from .formulas import formula_rows
+from .profiling import timm_units
 from .render import Report, Table
 from .size import measure_size
 from .spec import ModelSpec
+from .traffic import TrafficReport, TrainCountError, count_traffic
 
 __all__ = ["CONVENTION", "params_report", "flops_report", "size_report", "compare_report", "formula_report",
            "reproduce_report"]
@@ -115,6 +117,7 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None) -> Rep
     """One row per model spec: params, MACs, FLOPs and fp32 size, with ratios to the spec's base model."""
     rows: List[dict] = []
     base_cache: dict = {}
+    train_note = None
     for spec in specs:
         model = spec.build()
         cost, params = count_cost(model, spec.input_shape), count_params(model)
@@ -123,15 +126,29 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None) -> Rep
             base_model = key.build() if spec.attn != "none" else model
             base_cache[key] = (count_cost(base_model, key.input_shape), count_params(base_model))
         bcost, bparams = base_cache[key]
+        infer = count_traffic(model, spec.input_shape, train=False)
+        try:
+            train: Optional[TrafficReport] = count_traffic(model, spec.input_shape)
+        except TrainCountError as e:
+            train, train_note = None, f"train columns empty: {e}"
         rows.append({"model": spec.label, "params": params.params, "added params": params.params - bparams.params,
                      "MACs": cost.total.macs, "elementwise": cost.total.elementwise, "FLOPs": cost.total.flops,
-                     "FLOPs ratio": cost.total.flops / bcost.total.flops, "fp32 MB": 4 * params.params / 1e6})
+                     "FLOPs ratio": cost.total.flops / bcost.total.flops, "fp32 MB": 4 * params.params / 1e6,
+                     **timm_units(infer), "MB moved": infer.total.forward.bytes / 1e6,
+                     "train MB moved": train.total.step.bytes / 1e6 if train else None,
+                     "train saved MB": train.total.saved_bytes / 1e6 if train else None})
         if progress:
             progress(spec.label)
     title = "Comparison" + (f" at input {'x'.join(map(str, spec.input_shape))}" if rows else "")
     return Report("compare", [Table(title, ["model", "params", "added params", "MACs", "elementwise", "FLOPs",
-                                            "FLOPs ratio", "fp32 MB"], rows)], CONVENTION,
-                  ["FLOPs ratio is against the same model without --attn"])
+                                            "FLOPs ratio", "fp32 MB", "infer_gmacs", "infer_macts", "MB moved",
+                                            "train MB moved", "train saved MB"], rows)], CONVENTION,
+                  ["FLOPs ratio is against the same model without --attn",
+                   "infer_gmacs / infer_macts: per image, timm benchmark CSV units (activations: outputs of "
+                   "conv/linear/matmul, fvcore's ActivationCountAnalysis)",
+                   "MB moved: bytes read + written by every op of the forward pass (counted, not measured); train: "
+                   "forward + backward of a training step, and the activation bytes autograd saves for backward "
+                   "(salient-analyze profile has the breakdown and measured time)"] + ([train_note] if train_note else []))
 
 
 def formula_report(spec: ModelSpec) -> Report:

@@ -30,9 +30,13 @@ from torch.utils.module_tracker import ModuleTracker
 
 from .counting import ELEMENTWISE_FORMULAS, _first_output, _per_output
 
-__all__ = ["Cost", "ModuleTraffic", "TrafficReport", "count_traffic", "BACKWARD_FORMULAS", "VIEW_OPS"]
+__all__ = ["TrainCountError", "Cost", "ModuleTraffic", "TrafficReport", "count_traffic", "BACKWARD_FORMULAS", "VIEW_OPS"]
 
 aten = torch.ops.aten
+
+class TrainCountError(ValueError):
+    """The model cannot run a training step at this input (BatchNorm over a single value)."""
+
 
 # Backward ops: the same convention as the forward rows (1 op per element of the first output).
 BACKWARD_FORMULAS: Dict[object, Callable[..., int]] = {
@@ -158,10 +162,8 @@ class _TrafficMode(TorchDispatchMode):
         elif torch.is_floating_point(next(iter(_tensors(out)), torch.empty(0))) and packet not in _COPY_OPS:
             self.acc.uncounted.add(str(packet).replace("aten.", "aten::"))
         activations = sum(t.numel() for t in _tensors(out)) if self.phase == "forward" and packet in ACTIVATION_OPS else 0
-        for fqn in set(self.tracker.parents):
-            m = self.acc.module(self.names.get(fqn))
-            if m is None:
-                continue
+        for name in _active(self.tracker, self.names):
+            m = self.acc.module(name)
             getattr(m, self.phase).add(cost)
             m.activations += activations
         self.acc.by_op[f"{str(packet).replace('aten.', 'aten::')} ({self.phase})"].add(cost)
@@ -189,11 +191,19 @@ class _Accumulator:
         return self.modules.setdefault(name, ModuleTraffic())
 
 
+def _active(tracker: ModuleTracker, names: Dict[str, str]) -> set:
+    """Our keys of the modules running now, and always "" (the whole count; in backward the tracker may
+    leave the root out of ``parents``); "Global" and the root both map to "", counted once."""
+    return {""} | {names[fqn] for fqn in tracker.parents if fqn in names}
+
+
 def _tracker_names(model: nn.Module) -> Dict[str, str]:
     """ModuleTracker's fqn ("ResNet.layer1.0") -> our key ("layer1.0"); "Global" -> ""."""
     root = type(model).__name__
     names = {"Global": ""}
-    for name, _ in model.named_modules():
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Identity):  # computes nothing; its output is its input, so the tracker
+            continue                          # would keep it "active" through its neighbours' backward
         names[f"{root}.{name}" if name else root] = name
     names[root] = ""  # the root module and Global are the same scope
     return names
@@ -223,15 +233,21 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
                 if key not in owned and key not in seen_saved:
                     seen_saved.add(key)
                     nbytes = t.untyped_storage().nbytes()
-                    for fqn in set(tracker.parents):
-                        m = acc.module(names.get(fqn))
-                        if m is not None:
-                            m.saved_bytes += nbytes
+                    for name in _active(tracker, names):
+                        acc.module(name).saved_bytes += nbytes
                 return t
 
             with torch.set_grad_enabled(train), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 with _TrafficMode(tracker, "forward", names, acc):
-                    out = model(x)
+                    try:
+                        out = model(x)
+                    except ValueError as e:
+                        if "more than 1 value per channel" not in str(e):
+                            raise
+                        raise TrainCountError(
+                            f"a training step needs more than one value per BatchNorm channel, and at input "
+                            f"{'x'.join(map(str, input_shape))} some feature map is 1x1 with batch 1: use a batch "
+                            "size of 2 or more, or a larger input") from e
             if train:
                 loss = out.float().sum() if isinstance(out, torch.Tensor) else sum(o.float().sum() for o in out)
                 with _TrafficMode(tracker, "backward", names, acc):

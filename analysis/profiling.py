@@ -1,0 +1,256 @@
+"""``salient-analyze profile``: counted bytes and saved memory beside measured time, per stage, block and gate.
+
+For a model spec and its base (the same model without ``--attn``):
+
+- counted on the meta device (``traffic.count_traffic``): FLOPs (forward, and backward for ``train``),
+  bytes read + written, bytes saved for backward;
+- measured on ``device`` (``timing``): each top-level child, residual block and attention slot timed in
+  isolation on the input it saw in a real forward pass, and the whole step; base and variant
+  interleaved; the peak memory of one step;
+- the roofline: the time the device's peak FLOP/s and copy bandwidth would allow for each scope's
+  counts (measured with a large matmul and a large copy, or given).
+
+Shares are of the variant's whole step: its total counted FLOPs, bytes, saved bytes and the measured step time.
+"""
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from salient_timm import attention_modules, find_residual_blocks
+
+from .render import Report, Table
+from .spec import ModelSpec
+from .timing import Peaks, Timing, device_peaks, peak_step_bytes, time_modules
+from .traffic import TrafficReport, count_traffic
+
+__all__ = ["ProfileOptions", "ScopeCost", "ModelProfile", "profile_models", "profile_report", "timm_units"]
+
+STEM_OR_HEAD = {"global_pool": "head", "fc": "head", "head": "head", "head_drop": "head"}
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """``measure=False`` counts only (no timing, no peaks). ``peaks=None`` measures the device's peaks."""
+
+    train: bool = True
+    device: str = "cpu"
+    repeats: int = 5
+    warmup: int = 1
+    measure: bool = True
+    peaks: Optional[Peaks] = None
+
+
+@dataclass(frozen=True)
+class ScopeCost:
+    """One scope of one model: counted FLOPs and bytes (step or forward), saved bytes, measured seconds."""
+
+    name: str
+    kind: str  # "stage", "block", "attention" or "total"
+    flops: int
+    bytes: int
+    saved: int
+    seconds: Optional[float] = None
+    spread: Optional[Tuple[float, float]] = None
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per byte moved."""
+        return self.flops / self.bytes if self.bytes else 0.0
+
+
+@dataclass
+class ModelProfile:
+    label: str
+    traffic: TrafficReport
+    scopes: List[ScopeCost]
+    step_seconds: Optional[float]
+    step_spread: Optional[Tuple[float, float]]
+    peak_bytes: Optional[int]
+
+    def scope(self, name: str) -> Optional[ScopeCost]:
+        return next((s for s in self.scopes if s.name == name), None)
+
+    @property
+    def total(self) -> ScopeCost:
+        return self.scopes[-1]
+
+
+def _stage_of(child: str) -> str:
+    return child if child.startswith("layer") else STEM_OR_HEAD.get(child, "stem")
+
+
+def _scope_names(model: nn.Module) -> Dict[str, List[str]]:
+    """Modules to time: top-level children (grouped into stages later), residual blocks, attention slots."""
+    return {"children": [n for n, _ in model.named_children()],
+            "blocks": [b.name for b in find_residual_blocks(model)],
+            "attention": [n for n, _ in attention_modules(model)]}
+
+
+def _count(traffic: TrafficReport, name: str, train: bool) -> Tuple[int, int, int]:
+    m = traffic.module(name)
+    cost = m.step if train else m.forward
+    return cost.flops, cost.bytes, m.saved_bytes
+
+
+def _timed(timings: Dict, label: str, name: str, train: bool) -> Tuple[Optional[float], Optional[Tuple[float, float]]]:
+    fwd = timings.get((label, name, "forward"))
+    if fwd is None:
+        return None, None
+    bwd = timings.get((label, name, "backward")) if train else None
+    samples = [f + (b if bwd else 0.0) for f, b in zip(fwd.samples, bwd.samples if bwd else [0.0] * len(fwd.samples))]
+    t = Timing(tuple(samples))
+    return t.median, t.spread
+
+
+def _scopes(label: str, model: nn.Module, traffic: TrafficReport, timings: Dict, train: bool) -> List[ScopeCost]:
+    names = _scope_names(model)
+    scopes: List[ScopeCost] = []
+    stages: Dict[str, List[str]] = {}
+    for child in names["children"]:
+        stages.setdefault(_stage_of(child), []).append(child)
+    for stage, children in stages.items():
+        counts = [_count(traffic, c, train) for c in children]
+        times = [_timed(timings, label, c, train)[0] for c in children]
+        seconds = sum(times) if times and all(t is not None for t in times) else None
+        scopes.append(ScopeCost(stage, "stage", *(sum(x) for x in zip(*counts)), seconds=seconds))
+    total = _count(traffic, "", train)
+    rest = tuple(t - sum(s[i] for s in ((x.flops, x.bytes, x.saved) for x in scopes)) for i, t in enumerate(total))
+    if any(rest):  # ops outside every child (the loss and its gradient): listed so the stage rows add up
+        scopes.append(ScopeCost("loss", "stage", *rest))
+    for kind in ("blocks", "attention"):
+        for name in names[kind]:
+            seconds, spread = _timed(timings, label, name, train)
+            scopes.append(ScopeCost(name, kind.rstrip("s"), *_count(traffic, name, train), seconds=seconds, spread=spread))
+    step, spread = _timed(timings, label, "", train)
+    scopes.append(ScopeCost("total", "total", *total, seconds=step, spread=spread))
+    return scopes
+
+
+def profile_models(spec: ModelSpec, options: ProfileOptions) -> Tuple[List[ModelProfile], Optional[Peaks]]:
+    """Count (meta device) and measure (``options.device``) the base model and ``spec``'s variant."""
+    specs = [replace(spec, attn="none")] + ([spec] if spec.attn.lower() != "none" else [])
+    traffic = {s.label: count_traffic(s.build("meta"), spec.input_shape, train=options.train) for s in specs}
+    timings: Dict = {}
+    peaks_bytes: Dict[str, Optional[int]] = {s.label: None for s in specs}
+    peaks = options.peaks
+    built = {s.label: s.build("meta") for s in specs}
+    if options.measure:
+        device = torch.device(options.device)
+        models = {s.label: s.build(str(device)) for s in specs}
+        built = models
+        x = torch.randn(spec.input_shape, device=device)
+        names = {label: [n for group in _scope_names(m).values() for n in group] for label, m in models.items()}
+        timings = time_modules(models, names, x, options.train, options.repeats, options.warmup)
+        peaks_bytes = {label: peak_step_bytes(m, x, options.train) for label, m in models.items()}
+        if peaks is None:
+            peaks = device_peaks(device)
+    profiles = []
+    for s in specs:
+        scopes = _scopes(s.label, built[s.label], traffic[s.label], timings, options.train)
+        total = scopes[-1]
+        profiles.append(ModelProfile(s.label, traffic[s.label], scopes, total.seconds, total.spread, peaks_bytes[s.label]))
+    return profiles, peaks
+
+
+def timm_units(traffic: TrafficReport) -> Dict[str, float]:
+    """timm benchmark CSV units, per image: ``infer_gmacs`` (forward MACs / 1e9), ``infer_macts``
+    (forward activations / 1e6, fvcore's ActivationCountAnalysis convention)."""
+    n = traffic.input_shape[0]
+    total = traffic.total
+    return {"infer_gmacs": total.forward.macs / n / 1e9, "infer_macts": total.activations / n / 1e6}
+
+
+def _pct(part: Optional[float], whole: Optional[float]) -> Optional[float]:
+    return 100.0 * part / whole if part is not None and whole else None
+
+
+def _ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else 1e3 * seconds
+
+
+def _attention_rows(variant: ModelProfile, peaks: Optional[Peaks]) -> List[dict]:
+    total = variant.total
+    rows = []
+    attention = [s for s in variant.scopes if s.kind == "attention"]
+    summed = ScopeCost("all attention", "attention", sum(s.flops for s in attention), sum(s.bytes for s in attention),
+                       sum(s.saved for s in attention),
+                       seconds=sum(s.seconds for s in attention) if attention and all(s.seconds for s in attention) else None)
+    for s in attention + ([summed] if attention else []):
+        rows.append({
+            "block": s.name, "FLOPs": s.flops, "% FLOPs": _pct(s.flops, total.flops), "MB moved": s.bytes / 1e6,
+            "% bytes": _pct(s.bytes, total.bytes), "saved MB": s.saved / 1e6, "% saved": _pct(s.saved, total.saved),
+            "ms": _ms(s.seconds), "% time": _pct(s.seconds, total.seconds), "FLOP/B": s.intensity,
+            "roofline ms": _ms(peaks.roofline_s(s.flops, s.bytes)) if peaks else None})
+    return rows
+
+
+def _side_by_side(base: ModelProfile, variant: ModelProfile, kind: str, peaks: Optional[Peaks]) -> List[dict]:
+    rows = []
+    for v in variant.scopes:
+        if v.kind not in kind:
+            continue
+        b = base.scope(v.name) or ScopeCost(v.name, v.kind, 0, 0, 0)
+        rows.append({
+            "scope": v.name, "GFLOPs base": b.flops / 1e9, "GFLOPs variant": v.flops / 1e9,
+            "MB moved base": b.bytes / 1e6, "MB moved variant": v.bytes / 1e6,
+            "saved MB base": b.saved / 1e6, "saved MB variant": v.saved / 1e6,
+            "ms base": _ms(b.seconds), "ms variant": _ms(v.seconds),
+            "x time": v.seconds / b.seconds if v.seconds and b.seconds else None,
+            "roofline ms variant": _ms(peaks.roofline_s(v.flops, v.bytes)) if peaks else None})
+    return rows
+
+
+def profile_report(spec: ModelSpec, options: ProfileOptions = ProfileOptions(),
+                   measured: Optional[Tuple[List[ModelProfile], Optional[Peaks]]] = None) -> Report:
+    """Tables: attention blocks (shares of the step), stages and blocks base vs variant, step totals.
+
+    ``measured``: ``profile_models(spec, options)``'s result when the caller already has it (e.g. for a plot).
+    """
+    profiles, peaks = measured if measured is not None else profile_models(spec, options)
+    base, variant = profiles[0], profiles[-1]
+    what = "training step (forward + backward of out.sum())" if options.train else "inference forward"
+    shape = "x".join(map(str, spec.input_shape))
+    tables = []
+    if variant is not base:
+        tables.append(Table(f"Attention blocks of {variant.label}: share of the {what} at {shape}",
+                            ["block", "FLOPs", "% FLOPs", "MB moved", "% bytes", "saved MB", "% saved", "ms",
+                             "% time", "FLOP/B", "roofline ms"], _attention_rows(variant, peaks)))
+    tables.append(Table(f"Stages, {base.label} -> {variant.label} (rows add up to the total)",
+                        ["scope", "GFLOPs base", "GFLOPs variant", "MB moved base", "MB moved variant", "saved MB base",
+                         "saved MB variant", "ms base", "ms variant", "x time", "roofline ms variant"],
+                        _side_by_side(base, variant, ("stage", "total"), peaks)))
+    tables.append(Table(f"Residual blocks, {base.label} -> {variant.label}",
+                        ["scope", "GFLOPs base", "GFLOPs variant", "MB moved base", "MB moved variant", "saved MB base",
+                         "saved MB variant", "ms base", "ms variant", "x time", "roofline ms variant"],
+                        _side_by_side(base, variant, ("block",), peaks)))
+    step_rows = []
+    for p in profiles:
+        units = timm_units(p.traffic) if not options.train else timm_units(count_traffic(
+            (replace(spec, attn="none") if p is base else spec).build("meta"), spec.input_shape, train=False))
+        step_rows.append({"model": p.label, "GFLOPs": p.total.flops / 1e9, "MB moved": p.total.bytes / 1e6,
+                          "saved MB": p.total.saved / 1e6,
+                          "peak MB (measured)": p.peak_bytes / 1e6 if p.peak_bytes is not None else None,
+                          "step ms": _ms(p.step_seconds),
+                          "min-max ms": f"{1e3 * p.step_spread[0]:.1f}-{1e3 * p.step_spread[1]:.1f}" if p.step_spread else None,
+                          "x base time": p.step_seconds / base.step_seconds if p.step_seconds and base.step_seconds else None,
+                          **units})
+    tables.append(Table(f"Whole {what}", ["model", "GFLOPs", "MB moved", "saved MB", "peak MB (measured)", "step ms",
+                                          "min-max ms", "x base time", "infer_gmacs", "infer_macts"], step_rows))
+    notes = [
+        "counted on the meta device with the code that runs (the fused gate's own ops in training); bytes = every "
+        "tensor input (distinct elements) and output of every op at its dtype, views excluded; saved = storages "
+        "autograd keeps for backward, each once, parameters excluded",
+        "FLOPs = 2*MACs + elementwise ops, forward and backward ops alike (counting.CONVENTION)",
+        "infer_gmacs / infer_macts: per image, forward, timm benchmark CSV units (activations as fvcore's "
+        "ActivationCountAnalysis: outputs of conv/linear/matmul)",
+    ]
+    if options.measure:
+        notes.append(f"measured on {options.device}: {options.repeats} repeats after {options.warmup} warm-up, base "
+                     "and variant interleaved; stage, block and gate times each in isolation on the input seen in a "
+                     "real forward (so they need not add up to the step)")
+        if peaks is not None:
+            notes.append(f"roofline: peak {peaks.flops_per_s / 1e9:.1f} GFLOP/s (fp32 matmul), "
+                         f"{peaks.bytes_per_s / 1e9:.1f} GB/s (copy){'' if peaks.measured else ', as given'}")
+    return Report("profile", tables, None, notes)

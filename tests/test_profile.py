@@ -1,0 +1,158 @@
+"""salient-analyze profile: bytes, saved memory and training FLOPs match hand counts; reports add up.
+
+Hand counts use fp32 (4 bytes) and input zeros of shape (N, C_in, H, W) = (2, 4, 5, 5); the conv is
+Conv2d(4, 8, 3, padding=1, bias=False), so its output is (2, 8, 5, 5) = 400 values.
+"""
+import json
+
+import pytest
+import timm
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from salient_timm import SalientBlock, inject_attention
+from salient_analysis.cli import main
+from salient_analysis.crosscheck import fvcore_activations
+from salient_analysis.profiling import ProfileOptions, profile_models, timm_units
+from salient_analysis.spec import ModelSpec
+from salient_analysis.traffic import count_traffic
+
+N, C_IN, C, H, W = 2, 4, 8, 5, 5
+X, OUT, WEIGHT = N * C_IN * H * W, N * C * H * W, C * C_IN * 9  # 200, 400, 288 values
+B = 4  # bytes per fp32 value
+
+
+def _conv() -> nn.Conv2d:
+    return nn.Conv2d(C_IN, C, 3, padding=1, bias=False)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_conv_bytes_saved_bytes_and_training_macs_by_hand(device):
+    with torch.device(device):
+        model = nn.Sequential(_conv(), nn.ReLU())  # ReLU: the conv's output gradient is a full tensor
+    conv = count_traffic(model, (N, C_IN, H, W)).module("0")
+    assert conv.forward.macs == OUT * C_IN * 9
+    assert (conv.forward.read, conv.forward.written) == ((X + WEIGHT) * B, OUT * B)
+    assert conv.saved_bytes == X * B  # its input; the weight is a parameter, not activation memory
+    # backward: the weight gradient only (the model input needs no gradient): reads dy, x and w, writes dw
+    assert conv.backward.macs == OUT * C_IN * 9
+    assert (conv.backward.read, conv.backward.written) == ((OUT + X + WEIGHT) * B, WEIGHT * B)
+
+
+def test_batch_norm_saved_bytes_and_training_ops_by_hand():
+    model = nn.Sequential(_conv(), nn.BatchNorm2d(C), nn.ReLU())
+    bn = count_traffic(model, (N, C_IN, H, W)).module("1")
+    assert bn.forward.macs == 0 and bn.forward.elementwise >= OUT  # normalise every value (+1 for the batch counter)
+    # saved: its input (the conv's output) and the per-channel batch mean and inverse std
+    assert bn.saved_bytes == OUT * B + 2 * C * B
+    assert bn.backward.elementwise == OUT  # one gradient value per input element
+    assert bn.backward.written >= OUT * B
+
+
+def test_salient_gate_counts_by_hand_follow_the_fused_path():
+    model = nn.Sequential(_conv(), SalientBlock(C), nn.ReLU())
+    gate = count_traffic(model, (N, C_IN, H, W)).module("1")
+    hw = N * H * W
+    assert gate.forward.macs == OUT  # the C->1 GEMV: C multiply-adds per pixel
+    assert gate.backward.macs == 2 * OUT  # the rank-1 input update and the weight GEMV
+    # saved: x (full size), and the small gate graph: the saliency map, BN's mean and inverse std, the sigmoid
+    assert gate.saved_bytes == OUT * B + hw * B + 2 * B + hw * B
+    assert gate.forward.written >= OUT * B  # the gated product itself
+
+
+def test_inference_counts_save_nothing_and_match_count_cost():
+    from salient_analysis.counting import count_cost
+    model = timm.create_model("resnet18", num_classes=10)
+    inject_attention(model, "salient")
+    infer = count_traffic(model, (1, 3, 32, 32), train=False)
+    assert infer.total.saved_bytes == 0 and infer.total.backward.flops == 0
+    cost = count_cost(model, (1, 3, 32, 32))
+    assert (infer.total.forward.macs, infer.total.forward.elementwise) == (cost.total.macs, cost.total.elementwise)
+
+
+@pytest.mark.parametrize("name, attn", [("resnet18", "salient"), ("resnet26", "se"), ("resnet18", "ssa")])
+def test_activation_count_matches_fvcore(name, attn):
+    model = timm.create_model(name, num_classes=10)
+    inject_attention(model, attn)
+    ours = count_traffic(model, (2, 3, 32, 32), train=False).total.activations
+    assert ours == fvcore_activations(model, (2, 3, 32, 32))
+
+
+def test_timm_units_reproduce_timms_published_resnet50_activations():
+    """timm's benchmark CSV lists resnet50 at 224 px with infer_macts 11.11 (and infer_gmacs 4.11)."""
+    units = timm_units(count_traffic(ModelSpec("resnet50").build("meta"), (1, 3, 224, 224), train=False))
+    assert round(units["infer_macts"], 2) == 11.11
+    assert abs(units["infer_gmacs"] - 4.11) < 0.03
+
+
+def test_stage_rows_add_up_to_the_total_and_attention_rows_are_inside_their_blocks():
+    spec = ModelSpec("resnet18", attn="salient", cifar_stem=True, input_size=(3, 16, 16), batch=2)
+    profiles, peaks = profile_models(spec, ProfileOptions(measure=False))
+    assert peaks is None
+    for p in profiles:
+        stages = [s for s in p.scopes if s.kind == "stage"]
+        for metric in ("flops", "bytes", "saved"):
+            assert sum(getattr(s, metric) for s in stages) == getattr(p.total, metric)
+    variant = profiles[-1]
+    for gate in (s for s in variant.scopes if s.kind == "attention"):
+        block = variant.scope(gate.name.rsplit(".", 1)[0])
+        assert 0 < gate.flops < block.flops and 0 < gate.saved < block.saved
+    base = profiles[0]  # the gate is what the variant adds: saved memory and bytes grow, FLOPs barely
+    assert variant.total.saved > base.total.saved and variant.total.bytes > base.total.bytes
+
+
+def test_profile_command_measures_and_plots(tmp_path):
+    figure = tmp_path / "profile.png"
+    result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "-a", "salient", "--cifar-stem", "-s", "16",
+                                       "-b", "2", "--repeats", "2", "--warmup", "0", "--plot", str(figure), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    attention, stages, blocks, step = data["tables"]
+    assert [r["block"] for r in attention["rows"]][-1] == "all attention" and len(attention["rows"]) == 9
+    assert all(r["ms"] > 0 and 0 < r["% time"] < 100 for r in attention["rows"])
+    assert [r["model"] for r in step["rows"]] == ["resnet18", "resnet18+salient"]
+    assert all(r["step ms"] > 0 and r["peak MB (measured)"] > 0 for r in step["rows"])
+    assert figure.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "bogus"], "unknown device 'bogus'; valid: cpu, cuda, cuda:N"),
+    (["--peak-gflops", "100"], "give both --peak-gflops and --bandwidth-gbs"),
+    (["--plot", "x.png", "--no-measure"], "drop --no-measure"),
+    (["--plot", "x.svg"], "end --plot with .png or .pdf"),
+])
+def test_profile_rejects_bad_options_in_one_line(args, message):
+    result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "-s", "16", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_given_peaks_set_the_roofline():
+    result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "-a", "salient", "-s", "16", "-b", "2",
+                                       "--repeats", "1", "--warmup", "0", "--peak-gflops", "100",
+                                       "--bandwidth-gbs", "10", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    gate = data["tables"][0]["rows"][0]
+    expected_ms = 1e3 * max(gate["FLOPs"] / 100e9, gate["MB moved"] * 1e6 / 10e9)
+    assert gate["roofline ms"] == pytest.approx(expected_ms)
+    assert any("as given" in n for n in data["notes"])
+
+
+def test_compare_has_counted_bytes_and_saved_memory_columns():
+    result = CliRunner().invoke(main, ["compare", "-m", "resnet18", "-a", "none,salient", "-s", "32", "-b", "2", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    base, salient = json.loads(result.stdout)["tables"][0]["rows"]
+    assert salient["train saved MB"] > base["train saved MB"] > 0
+    assert salient["MB moved"] > base["MB moved"] > 0 and salient["infer_macts"] > base["infer_macts"]
+
+
+def test_training_counts_that_cannot_run_say_why_and_compare_still_reports_inference():
+    result = CliRunner().invoke(main, ["compare", "-m", "resnet18", "-a", "salient", "-s", "32", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["tables"][0]["rows"][0]["train saved MB"] is None and data["tables"][0]["rows"][0]["MB moved"] > 0
+    assert any("batch size of 2 or more" in n for n in data["notes"])
+    result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "-s", "32", "--no-measure"])
+    assert result.exit_code == 1 and "use a batch size of 2 or more" in result.output
+    assert "Traceback" not in result.output
