@@ -247,7 +247,8 @@ def profile_report(spec: ModelSpec, options: ProfileOptions = ProfileOptions(),
         "ActivationCountAnalysis: outputs of conv/linear/matmul)",
     ]
     if options.measure:
-        notes.append(f"measured on {options.device}: {options.repeats} repeats after {options.warmup} warm-up, base "
+        notes.append(f"measured on {options.device} (fp32, contiguous NCHW): {options.repeats} repeats after "
+                     f"{options.warmup} warm-up, base "
                      "and variant interleaved; stage, block and gate times each in isolation on the input seen in a "
                      "real forward (so they need not add up to the step)")
         if peaks is not None:
