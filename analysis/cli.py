@@ -14,8 +14,8 @@ from . import reports
 from .render import FORMATS, Report, Table, render
 from .spec import ModelSpec, SpecError, parse_input_size
 
-# Library errors that mean "bad input": shown as one line, exit code 1.
-USER_ERRORS = (SpecError, salient_timm.UnknownAttentionKindError, salient_timm.SurgeryError, ValueError)
+# Errors that mean "bad input": shown as one line, exit code 1 (every project error is a SalientError).
+USER_ERRORS = (salient_timm.SalientError, ValueError)
 
 
 class InputSize(click.ParamType):
@@ -168,6 +168,8 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
                                  param_hint="--peak-gflops/--bandwidth-gbs")
     if plot and not plot.lower().endswith((".png", ".pdf")):
         raise click.BadParameter("the figure is written as PNG or PDF: end --plot with .png or .pdf", param_hint="--plot")
+    if plot and not os.path.isdir(os.path.dirname(os.path.abspath(plot))):
+        raise click.BadParameter(f"folder {os.path.dirname(plot)!r} does not exist; create it first", param_hint="--plot")
     if plot and no_measure:
         raise click.BadParameter("the figure shows measured time: drop --no-measure", param_hint="--plot")
     try:
@@ -212,6 +214,8 @@ def maps(fmt, model, checkpoint, images, out, all_blocks, dpi) -> None:
 
     if out and not out.lower().endswith((".png", ".pdf")):
         raise click.BadParameter("the figure is written as PNG or PDF: end --out with .png or .pdf", param_hint="--out")
+    if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise click.BadParameter(f"folder {os.path.dirname(out)!r} does not exist; create it first", param_hint="--out")
 
     def build() -> Report:
         net, config = m.load_for_maps(model, checkpoint)

@@ -24,6 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from salient_timm import attention_modules
+from salient_timm.checks import explain_forward_errors
 
 __all__ = ["eval_forward", "MAC_OPS", "ELEMENTWISE_FORMULAS", "OpCount", "CostReport", "count_cost", "count_params", "ParamReport"]
 
@@ -129,6 +130,7 @@ def eval_forward(model: nn.Module, input_shape: Iterable[int], *contexts) -> Non
     model.eval()
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(explain_forward_errors(model, x.shape))
             stack.enter_context(torch.no_grad())
             for ctx in contexts:
                 stack.enter_context(ctx)

@@ -11,14 +11,14 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .counting import CostReport
 
-__all__ = ["LibraryCount", "fvcore_count", "thop_count", "fvcore_activations"]
+__all__ = ["LibraryCount", "fvcore_count", "thop_count", "fvcore_activations", "available_memory", "real_forward_bytes"]
 
 
 @dataclass(frozen=True)
@@ -124,3 +124,23 @@ def fvcore_activations(model: nn.Module, input_shape: Tuple[int, ...]) -> int:
         analysis = ActivationCountAnalysis(copy_, torch.zeros(input_shape))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         return int(analysis.total())
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``; None where unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def real_forward_bytes(meta_model: nn.Module, input_shape: Tuple[int, ...]) -> int:
+    """An upper bound of what one real eval forward allocates: parameters, buffers and every op output (counted)."""
+    from .traffic import count_traffic
+
+    weights = sum(t.numel() * t.element_size() for t in [*meta_model.parameters(), *meta_model.buffers()])
+    return weights + count_traffic(meta_model, input_shape, train=False).total.forward.written

@@ -27,6 +27,7 @@ from salient_timm import capture_gates
 from salient_timm.blocks import ScaledSigmoid
 from salient_timm.gates import gate_neutrals
 from salient_timm.surgery import attention_modules
+from salient_timm.errors import SalientError
 
 __all__ = ["PANEL_INCHES", "load_for_maps", "read_images", "gate_stats", "gate_variation", "stage_blocks", "draw_maps",
            "MapsError"]
@@ -34,17 +35,18 @@ __all__ = ["PANEL_INCHES", "load_for_maps", "read_images", "gate_stats", "gate_v
 PANEL_INCHES = 2.4  # every panel is PANEL_INCHES square: a figure is (1 + blocks) x images panels
 
 
-class MapsError(ValueError):
+class MapsError(SalientError, ValueError):
     """Bad input for the maps command (no gates, unreadable image, non-spatial gates in a picture)."""
 
 
 def load_for_maps(model_name: Optional[str], checkpoint: Optional[str]) -> Tuple[nn.Module, dict]:
     """Model in eval mode and its data config, from a salient-train checkpoint, a weights file, or timm alone."""
-    from salient_timm.salient_resnet import CheckpointError
     from salient_timm.train.checkpoint import load_checkpoint
+    from salient_timm.weights import CheckpointError, read_state_dict
     from salient_timm.train.model import _local_overlay, load_trained
 
     if checkpoint:
+        read_state_dict(checkpoint)  # unreadable files fail here, with the reason, whatever --model says
         try:
             trained = "args" in load_checkpoint(checkpoint)
         except CheckpointError:

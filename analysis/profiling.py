@@ -21,7 +21,8 @@ from torch import nn
 from salient_timm import attention_modules, find_residual_blocks
 
 from .render import Report, Table
-from .spec import ModelSpec
+from .crosscheck import available_memory, real_forward_bytes
+from .spec import ModelSpec, SpecError
 from .timing import Peaks, Timing, device_peaks, peak_step_bytes, time_modules
 from .traffic import TrafficReport, count_traffic
 
@@ -128,6 +129,16 @@ def _scopes(label: str, model: nn.Module, traffic: TrafficReport, timings: Dict,
     return scopes
 
 
+def _check_fits(meta_model: nn.Module, spec: ModelSpec, device: torch.device, train: bool) -> None:
+    """Refuse (one line) a measurement whose step would not fit the device's free memory."""
+    need = real_forward_bytes(meta_model, spec.input_shape) * (3 if train else 1)  # + saved tensors and gradients
+    have = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    if have is not None and need > have:
+        raise SpecError(f"measuring at input {'x'.join(map(str, spec.input_shape))} needs up to {need / 1e9:.1f} GB, "
+                        f"more than the {have / 1e9:.1f} GB free on {device}; lower --batch-size or --input-size, "
+                        "or count only with --no-measure")
+
+
 def profile_models(spec: ModelSpec, options: ProfileOptions) -> Tuple[List[ModelProfile], Optional[Peaks]]:
     """Count (meta device) and measure (``options.device``) the base model and ``spec``'s variant."""
     specs = [replace(spec, attn="none")] + ([spec] if spec.attn.lower() != "none" else [])
@@ -138,6 +149,7 @@ def profile_models(spec: ModelSpec, options: ProfileOptions) -> Tuple[List[Model
     built = {s.label: s.build("meta") for s in specs}
     if options.measure:
         device = torch.device(options.device)
+        _check_fits(built[specs[-1].label], spec, device, options.train)
         models = {s.label: s.build(str(device)) for s in specs}
         built = models
         x = torch.randn(spec.input_shape, device=device)

@@ -8,7 +8,7 @@ from salient_timm import attention_modules, find_residual_blocks
 
 from .claims import ABOUT_TOLERANCE, check_claims
 from .counting import ParamReport, count_cost, count_params
-from .crosscheck import fvcore_count, thop_count
+from .crosscheck import available_memory, fvcore_count, real_forward_bytes, thop_count
 from .formulas import formula_rows
 from .profiling import timm_units
 from .render import Report, Table
@@ -80,6 +80,13 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
     tables = [Table(f"Cost of {spec.label} at input {'x'.join(map(str, spec.input_shape))}",
                     ["scope", "MACs", "elementwise", "FLOPs"], rows)]
     notes = [f"ops not counted (no formula): {', '.join(report.uncounted_ops)}"] if report.uncounted_ops else []
+    if crosscheck:
+        need, have = real_forward_bytes(model, spec.input_shape), available_memory()
+        if have is not None and need > have // 2:
+            crosscheck = False
+            notes.append(f"fvcore / thop cross-check skipped: it runs a real forward, which at input "
+                         f"{'x'.join(map(str, spec.input_shape))} needs up to {need / 1e9:.1f} GB, more than half of "
+                         f"the {have / 1e9:.1f} GB available (counting itself allocates nothing)")
     if crosscheck:
         real = spec.build(device="cpu")
         checks = [fvcore_count(real, spec.input_shape, report), thop_count(real, spec.input_shape, report)]

@@ -14,21 +14,20 @@ from torch import nn
 
 import salient_timm
 from salient_timm import attention_kinds, convert_to_cifar_stem, inject_attention
+from salient_timm.errors import SalientError
 
 __all__ = ["SpecError", "ModelSpec", "parse_input_size", "check_model_name"]
 
 
-class SpecError(ValueError):
+class SpecError(SalientError, ValueError):
     """A model spec that cannot be built (unknown model, bad size, bad batch)."""
 
 
 def parse_input_size(text: str) -> Tuple[int, int, int]:
     """``"32"`` -> (3, 32, 32); ``"224x160"`` -> (3, 224, 160); ``"1x28x28"`` -> (1, 28, 28)."""
-    parts = [p for p in re.split(r"[x,]", str(text).strip().lower()) if p != ""]
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        dims = []
+    cleaned = str(text).strip().lower()
+    # every separator between two numbers: "7x", "x7", ",32," and "3xx32" are refused, not guessed at
+    dims = [int(p) for p in re.split(r"[x,]", cleaned)] if re.fullmatch(r"\d+([x,]\d+){0,2}", cleaned) else []
     if len(dims) == 1:
         dims = [3, dims[0], dims[0]]
     elif len(dims) == 2:

@@ -28,13 +28,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, shape_wrapper
 from torch.utils.module_tracker import ModuleTracker
 
+from salient_timm.errors import SalientError
+
 from .counting import ELEMENTWISE_FORMULAS, _first_output, _per_output
 
 __all__ = ["TrainCountError", "Cost", "ModuleTraffic", "TrafficReport", "count_traffic", "BACKWARD_FORMULAS", "VIEW_OPS"]
 
 aten = torch.ops.aten
 
-class TrainCountError(ValueError):
+class TrainCountError(SalientError, ValueError):
     """The model cannot run a training step at this input (BatchNorm over a single value)."""
 
 

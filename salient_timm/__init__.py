@@ -5,8 +5,10 @@ timm's model registry, so ``timm.create_model("salient_resnet50")`` works.
 """
 from importlib.metadata import PackageNotFoundError, version
 
+from .errors import RunFolderError, SalientError
 from .blocks import SalientBlock, ScaledSigmoid, SSABlock
 from .kinds import (
+    AttentionArgumentError,
     IDENTITY_KINDS,
     IdentityInitError,
     UnknownAttentionKindError,
@@ -44,7 +46,10 @@ __all__ = [
     "init_identity",
     "IDENTITY_KINDS",
     "VARIANTS",
+    "SalientError",
+    "RunFolderError",
     "SurgeryError",
+    "AttentionArgumentError",
     "UnknownAttentionKindError",
     "IdentityInitError",
     "CheckpointError",

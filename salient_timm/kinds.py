@@ -17,7 +17,7 @@ before it get gradient from the first step (see ``retrofit.py`` for why that mat
 """
 import difflib
 import functools
-from typing import Callable, Dict, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from timm.layers.eca import EcaModule
 from timm.layers.squeeze_excite import SEModule
 
 from .blocks import ScaledSigmoid, SalientBlock, SSABlock
+from .errors import SalientError
 
 __all__ = [
     "AttentionKind",
@@ -51,11 +52,11 @@ TIMM_KINDS: Tuple[str, ...] = (
 NONE_KIND = "none"
 
 
-class UnknownAttentionKindError(ValueError):
+class UnknownAttentionKindError(SalientError, ValueError):
     """An attention kind name that is neither ours, timm's, nor ``none``."""
 
 
-class IdentityInitError(ValueError):
+class IdentityInitError(SalientError, ValueError):
     """``init='identity'`` asked of an attention module that cannot start as the identity."""
 
 
@@ -94,6 +95,44 @@ def resolve_attention(kind: AttentionKind) -> Optional[Callable[..., nn.Module]]
         f"attention kind must be a name, an nn.Module class or a factory, got {type(kind).__name__}; "
         f"valid names: {', '.join(attention_kinds())}"
     )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+
+
+# Constructor arguments checked before anything is built: name -> (test, what it must be).
+ARGUMENT_RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
+    "rd_ratio": (_positive_number, "a positive number (channels divided by it give the reduced width)"),
+    "rd_channels": (_positive_int, "a positive integer"),
+    "rd_divisor": (_positive_int, "a positive integer"),
+    "kernel_size": (_positive_int, "a positive integer"),
+    "block_size": (_positive_int, "a positive integer"),
+    "halo_size": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    "num_heads": (_positive_int, "a positive integer"),
+    "gate_scale": (_positive_number, "a positive number"),
+}
+# timm kinds that timm itself cannot build with their default arguments, and the way around it.
+KNOWN_BUILD_ISSUES: Dict[str, str] = {
+    "ge": "timm's GatherExcite fails to build with use_mlp=True, its default (a timm bug: ConvMlp gets act_layer "
+          "twice); from Python, inject_attention(model, 'ge', use_mlp=False) builds it",
+}
+
+
+def check_attention_kwargs(kind: AttentionKind, kwargs: Dict[str, Any]) -> None:
+    """``SurgeryError``-style ``ValueError`` for a constructor argument outside its valid range (see ``ARGUMENT_RULES``)."""
+    for name, value in kwargs.items():
+        rule = ARGUMENT_RULES.get(name)
+        if rule is not None and not rule[0](value):
+            raise AttentionArgumentError(f"attention argument {name}={value!r} for {kind!r}: must be {rule[1]}")
+
+
+class AttentionArgumentError(SalientError, ValueError):
+    """An attention constructor argument outside its valid range."""
 
 
 def _identity_gate_like(reference: torch.Tensor) -> ScaledSigmoid:

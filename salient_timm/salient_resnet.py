@@ -24,14 +24,11 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from .kinds import OUR_KINDS, init_identity
 from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import attention_modules
+from .weights import CheckpointError, CheckpointNotFoundError, describe_unreadable
 
 __all__ = ["SalientResNet", "Variant", "VARIANTS", "CheckpointError", "fill_attention_keys"]
 
 _logger = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read, or does not fit the model (missing/extra/misshapen keys)."""
 
 
 class SalientResNet(ResNet):
@@ -165,7 +162,8 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
     return state_dict
 
 
-_READ_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError)
+_READ_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, AttributeError,
+                TypeError)
 
 
 def _create(variant: str, pretrained: bool = False, attn_kwargs: Optional[Dict[str, Any]] = None,
@@ -180,7 +178,7 @@ def _create(variant: str, pretrained: bool = False, attn_kwargs: Optional[Dict[s
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
     path = overlay.get("file") if pretrained else None
     if path is not None and not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
     try:
         return build_model_with_cfg(
             SalientResNet, variant, pretrained,
@@ -192,7 +190,7 @@ def _create(variant: str, pretrained: bool = False, attn_kwargs: Optional[Dict[s
     except _READ_ERRORS as e:
         if path is None:
             raise
-        raise CheckpointError(f"could not load checkpoint {path}: {e}") from e
+        raise CheckpointError(describe_unreadable(path, e)) from e
 
 
 @register_model

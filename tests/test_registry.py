@@ -1,4 +1,6 @@
 """``import salient_timm`` makes our variants first-class timm models."""
+import os
+
 import pytest
 import timm
 import torch
@@ -165,12 +167,27 @@ def test_seed_format_checkpoint_without_gate_scale_loads_doc_gate(tmp_path):
     assert all(m.gate.scale.item() == 1.0 for _, m in attention_modules(model))
 
 
-@pytest.mark.parametrize("content, match", [(b"garbage" * 10, "could not load checkpoint"), (None, "not found")])
-def test_unreadable_checkpoint_files(tmp_path, content, match):
-    path = tmp_path / "bad.safetensors"
-    if content is not None:
+def _torch_saved(obj):
+    def write(path):
+        torch.save(obj, path)
+    return write
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"garbage" * 10, "not a torch.save or safetensors weights file"),
+    (None, "not found"),
+    (b"", "the file is empty"),
+    (_torch_saved([1, 2, 3]), "does not hold a state dict"),
+    (_torch_saved(torch.zeros(3)), "does not hold a state dict"),
+    (_torch_saved({"model": {"run": os.system}}), "refused to load .* safe load"),
+])
+def test_unreadable_checkpoint_files_say_why(tmp_path, content, match):
+    path = tmp_path / ("bad.safetensors" if isinstance(content, bytes) or content is None else "bad.pth")
+    if isinstance(content, bytes):
         path.write_bytes(content)
-    with pytest.raises((CheckpointError, FileNotFoundError), match=match):
+    elif content is not None:
+        content(path)
+    with pytest.raises(CheckpointError, match=match):
         timm.create_model("salient_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 
 

@@ -7,6 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
+import salient_timm
 from salient_timm import (
     IdentityInitError,
     SalientBlock,
@@ -218,7 +219,12 @@ def test_models_without_supported_blocks_are_refused(model, match):
         (dict(kind="salient", position="pre"), SurgeryError, "valid positions: post, mid"),
         (dict(kind="salient", init="zero"), SurgeryError, "valid inits: default, identity"),
         (dict(kind="none"), SurgeryError, "pass replace=True to remove"),
-        (dict(kind="se", rd_ratio="x"), SurgeryError, "could not build attention"),
+        (dict(kind="se", rd_ratio="x"), salient_timm.AttentionArgumentError, "rd_ratio='x' for 'se': must be a positive"),
+        (dict(kind="se", rd_ratio=0), salient_timm.AttentionArgumentError, "rd_ratio=0 for 'se'"),
+        (dict(kind="cbam", rd_ratio=-1), salient_timm.AttentionArgumentError, "rd_ratio=-1 for 'cbam'"),
+        (dict(kind="eca", kernel_size=0), salient_timm.AttentionArgumentError, "kernel_size=0 for 'eca'"),
+        (dict(kind="eca", kernel_size=-3), salient_timm.AttentionArgumentError, "kernel_size=-3 for 'eca'"),
+        (dict(kind="halo", block_size=0), salient_timm.AttentionArgumentError, "block_size=0 for 'halo'"),
     ],
 )
 def test_bad_arguments_fail_clearly_and_touch_nothing(kwargs, error, match):

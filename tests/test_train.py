@@ -204,7 +204,7 @@ def test_imagefolder_tree(tmp_path):
     assert torch.load(out / "best.pth", weights_only=True)["model"]["fc.weight"].shape[0] == 2
 
 
-@pytest.mark.parametrize("content, message", [(b"not a checkpoint", "cannot read checkpoint"), (None, "missing")])
+@pytest.mark.parametrize("content, message", [(b"not a checkpoint", "not a torch.save or safetensors weights file"), (None, "missing")])
 def test_resume_from_corrupt_or_foreign_checkpoint(base_run, tmp_path, capsys, content, message):
     _, base_out = base_run
     run_dir = tmp_path / "copy"
@@ -236,7 +236,7 @@ def test_resume_with_a_checkpoint_of_another_model(base_run, tmp_path, capsys):
     (["--model", "resnet18", "--dataset", "mnist", "--out", "x"], 2, "'mnist' is not one of 'digits'"),
     (["--dataset", "digits", "--out", "x"], 2, "missing option(s) --model (required unless --resume"),
     (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--epochs", "0"], 2, "0 is not in the range x>=1"),
-    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--lr", "nan"], 2, "--lr must be a positive number"),
+    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--lr", "nan"], 2, "--lr must be a finite number"),
     (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--attn-init-gain", "0.1"], 2,
      "--attn-init-gain applies to a retrofit"),
     (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--attn", "salinet"], 1, "did you mean salient"),

@@ -14,7 +14,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from ..salient_resnet import CheckpointError
+from ..weights import CheckpointError, CheckpointNotFoundError, describe_unreadable
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
@@ -64,11 +64,11 @@ REQUIRED = ("model", "optimizer", "scheduler", "epoch", "rng", "args")
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Load a training checkpoint with ``weights_only=True``; clear ``CheckpointError`` if unreadable or incomplete."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, garbage bytes, foreign pickle
-        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a torch.save file): {e}") from e
+    except Exception as e:  # noqa: BLE001  truncated zip, garbage bytes, empty file, refused pickle
+        raise CheckpointError(describe_unreadable(path, e)) from e
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path} is not a salient-train checkpoint (missing {', '.join(missing)})")

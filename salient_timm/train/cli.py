@@ -16,22 +16,21 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from .. import __version__
-from ..kinds import IdentityInitError, UnknownAttentionKindError
+from ..checks import check_runs
+from ..errors import SalientError
 from ..retrofit import retrofit_param_groups
-from ..salient_resnet import CheckpointError
-from ..surgery import SurgeryError
+from ..weights import CheckpointError
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfigError, command_options, is_retrofit, resolve, run_label
-from .data import DatasetError, build_datasets
+from .data import build_datasets
 from .distributed import DistInfo, init_distributed, pick_device
 from .engine import evaluate, train_one_epoch
 from .model import build_model, final_feature_size, pretrained_head_classes
 from .report import plot_curves, write_metrics
+from .run_folder import lock_run_folder, remove_stale_temps, repair
 
 __all__ = ["main", "run"]
 
-USER_ERRORS = (TrainConfigError, DatasetError, CheckpointError, SurgeryError, UnknownAttentionKindError,
-               IdentityInitError, FileNotFoundError)
 
 
 def _seed_everything(seed: int) -> None:
@@ -58,7 +57,8 @@ def run(args) -> Dict[str, float]:
     device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device)
     try:
-        return _run(args, device, info)
+        with lock_run_folder(args.out, enabled=info.is_main):
+            return _run(args, device, info)
     finally:
         if info.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -114,7 +114,18 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
     last_path, best_path = os.path.join(args.out, "last.pth"), os.path.join(args.out, "best.pth")
     if not args.resume and os.path.exists(last_path):
         raise TrainConfigError(f"{args.out} already holds a run; continue it with --resume {args.out} or pick another --out")
-    state = load_checkpoint(last_path) if args.resume else None
+    if info.is_main:
+        stale = remove_stale_temps(args.out)
+        if stale:
+            _log(info, f"removed {len(stale)} temp file(s) of interrupted writes in {args.out}")
+    state = None
+    if args.resume and os.path.exists(last_path):
+        state = load_checkpoint(last_path)
+    elif args.resume:  # killed before its first epoch finished: start it again with its own options
+        _log(info, f"{args.out} has no finished epoch yet; starting the run from epoch 1")
+    if state is not None and info.is_main:
+        for note in repair(args.out, state):
+            _log(info, f"repaired {args.out}: {note}")
     if state is not None:
         done = int(state["epoch"]) + 1
         if getattr(args, "epochs_given", False) and args.epochs <= done:
@@ -130,6 +141,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
     args.data_mean, args.data_std = list(data.mean), list(data.std)
     # a resume rebuilds the architecture only: every weight is in the checkpoint (no --pretrained read)
     model = build_model(args, num_classes, data.in_chans, load_weights=state is None).to(device)
+    check_runs(model, (2, data.in_chans, args.img_size, args.img_size))  # e.g. halo at a size it cannot take
     _warn_tiny_maps(model, args, info)
     amp = device.type == "cuda" if args.amp is None else args.amp
     # recorded explicitly by new runs; None is what runs before the CPU default recorded: CUDA only
@@ -245,12 +257,20 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
 
 def _command(**_params) -> None:
     ctx = click.get_current_context()
+    args = None
     try:
-        run(resolve(ctx))
+        args = resolve(ctx)
+        run(args)
     except TrainConfigError as e:
         raise click.UsageError(str(e), ctx) from e
-    except USER_ERRORS as e:
+    except SalientError as e:
         raise click.ClickException(str(e)) from e
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        done = out and os.path.exists(os.path.join(out, "last.pth"))
+        click.echo("interrupted" + (f": {out} keeps every finished epoch; continue with --resume {out}" if done else
+                                    (f": no epoch finished; start again with --resume {out}" if out else "")), err=True)
+        ctx.exit(130)
 
 
 main = click.version_option(__version__, prog_name="salient-train")(click.Command(

@@ -6,6 +6,7 @@ With ``--resume RUN_DIR`` the run's saved options (``args.json``) are used; only
 (the schedule is then recomputed for the new length, see ``README.md``).
 """
 import argparse
+import difflib
 import json
 import math
 import os
@@ -13,8 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
-from ..kinds import attention_kinds
+from ..kinds import attention_kinds, resolve_attention
 from ..retrofit import RETROFIT_DEFAULTS, retrofit_defaults
+from ..errors import SalientError
 
 __all__ = ["RECIPES", "DATASETS", "DEFAULTS", "RESUME_MAY_CHANGE", "TrainConfigError", "command_options",
            "resolve", "parse_args", "is_retrofit", "run_label"]
@@ -40,7 +42,7 @@ DEFAULTS: Dict[str, Any] = dict(
 RESUME_MAY_CHANGE = ("epochs", "device", "workers", "no_progress", "compile")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(SalientError, ValueError):
     """Bad or inconsistent training options."""
 
 
@@ -155,8 +157,7 @@ def _finalise(args: argparse.Namespace) -> argparse.Namespace:
         args.augment = args.dataset in ("cifar10", "cifar100", "imagefolder")
     if args.channels_last is None:  # faster on CPU as well as CUDA (benchmarks/RESULTS.md)
         args.channels_last = True
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise TrainConfigError(f"--lr must be a positive number, got {args.lr}")
+    _check_values(args)
     retrofit = is_retrofit(args)
     recipe = retrofit_defaults(args.attn)
     if args.attn_lr_scale is None:
@@ -168,6 +169,50 @@ def _finalise(args: argparse.Namespace) -> argparse.Namespace:
     elif args.attn_init_gain and not retrofit:
         raise TrainConfigError("--attn-init-gain applies to a retrofit (--pretrained with --attn)")
     return args
+
+
+# float options: every one must be finite (click's ranges let nan and inf through)
+FLOAT_OPTIONS = ("lr", "momentum", "weight_decay", "decay_epochs", "decay_rate", "label_smoothing", "attn_lr_scale",
+                 "attn_weight_decay", "attn_init_gain")
+# timm's create_scheduler_v2 names (timm lists none; checked against it at run time)
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "rsqrt", "constant")
+
+
+def _close(name: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _check_values(args: argparse.Namespace) -> None:
+    """Refuse, before anything is built, values the option types cannot catch (one TrainConfigError)."""
+    for name in FLOAT_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            raise TrainConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    if not args.lr > 0:
+        raise TrainConfigError(f"--lr must be a positive number, got {args.lr}")
+    from timm.optim import list_optimizers
+
+    optimizers = list_optimizers()
+    if args.opt.lower() not in optimizers:
+        raise TrainConfigError(f"unknown optimizer --opt {args.opt!r}{_close(args.opt.lower(), optimizers)}; valid: "
+                               f"{', '.join(optimizers)}")
+    if args.sched not in SCHEDULERS:
+        raise TrainConfigError(f"unknown scheduler --sched {args.sched!r}{_close(args.sched, SCHEDULERS)}; valid: "
+                               f"{', '.join(SCHEDULERS)}")
+    check_model_name(args.model)
+    resolve_attention(args.attn)  # UnknownAttentionKindError names the valid kinds
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if timm knows the architecture (a ``.tag`` suffix allowed), else ``TrainConfigError`` with close names."""
+    import timm
+
+    arch, _ = timm.models.split_model_name_tag(name)
+    if not timm.is_model(arch):
+        known = timm.list_models()
+        raise TrainConfigError(f"unknown model {name!r}{_close(arch, known)}; see timm.list_models()")
+    return name
 
 
 def _resumed(ctx: click.Context) -> argparse.Namespace:

@@ -20,6 +20,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from ..errors import SalientError
+
 __all__ = ["DataBundle", "DatasetError", "build_datasets", "FASHION_MNIST_DEFAULT_DIR", "read_idx"]
 
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
@@ -27,7 +29,7 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 DIGITS_TEST_SIZE = 360
 
 
-class DatasetError(ValueError):
+class DatasetError(SalientError, ValueError):
     """A dataset that cannot be found or read (the message names the folder and the fix)."""
 
 

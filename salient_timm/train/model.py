@@ -8,10 +8,11 @@ from typing import Any, Dict, Optional, Tuple
 
 import timm
 from timm.layers import freeze_batch_norm_2d
-from timm.models import load_pretrained, load_state_dict
+from timm.models import load_pretrained
 from torch import nn
 
-from ..salient_resnet import VARIANTS, CheckpointError, fill_attention_keys
+from ..salient_resnet import VARIANTS, fill_attention_keys
+from ..weights import CheckpointError, CheckpointNotFoundError, read_state_dict
 from ..stem import convert_to_cifar_stem, has_cifar_stem
 from ..surgery import inject_attention
 from .checkpoint import load_checkpoint
@@ -35,7 +36,7 @@ def _local_overlay(path: str, model: str) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _read_overlay(path: str, size: int, mtime_ns: int, model: str) -> tuple:
-    state = load_state_dict(path)  # timm's reader: safetensors or torch.load(weights_only=True), 'model' entry
+    state = read_state_dict(path)  # timm's reader, with a clear CheckpointError for unusable files
     overlay = dict(file=path)
     cfg = timm.models.get_pretrained_cfg(model)
     head = f"{(cfg.classifier if cfg else None) or 'fc'}.weight"
@@ -65,6 +66,30 @@ def final_feature_size(model: nn.Module, img_size: int) -> Optional[int]:
     return math.ceil(img_size / info[-1]["reduction"])
 
 
+def _create_from_hub(name: str, kwargs: Dict[str, Any]) -> nn.Module:
+    """``timm.create_model`` for a pretrained tag; any failure (unknown tag, no network) is one CheckpointError."""
+    tag = kwargs["pretrained_cfg"]
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # no page of retry warnings before the one-line error
+    try:
+        model = timm.create_model(name, **kwargs)
+        load_pretrained(model, num_classes=kwargs["num_classes"], in_chans=kwargs["in_chans"],
+                        filter_fn=fill_attention_keys)
+        return model
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001  unknown tag, offline, hub errors
+        reason = (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__).rstrip(".")
+        if "Invalid pretrained tag" in reason:
+            tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]
+            raise CheckpointError(f"unknown pretrained tag {tag!r} for {name}; valid: {', '.join(tags) or 'none'}") from e
+        raise CheckpointError(f"could not get pretrained weights {name}.{tag}: {reason}. Without network access, "
+                              "pass a local weights file to --pretrained instead") from e
+    finally:
+        hub_logger.setLevel(level)
+
+
 def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, load_weights: bool = True) -> nn.Module:
     """timm model ``args.model`` for ``num_classes``/``in_chans``, retrofitted with ``args.attn``.
 
@@ -82,13 +107,16 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, load_
         if os.path.isfile(args.pretrained):
             kwargs["pretrained_cfg_overlay"] = _local_overlay(args.pretrained, args.model)
         elif os.path.sep in args.pretrained or args.pretrained.endswith((".pth", ".pt", ".safetensors", ".bin")):
-            raise FileNotFoundError(f"--pretrained file not found: {args.pretrained}")
+            raise CheckpointNotFoundError(f"--pretrained file not found: {args.pretrained}")
         else:
             kwargs["pretrained_cfg"] = args.pretrained
-    model = timm.create_model(args.model, **kwargs)
+    if "pretrained_cfg" in kwargs:  # a timm tag: downloaded through the Hugging Face Hub
+        model = _create_from_hub(args.model, kwargs)
+    else:
+        model = timm.create_model(args.model, **kwargs)
     if args.cifar_stem and not has_cifar_stem(model):
         convert_to_cifar_stem(model)
-    if args.pretrained and load_weights:
+    if args.pretrained and load_weights and "pretrained_cfg" not in kwargs:
         load_pretrained(model, num_classes=num_classes, in_chans=in_chans, filter_fn=fill_attention_keys)
     if args.attn and args.attn != "none":
         retrofit = bool(args.pretrained)

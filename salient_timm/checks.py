@@ -1,0 +1,70 @@
+"""Does a (retrofitted) model run at an input size? One clear error naming the module that cannot.
+
+Some attention kinds only run at certain feature sizes: timm's ``halo`` and ``bat`` need every feature map
+divisible by their ``block_size`` and fail with a bare ``AssertionError`` deep inside their forward.
+``explain_forward_errors`` turns such failures into a ``ModelInputError`` that names the module, its
+type, the input size and the constraint; ``check_runs`` dry-runs a model on the meta device (nothing
+allocated, the caller's model untouched) so a bad size is refused before anything is trained or counted.
+"""
+import contextlib
+import copy
+from typing import Iterator, List, Sequence
+
+import torch
+from torch import nn
+
+from .errors import SalientError
+
+__all__ = ["ModelInputError", "explain_forward_errors", "check_runs"]
+
+
+class ModelInputError(SalientError, ValueError):
+    """The model cannot run a forward pass at the given input size."""
+
+
+def _constraint(module: nn.Module) -> str:
+    block = getattr(module, "block_size", None)
+    if block is not None:
+        return f"; {type(module).__name__} needs every feature map it sees divisible by its block_size {block}"
+    return ""
+
+
+@contextlib.contextmanager
+def explain_forward_errors(model: nn.Module, input_shape: Sequence[int]) -> Iterator[None]:
+    """Re-raise an assertion or shape error from ``model``'s forward as ``ModelInputError`` naming the module."""
+    names = {id(m): name for name, m in model.named_modules()}
+    stack: List[nn.Module] = []
+    failed: List[nn.Module] = []
+
+    def enter(module, args):
+        if id(module) in names:
+            stack.append(module)
+
+    def leave(module, args, out):
+        if stack and stack[-1] is module:
+            stack.pop()
+
+    pre = nn.modules.module.register_module_forward_pre_hook(enter)
+    post = nn.modules.module.register_module_forward_hook(leave)
+    try:
+        yield
+    except (AssertionError, RuntimeError, ValueError) as e:
+        if isinstance(e, SalientError):
+            raise
+        failed = stack[-1:] or [model]
+        module = failed[0]
+        where = names.get(id(module)) or type(model).__name__
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelInputError(
+            f"{type(model).__name__} cannot run at input {'x'.join(map(str, input_shape))}: {where} "
+            f"({type(module).__name__}) failed: {reason}{_constraint(module)}") from e
+    finally:
+        pre.remove()
+        post.remove()
+
+
+def check_runs(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """One eval forward of a meta-device copy of ``model`` on ``input_shape``; ``ModelInputError`` if it fails."""
+    probe = copy.deepcopy(model).to("meta").eval()
+    with explain_forward_errors(probe, input_shape), torch.no_grad():
+        probe(torch.zeros(tuple(input_shape), device="meta"))

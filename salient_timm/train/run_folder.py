@@ -1,0 +1,116 @@
+"""A run folder that cannot lose work: one run at a time, no stale temp files, consistent after any kill.
+
+Per finished epoch the trainer writes, each atomically (temp file, fsync, rename): ``last.pth`` (model,
+optimizer, scheduler, RNG and the metric history), then ``best.pth`` if the epoch is the best so far,
+then ``metrics.json`` / ``metrics.csv``. ``last.pth`` is the commit point: its history is the truth.
+A kill can therefore only leave ``best.pth`` or the metrics one epoch behind it, which
+``repair`` puts right before a resumed run continues:
+
+- ``best.pth`` missing or older than the best epoch of the history, when that epoch is ``last.pth``'s
+  own (the only way a kill can leave it behind): copied from ``last.pth``;
+- ``metrics.json`` / ``metrics.csv``: rewritten from the history;
+- ``.tmp-*`` files of interrupted writes: removed.
+
+``lock_run_folder`` holds an exclusive ``fcntl`` lock on ``RUN_DIR/.lock`` for the whole run, so a
+second run on the same folder fails at once instead of overwriting the first.
+"""
+import contextlib
+import glob
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Iterator, List
+
+from ..errors import RunFolderError
+from .report import write_metrics
+
+__all__ = ["lock_run_folder", "remove_stale_temps", "repair"]
+
+LOCK_NAME = ".lock"
+
+
+def _check_folder(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RunFolderError(f"run folder {path} is a file; give --output a folder path")
+
+
+@contextlib.contextmanager
+def lock_run_folder(path: str, enabled: bool = True) -> Iterator[None]:
+    """Hold ``path``'s run lock (creating the folder) while the block runs; ``RunFolderError`` if another run has it."""
+    _check_folder(path)
+    if not enabled:
+        yield
+        return
+    os.makedirs(path, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no fcntl (Windows): the folder is not locked
+        yield
+        return
+    lock_path = os.path.join(path, LOCK_NAME)
+    with open(lock_path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RunFolderError(f"run folder {path} is in use by another salient-train (pid {holder}); wait for it "
+                                 "to finish or pick another --output") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def remove_stale_temps(path: str) -> List[str]:
+    """Delete temp files that killed writes left behind (call with the lock held). Returns their names."""
+    stale = glob.glob(os.path.join(path, ".tmp-*")) + glob.glob(os.path.join(path, "*.tmp"))
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name)
+    return [os.path.basename(n) for n in stale]
+
+
+def _copy_atomic(src: str, dst: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=os.path.dirname(os.path.abspath(dst)))
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def repair(path: str, last: Dict[str, Any]) -> List[str]:
+    """Make ``best.pth`` and the metrics agree with ``last.pth`` (already loaded as ``last``); returns what was fixed."""
+    from .checkpoint import load_checkpoint
+
+    fixed = []
+    history = list(last["metrics"])
+    last_epoch = int(last["epoch"])  # 0-based; history rows carry "epoch": 1-based
+    best_path, last_path = os.path.join(path, "best.pth"), os.path.join(path, "last.pth")
+    if history:
+        best_row = max(history, key=lambda h: h["test_top1"])
+        best_epoch = int(best_row["epoch"]) - 1
+        have = None
+        if os.path.exists(best_path):
+            try:
+                have = int(load_checkpoint(best_path)["epoch"])
+            except Exception:  # noqa: BLE001  a torn or foreign best.pth is replaced below when possible
+                have = None
+        if have != best_epoch and best_epoch == last_epoch:
+            _copy_atomic(last_path, best_path)
+            fixed.append(f"best.pth restored from last.pth (epoch {best_epoch + 1}, the best)")
+        elif have != best_epoch:
+            fixed.append(f"best.pth does not hold the best epoch {best_epoch + 1} and cannot be rebuilt "
+                         "(last.pth is a later epoch)")
+    write_metrics(path, history)
+    return fixed

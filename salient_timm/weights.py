@@ -1,0 +1,66 @@
+"""Reading weight files with one clear reason when they cannot be read.
+
+``read_state_dict(path)`` is timm's ``load_state_dict`` (safetensors, or ``torch.load`` with
+``weights_only=True``; a ``state_dict``/``model`` entry is unwrapped, ``module.`` prefixes removed)
+with every failure turned into a ``CheckpointError`` that says why: missing, empty, truncated or
+corrupt, a pickle that a safe load refuses (it would run code), or a file that holds something other
+than a state dict. ``describe_unreadable`` gives that reason for any read error.
+"""
+import os
+import zipfile
+from typing import Dict
+
+import torch
+from timm.models import load_state_dict
+
+from .errors import SalientError
+
+__all__ = ["CheckpointError", "CheckpointNotFoundError", "read_state_dict", "describe_unreadable"]
+
+
+class CheckpointError(SalientError, RuntimeError):
+    """A checkpoint that cannot be read, or does not fit the model (missing/extra/misshapen keys)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A weights file that does not exist."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def describe_unreadable(path: str, error: BaseException) -> str:
+    """One sentence: why ``path`` could not be read, given the exception reading it raised."""
+    if not os.path.exists(path):
+        return f"checkpoint not found: {path}"
+    if os.path.isdir(path):
+        return f"{path} is a folder, not a weights file"
+    if os.path.getsize(path) == 0:
+        return f"cannot read {path}: the file is empty"
+    chain, e = [], error  # timm re-raises torch's error with its own text: read the whole chain
+    while e is not None and len(chain) < 5:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = " ".join(str(e) for e in chain)
+    if "GLOBAL" in text or "Unsupported global" in text:
+        return (f"refused to load {path}: it holds Python objects that a safe load (weights_only=True) does not "
+                "run; only tensors and plain values are read. Re-save it as a state dict (or safetensors)")
+    if any(isinstance(e, (zipfile.BadZipFile, EOFError)) for e in chain) or "central directory" in text \
+            or "PytorchStreamReader" in text:
+        return f"cannot read {path}: the file is truncated or corrupt ({_first_line(error)})"
+    if any(isinstance(e, (AttributeError, TypeError)) for e in chain):
+        return f"{path} does not hold a state dict (a mapping of names to tensors)"
+    return f"cannot read {path}: not a torch.save or safetensors weights file ({_first_line(chain[-1])})"
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """timm's ``load_state_dict(path)``, raising ``CheckpointError`` with the reason when the file is unusable."""
+    try:
+        state = load_state_dict(path)
+    except Exception as e:  # noqa: BLE001  every read failure becomes one clear CheckpointError
+        raise CheckpointError(describe_unreadable(path, e)) from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return state
