@@ -82,6 +82,13 @@ def cases(tmp: str) -> List[Tuple[str, object, List[str], bool]]:
         ("train --batch-size 0", train, TRAIN + ["--out", out("o22"), "-b", "0"], True),
         ("train --num-classes 3 (< 10)", train, TRAIN + ["--out", out("o23"), "--num-classes", "3"], True),
         ("train --position bogus", train, TRAIN + ["--out", out("o24"), "--position", "bogus"], True),
+        ("train --device cuda without a GPU", train, TRAIN[:-2] + ["--out", out("o26"), "--device", "cuda"],
+         not torch.cuda.is_available()),
+        ("train --device cuda:99", train, TRAIN[:-2] + ["--out", out("o27"), "--device", "cuda:99"], True),
+        ("train --resume R --epochs -4", train, ["--resume", out("o28"), "--epochs", "-4"], True),
+        ("train --opt SGDD (close match)", train, TRAIN + ["--out", out("o29"), "--opt", "sgdd"], True),
+        ("train --warmup-epochs -1", train, TRAIN + ["--out", out("o30"), "--warmup-epochs", "-1"], True),
+        ("train --decay-epochs 0", train, TRAIN + ["--out", out("o31"), "--decay-epochs", "0"], True),
         ("train --pretrained missing.pth", train, TRAIN + ["--out", out("o25"), "--pretrained", out("missing.pth")], True),
     ]
     for size in ("7x", "x7", ",32,", "0", "-3", "3x0x32", "abc", "32x32x32x32"):
