@@ -10,27 +10,25 @@ Verdicts:
 - ``refuted``: no configuration examined gives it; the explanation says what does;
 - ``not checked``: needs data or compute this tool does not have (stated why).
 """
+
 import functools
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import timm
-import torch
 from torch import nn
 
-from salient_timm import attention_modules, convert_to_cifar_stem, find_residual_blocks, inject_attention
+from salient_timm import ModelSpec, attention_modules, find_residual_blocks
 
 from .formulas import formula_rows
 from .size import measure_size
 
 __all__ = ["Claim", "ClaimCheck", "SEED_CLAIMS", "check_claims", "VERDICTS", "ABOUT_TOLERANCE"]
 
-REPRODUCED, CONDITIONAL, REFUTED, NOT_CHECKED = (
-    "reproduced", "reproduced under a condition", "refuted", "not checked")
+REPRODUCED, CONDITIONAL, REFUTED, NOT_CHECKED = ("reproduced", "reproduced under a condition", "refuted", "not checked")
 VERDICTS = (REPRODUCED, CONDITIONAL, REFUTED, NOT_CHECKED)
 ABOUT_TOLERANCE = 0.10  # "about X" claims hold within ±10%
 SEED_INPUT = (3, 32, 32)  # "对于32*32的输入图像"
-KB, MB, KIB, MIB = 1e3, 1e6, 1024.0, 1024.0 ** 2
+KB, MB, KIB, MIB = 1e3, 1e6, 1024.0, 1024.0**2
 
 
 @dataclass(frozen=True)
@@ -62,26 +60,31 @@ SEED_CLAIMS: Tuple[Claim, ...] = (
     Claim("resnet50-size", "ResNet-50的模型大小约为90MB", "about 90 MB"),
     Claim("salient-size", "加入了Salient-Block后模型大小增加100KB左右", "about +100 KB"),
     Claim("se-size", "增加SE-Block后模型大小增加约10MB", "about +10 MB"),
-    *(Claim(f"acc-{data}-{net}", f"{data} Top-1 ACC {net}", value) for data, net, value in (
-        ("cifar100", "ResNet50", "77.260%"), ("cifar100", "SeNet50", "77.130%"),
-        ("cifar100", "SalientNet50", "78.350%"), ("cifar10", "ResNet50", "94.380%"),
-        ("cifar10", "SeNet50", "94.830%"), ("cifar10", "SalientNet50", "94.930%"))),
+    *(
+        Claim(f"acc-{data}-{net}", f"{data} Top-1 ACC {net}", value)
+        for data, net, value in (
+            ("cifar100", "ResNet50", "77.260%"),
+            ("cifar100", "SeNet50", "77.130%"),
+            ("cifar100", "SalientNet50", "78.350%"),
+            ("cifar10", "ResNet50", "94.380%"),
+            ("cifar10", "SeNet50", "94.830%"),
+            ("cifar10", "SalientNet50", "94.930%"),
+        )
+    ),
 )
 CLAIMS_BY_ID: Dict[str, Claim] = {c.id: c for c in SEED_CLAIMS}
 
 
 # ---------------------------------------------------------------- model helpers (meta device: no weights)
-@functools.lru_cache(maxsize=None)
-def _built(model: str, attn: str = "none", position: str = "post", num_classes: int = 100, cifar_stem: bool = True,
-           **attn_kw) -> nn.Module:
+@functools.cache
+def _built(
+    model: str, attn: str = "none", position: str = "post", num_classes: int = 100, cifar_stem: bool = True, **attn_kw
+) -> nn.Module:
     """The seed's setting by default: CIFAR-100 head, CIFAR stem (32x32 inputs keep 32x32 in layer1)."""
-    with torch.device("meta"):
-        m = timm.create_model(model, num_classes=num_classes)
-        if cifar_stem:
-            convert_to_cifar_stem(m)
-        if attn != "none":
-            inject_attention(m, attn, position=position, **attn_kw)
-    return m.eval()
+    spec = ModelSpec(
+        model, attn=attn, position=position, num_classes=num_classes, cifar_stem=cifar_stem, attn_kwargs=attn_kw
+    )
+    return spec.build("meta").eval()
 
 
 def _n_params(m: nn.Module) -> int:
@@ -89,8 +92,12 @@ def _n_params(m: nn.Module) -> int:
 
 
 def _attn_params(m: nn.Module, conv_only: bool) -> int:
-    return sum(p.numel() for name, mod in attention_modules(m) for pn, p in mod.named_parameters()
-               if not conv_only or pn.startswith("conv"))
+    return sum(
+        p.numel()
+        for name, mod in attention_modules(m)
+        for pn, p in mod.named_parameters()
+        if not conv_only or pn.startswith("conv")
+    )
 
 
 def _widths(model: str, position: str) -> List[int]:
@@ -124,11 +131,13 @@ def _salient_params(claim: Claim) -> ClaimCheck:
                 if _attn_params(_built(model, "salient", position), conv_only) == target:
                     matches.append(f"{model} at '{position}'" + (" counting conv weights only" if conv_only else ""))
     widths = _widths("resnet50", "mid")
-    expl = (f"at the seed's position (after the last BN, before the add) ResNet-50 gets "
-            f"{_fmt_int(_attn_params(_built('resnet50', 'salient'), True))} conv weights "
-            f"(Σ C_out over 16 blocks) + {2 * len(widths)} BN params = {_fmt_int(seed)}. "
-            f"{target} = Σ planes = {' + '.join(f'{widths.count(w)}·{w}' for w in sorted(set(widths)))}: "
-            f"it holds for {'; '.join(matches) or 'no configuration examined'}")
+    expl = (
+        f"at the seed's position (after the last BN, before the add) ResNet-50 gets "
+        f"{_fmt_int(_attn_params(_built('resnet50', 'salient'), True))} conv weights "
+        f"(Σ C_out over 16 blocks) + {2 * len(widths)} BN params = {_fmt_int(seed)}. "
+        f"{target} = Σ planes = {' + '.join(f'{widths.count(w)}·{w}' for w in sorted(set(widths)))}: "
+        f"it holds for {'; '.join(matches) or 'no configuration examined'}"
+    )
     verdict = REPRODUCED if seed == target else CONDITIONAL if matches else REFUTED
     return ClaimCheck(claim, _fmt_int(seed), verdict, expl)
 
@@ -148,22 +157,28 @@ def _se_params(claim: Claim) -> ClaimCheck:
     }
     hits = [name for name, value in candidates.items() if value == target]
     verdict = REPRODUCED if target in (standard, timm_se) else REFUTED
-    expl = (f"standard SE-ResNet-50 (r=16, no bias) adds {_fmt_int(standard)}; timm's SE (bias, C/16 rounded to 8) "
-            f"adds {_fmt_int(timm_se)}. {target} = {' = '.join(hits) if hits else 'none of the candidate formulas'}"
-            + (": the C·C/8-style formula applied once to the summed width, which no SE network has" if hits else ""))
+    expl = (
+        f"standard SE-ResNet-50 (r=16, no bias) adds {_fmt_int(standard)}; timm's SE (bias, C/16 rounded to 8) "
+        f"adds {_fmt_int(timm_se)}. {target} = {' = '.join(hits) if hits else 'none of the candidate formulas'}"
+        + (": the C·C/8-style formula applied once to the summed width, which no SE network has" if hits else "")
+    )
     return ClaimCheck(claim, f"{_fmt_int(standard)} (standard SE)", verdict, expl)
 
 
 def _se_params_formula(claim: Claim) -> ClaimCheck:
     standard = [m for _, m in attention_modules(_standard_se("resnet50"))]
     timm_se = [m for _, m in attention_modules(_built("resnet50", "se"))]
-    exact = all(_n_params(m) == m.fc1.in_channels ** 2 // 8 for m in standard)
-    off = [(m.fc1.in_channels, _n_params(m)) for m in timm_se if _n_params(m) != m.fc1.in_channels ** 2 // 8]
+    exact = all(_n_params(m) == m.fc1.in_channels**2 // 8 for m in standard)
+    off = [(m.fc1.in_channels, _n_params(m)) for m in timm_se if _n_params(m) != m.fc1.in_channels**2 // 8]
     verdict = CONDITIONAL if exact else REFUTED
     c, n = off[0] if off else (0, 0)
-    return ClaimCheck(claim, f"{len(standard)}/{len(standard)} blocks = C²/8 (r=16, no bias)" if exact else "differs",
-                      verdict, f"C·C/8 = 2·C·(C/16): exact for SE with r=16 and no bias; timm's default SE adds biases "
-                               f"(C/16 + C) and rounds C/16 to a multiple of 8 (e.g. C={c}: {_fmt_int(n)} vs {_fmt_int(c*c//8)})")
+    return ClaimCheck(
+        claim,
+        f"{len(standard)}/{len(standard)} blocks = C²/8 (r=16, no bias)" if exact else "differs",
+        verdict,
+        f"C·C/8 = 2·C·(C/16): exact for SE with r=16 and no bias; timm's default SE adds biases "
+        f"(C/16 + C) and rounds C/16 to a multiple of 8 (e.g. C={c}: {_fmt_int(n)} vs {_fmt_int(c * c // 8)})",
+    )
 
 
 def _se_cost_formula(claim: Claim) -> ClaimCheck:
@@ -173,20 +188,27 @@ def _se_cost_formula(claim: Claim) -> ClaimCheck:
     full = sum(r.measured_macs + r.measured_elementwise for r in rows)
     r0 = rows[0]
     return ClaimCheck(
-        claim, f"{_fmt_int(full)} ops vs formula {_fmt_int(seed)} ({SEED_SETTING})", CONDITIONAL,
+        claim,
+        f"{_fmt_int(full)} ops vs formula {_fmt_int(seed)} ({SEED_SETTING})",
+        CONDITIONAL,
         f"C·C/8 + C·H·W counts the FC MACs and the broadcast multiply only; measured per block it leaves out "
         f"C·H·W (global pool) + C/16 (ReLU) + C (sigmoid), e.g. {r0.block} (C={r0.c}, {r0.h}x{r0.w}): "
         f"{_fmt_int(r0.measured_macs + r0.measured_elementwise)} vs {_fmt_int(r0.seed_cost)}; in all "
-        f"{_fmt_int(full - seed)} ops (+{100 * (full - seed) / seed:.0f}%). Holds as 'MACs + multiply'")
+        f"{_fmt_int(full - seed)} ops (+{100 * (full - seed) / seed:.0f}%). Holds as 'MACs + multiply'",
+    )
 
 
 def _salient_params_formula(claim: Claim) -> ClaimCheck:
     mods = [m for _, m in attention_modules(_built("resnet50", "salient"))]
     conv_ok = all(m.conv.weight.numel() == m.conv.in_channels for m in mods)
     total_ok = all(_n_params(m) == m.conv.in_channels + 2 for m in mods)
-    return ClaimCheck(claim, f"C + 2 per block ({len(mods)} blocks)", CONDITIONAL if conv_ok and total_ok else REFUTED,
-                      "C*1 is the 1x1 conv's weight count; the BatchNorm over the single gate channel adds 2 "
-                      "(γ, β) per block, i.e. +32 on ResNet-50")
+    return ClaimCheck(
+        claim,
+        f"C + 2 per block ({len(mods)} blocks)",
+        CONDITIONAL if conv_ok and total_ok else REFUTED,
+        "C*1 is the 1x1 conv's weight count; the BatchNorm over the single gate channel adds 2 "
+        "(γ, β) per block, i.e. +32 on ResNet-50",
+    )
 
 
 def _salient_cost_formula(claim: Claim) -> ClaimCheck:
@@ -195,10 +217,13 @@ def _salient_cost_formula(claim: Claim) -> ClaimCheck:
     full = sum(r.measured_macs + r.measured_elementwise for r in rows)
     seed = sum(r.seed_cost for r in rows)
     return ClaimCheck(
-        claim, f"MACs = C·H·W on {len(rows)}/{len(rows)} blocks; full {_fmt_int(full)} ops vs {_fmt_int(seed)}",
+        claim,
+        f"MACs = C·H·W on {len(rows)}/{len(rows)} blocks; full {_fmt_int(full)} ops vs {_fmt_int(seed)}",
         CONDITIONAL if macs_ok else REFUTED,
-        f"C·H·W is the 1x1 conv's MACs (the seed's nn.Conv2d block); the block also does C·H·W multiplies (w·x) and H·W each for BN, sigmoid and "
-        f"the gate scale: 2·C·H·W + 3·H·W in all (+{100 * (full - seed) / seed:.0f}% on {SEED_SETTING})")
+        f"C·H·W is the 1x1 conv's MACs (the seed's nn.Conv2d block); the block also does C·H·W multiplies (w·x) "
+        f"and H·W each for BN, sigmoid and "
+        f"the gate scale: 2·C·H·W + 3·H·W in all (+{100 * (full - seed) / seed:.0f}% on {SEED_SETTING})",
+    )
 
 
 def _size_candidates(measure: Callable[[int], int]) -> Dict[str, float]:
@@ -214,40 +239,69 @@ def _resnet50_size(claim: Claim) -> ClaimCheck:
     sizes = {c: measure_size(_built("resnet50", num_classes=c, cifar_stem=False)) for c in (1000, 100, 10)}
     cands = _size_candidates(lambda c: sizes[c].bytes_at["fp32"])
     ok = [k for k, v in cands.items() if _about(v, 90)]
-    seed_ok = any(k.startswith("100 ") for k in ok) and all(_about(v, 90) for k, v in cands.items() if k.startswith("100 "))
+    seed_ok = any(k.startswith("100 ") for k in ok) and all(
+        _about(v, 90) for k, v in cands.items() if k.startswith("100 ")
+    )
     return ClaimCheck(
-        claim, "; ".join(f"{k}: {v:.1f}" for k, v in cands.items() if "10 classes" not in k),
+        claim,
+        "; ".join(f"{k}: {v:.1f}" for k, v in cands.items() if "10 classes" not in k),
         REPRODUCED if seed_ok else CONDITIONAL if ok else REFUTED,
         f"fp32 weights of ImageNet-stem ResNet-50: {_fmt_int(sizes[1000].params)} params with the ImageNet head, "
-        f"{_fmt_int(sizes[100].params)} with a 100-class head; within ±10% of 90 for: {', '.join(ok) or 'none'}")
+        f"{_fmt_int(sizes[100].params)} with a 100-class head; within ±10% of 90 for: {', '.join(ok) or 'none'}",
+    )
 
 
-def _delta_size(claim: Claim, variant: nn.Module, base: nn.Module, target: float, unit: float, unit_name: str,
-                note: str) -> ClaimCheck:
+def _delta_size(
+    claim: Claim, variant: nn.Module, base: nn.Module, target: float, unit: float, unit_name: str, note: str
+) -> ClaimCheck:
     a, b = measure_size(variant), measure_size(base)
-    deltas = {"fp32 tensors": a.bytes_at["fp32"] - b.bytes_at["fp32"],
-              "torch.save file": a.torch_save_bytes - b.torch_save_bytes,
-              "safetensors file": a.safetensors_bytes - b.safetensors_bytes}
+    deltas = {
+        "fp32 tensors": a.bytes_at["fp32"] - b.bytes_at["fp32"],
+        "torch.save file": a.torch_save_bytes - b.torch_save_bytes,
+        "safetensors file": a.safetensors_bytes - b.safetensors_bytes,
+    }
     ok = [k for k, v in deltas.items() if _about(v / unit, target)]
     verdict = REPRODUCED if "fp32 tensors" in ok else CONDITIONAL if ok else REFUTED
-    return ClaimCheck(claim, "; ".join(f"{k} +{v / unit:.1f} {unit_name}" for k, v in deltas.items()), verdict,
-                      f"+{_fmt_int(a.params - b.params)} params; within ±10% for: {', '.join(ok) or 'none'}. {note}")
+    return ClaimCheck(
+        claim,
+        "; ".join(f"{k} +{v / unit:.1f} {unit_name}" for k, v in deltas.items()),
+        verdict,
+        f"+{_fmt_int(a.params - b.params)} params; within ±10% for: {', '.join(ok) or 'none'}. {note}",
+    )
 
 
 def _salient_size(claim: Claim) -> ClaimCheck:
-    return _delta_size(claim, _built("resnet50", "salient"), _built("resnet50"), 100, KB, "KB",
-                       "File deltas include per-tensor archive overhead (6 tensors per block)")
+    return _delta_size(
+        claim,
+        _built("resnet50", "salient"),
+        _built("resnet50"),
+        100,
+        KB,
+        "KB",
+        "File deltas include per-tensor archive overhead (6 tensors per block)",
+    )
 
 
 def _se_size(claim: Claim) -> ClaimCheck:
-    return _delta_size(claim, _standard_se("resnet50"), _built("resnet50"), 10, MB, "MB",
-                       f"the seed's 891136 SE params would be {891136 * 4 / MB:.1f} MB: its two SE numbers disagree")
+    return _delta_size(
+        claim,
+        _standard_se("resnet50"),
+        _built("resnet50"),
+        10,
+        MB,
+        "MB",
+        f"the seed's 891136 SE params would be {891136 * 4 / MB:.1f} MB: its two SE numbers disagree",
+    )
 
 
 def _accuracy(claim: Claim) -> ClaimCheck:
-    return ClaimCheck(claim, "-", NOT_CHECKED,
-                      "needs CIFAR data: run the recipe (CIFAR-100/10, batch 100, SGD lr 0.1 /10 every 50 epochs, "
-                      "240 epochs); no data set or training run is part of this analysis")
+    return ClaimCheck(
+        claim,
+        "-",
+        NOT_CHECKED,
+        "needs CIFAR data: run the recipe (CIFAR-100/10, batch 100, SGD lr 0.1 /10 every 50 epochs, "
+        "240 epochs); no data set or training run is part of this analysis",
+    )
 
 
 CHECKS: Dict[str, Callable[[Claim], ClaimCheck]] = {
@@ -263,7 +317,9 @@ CHECKS: Dict[str, Callable[[Claim], ClaimCheck]] = {
 }
 
 
-def check_claims(ids: Optional[Sequence[str]] = None, progress: Optional[Callable[[Claim], None]] = None) -> List[ClaimCheck]:
+def check_claims(
+    ids: Optional[Sequence[str]] = None, progress: Optional[Callable[[Claim], None]] = None
+) -> List[ClaimCheck]:
     """Check the seed's claims (all, or those in ``ids``), in the seed's order."""
     claims = SEED_CLAIMS if ids is None else tuple(CLAIMS_BY_ID[i] for i in ids)
     results = []

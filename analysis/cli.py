@@ -1,4 +1,5 @@
 """``salient-analyze``: thin click commands over ``salient_analysis.reports`` (presentation only)."""
+
 import functools
 import os
 import sys
@@ -12,7 +13,7 @@ from salient_timm import attention_kinds
 
 from . import reports
 from .render import FORMATS, Report, Table, render
-from .spec import ModelSpec, SpecError, parse_input_size
+from .spec import ModelSpec, SpecError, check_model_name, parse_input_size
 
 # Errors that mean "bad input": shown as one line, exit code 1 (every project error is a SalientError).
 USER_ERRORS = (salient_timm.SalientError, ValueError)
@@ -36,26 +37,66 @@ def _split(value: str) -> List[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def spec_options(multi: bool = False) -> Callable:
-    """The model-spec options every command shares (``multi``: comma-separated --model/--attn lists)."""
+def spec_options(multi: bool = False, maps: bool = False) -> Callable:
+    """The model-spec options every command shares (``multi``: comma-separated --model/--attn lists;
+    ``maps``: --model optional (a salient-train checkpoint names it), the size default from the model, no batch)."""
+
     def decorate(fn: Callable) -> Callable:
         options = [
-            click.option("--model", "-m", required=True,
-                         help="timm model name (ours included)" + (", comma-separated list" if multi else "")),
-            click.option("--attn", "-a", default="none", show_default=True,
-                         help=f"attention to inject: {'|'.join(attention_kinds()[:4])}|..." +
-                              (" (comma-separated list)" if multi else "")),
-            click.option("--position", type=click.Choice(["post", "mid"]), default="post", show_default=True,
-                         help="post: before the shortcut add (seed); mid: after the 3x3 conv"),
-            click.option("--num-classes", type=click.IntRange(min=0), default=None,
-                         help="classifier size (default: the model's, 1000)"),
+            click.option(
+                "--model",
+                "-m",
+                required=not maps,
+                help="timm model name (ours included)"
+                + (", comma-separated list" if multi else "")
+                + (" (optional with a salient-train checkpoint)" if maps else ""),
+            ),
+            click.option(
+                "--attn",
+                "-a",
+                default="none",
+                show_default=True,
+                help=f"attention to inject: {'|'.join(attention_kinds()[:4])}|..."
+                + (" (comma-separated list)" if multi else ""),
+            ),
+            click.option(
+                "--position",
+                type=click.Choice(["post", "mid"]),
+                default="post",
+                show_default=True,
+                help="post: before the shortcut add (seed); mid: after the 3x3 conv",
+            ),
+            click.option(
+                "--num-classes",
+                type=click.IntRange(min=0),
+                default=None,
+                help="classifier size (default: the model's, 1000)",
+            ),
             click.option("--cifar-stem", is_flag=True, help="3x3 stride-1 stem without max-pool"),
-            click.option("--input-size", "-s", type=InputSize(), default="224", show_default=True,
-                         help="S, HxW or CxHxW"),
-            click.option("--batch-size", "-b", "batch", type=click.IntRange(min=1), default=1, show_default=True,
-                         help="batch size of the counted forward pass"),
+            click.option(
+                "--input-size",
+                "-s",
+                type=InputSize(),
+                default=None if maps else "224",
+                show_default=not maps,
+                help="S, HxW or CxHxW"
+                + ("  [default: the model's (a checkpoint's: its training size)]" if maps else ""),
+            ),
         ]
+        if not maps:
+            options.append(
+                click.option(
+                    "--batch-size",
+                    "-b",
+                    "batch",
+                    type=click.IntRange(min=1),
+                    default=1,
+                    show_default=True,
+                    help="batch size of the counted forward pass",
+                )
+            )
         return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
     return decorate
 
 
@@ -144,18 +185,34 @@ def reproduce(fmt) -> None:
 
 @main.command()
 @spec_options()
-@click.option("--train/--infer", default=True, show_default=True,
-              help="a training step (forward + backward) or an inference forward")
+@click.option(
+    "--train/--infer",
+    default=True,
+    show_default=True,
+    help="a training step (forward + backward) or an inference forward",
+)
 @click.option("--device", default="cpu", show_default=True, help="where to measure: cpu, cuda or cuda:N")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="timed repeats (medians)")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="untimed repeats first")
 @click.option("--no-measure", is_flag=True, help="counts only: no timing, no peak memory, no roofline")
-@click.option("--peak-gflops", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="device peak GFLOP/s for the roofline (default: measured with a large matmul)")
-@click.option("--bandwidth-gbs", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="device bandwidth GB/s for the roofline (default: measured with a large copy)")
-@click.option("--plot", default=None, type=click.Path(dir_okay=False),
-              help="write a figure (.png/.pdf): per-block shares of FLOPs, bytes and time, and a roofline")
+@click.option(
+    "--peak-gflops",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="device peak GFLOP/s for the roofline (default: measured with a large matmul)",
+)
+@click.option(
+    "--bandwidth-gbs",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="device bandwidth GB/s for the roofline (default: measured with a large copy)",
+)
+@click.option(
+    "--plot",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="write a figure (.png/.pdf): per-block shares of FLOPs, bytes and time, and a roofline",
+)
 @format_option
 def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwidth_gbs, plot, **spec) -> None:
     """Bytes moved, memory saved for backward and measured time beside FLOPs, per stage, block and gate."""
@@ -164,12 +221,18 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
     from .timing import Peaks
 
     if (peak_gflops is None) != (bandwidth_gbs is None):
-        raise click.BadParameter("give both --peak-gflops and --bandwidth-gbs, or neither (then both are measured)",
-                                 param_hint="--peak-gflops/--bandwidth-gbs")
+        raise click.BadParameter(
+            "give both --peak-gflops and --bandwidth-gbs, or neither (then both are measured)",
+            param_hint="--peak-gflops/--bandwidth-gbs",
+        )
     if plot and not plot.lower().endswith((".png", ".pdf")):
-        raise click.BadParameter("the figure is written as PNG or PDF: end --plot with .png or .pdf", param_hint="--plot")
+        raise click.BadParameter(
+            "the figure is written as PNG or PDF: end --plot with .png or .pdf", param_hint="--plot"
+        )
     if plot and not os.path.isdir(os.path.dirname(os.path.abspath(plot))):
-        raise click.BadParameter(f"folder {os.path.dirname(plot)!r} does not exist; create it first", param_hint="--plot")
+        raise click.BadParameter(
+            f"folder {os.path.dirname(plot)!r} does not exist; create it first", param_hint="--plot"
+        )
     if plot and no_measure:
         raise click.BadParameter("the figure shows measured time: drop --no-measure", param_hint="--plot")
     try:
@@ -181,8 +244,9 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("no CUDA device is available here; use --device cpu", param_hint="--device")
     peaks = Peaks(peak_gflops * 1e9, bandwidth_gbs * 1e9, measured=False) if peak_gflops else None
-    options = ProfileOptions(train=train, device=device, repeats=repeats, warmup=warmup, measure=not no_measure,
-                             peaks=peaks)
+    options = ProfileOptions(
+        train=train, device=device, repeats=repeats, warmup=warmup, measure=not no_measure, peaks=peaks
+    )
     model_spec = _spec(**spec)
 
     def build() -> Report:
@@ -198,17 +262,30 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
 
 
 @main.command()
-@click.option("--model", "-m", default=None, help="timm model name (optional with a salient-train checkpoint)")
-@click.option("--checkpoint", "-c", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="salient-train checkpoint (best.pth/last.pth) or a weights file")
-@click.option("--image", "-i", "images", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-              help="image file (repeat for one row per image)")
-@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False),
-              help="write the figure here (.png or .pdf)")
+@spec_options(maps=True)
+@click.option(
+    "--checkpoint",
+    "-c",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="salient-train checkpoint (best.pth/last.pth) or a weights file",
+)
+@click.option(
+    "--image",
+    "-i",
+    "images",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="image file (repeat for one row per image)",
+)
+@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False), help="write the figure here (.png or .pdf)")
 @click.option("--all-blocks", is_flag=True, help="one overlay per block instead of one per stage")
 @click.option("--dpi", type=click.IntRange(min=20, max=600), default=100, show_default=True)
 @format_option
-def maps(fmt, model, checkpoint, images, out, all_blocks, dpi) -> None:
+def maps(
+    fmt, model, attn, position, num_classes, cifar_stem, input_size, checkpoint, images, out, all_blocks, dpi
+) -> None:
     """Saliency maps: every gate's map for each image; statistics always, a figure with --out."""
     from . import maps as m
 
@@ -218,20 +295,40 @@ def maps(fmt, model, checkpoint, images, out, all_blocks, dpi) -> None:
         raise click.BadParameter(f"folder {os.path.dirname(out)!r} does not exist; create it first", param_hint="--out")
 
     def build() -> Report:
-        net, config = m.load_for_maps(model, checkpoint)
+        spec = None
+        if model:
+            check_model_name(model)
+            spec = salient_timm.ModelSpec(
+                model,
+                attn=attn,
+                position=position,
+                num_classes=num_classes,
+                cifar_stem=cifar_stem,
+                in_chans=input_size[0] if input_size else 3,
+            )
+        net, config = m.load_for_maps(spec, checkpoint)
+        if input_size:
+            config = {**config, "input_size": input_size}
         batch, views = m.read_images(images, config)
         if out:
-            gates, _ = m.draw_maps(net, batch, views, images, out, all_blocks=all_blocks, dpi=dpi,
-                                   title=config.get("label", model))
+            gates, _ = m.draw_maps(
+                net, batch, views, images, out, all_blocks=all_blocks, dpi=dpi, title=config.get("label", model)
+            )
         else:
             with torch.no_grad(), salient_timm.capture_gates(net) as gates:
                 net(batch)
         rows = m.gate_stats(gates, [os.path.basename(p) for p in images], salient_timm.gate_neutrals(net))
         notes = [f"figure written to {out}"] if out else []
-        return Report("maps", [Table(f"Gate statistics of {config.get('label', model)}", list(rows[0]), rows)],
-                      notes=notes + ["neutral: the gate's value for a zero input (0.5 for sigmoid, 1 for an "
-                                     "identity-started 2*sigmoid); dev = gate - neutral; rel std = std / mean",
-                                     "entropy: of the map as a distribution over its positions, 1 = uniform"])
+        return Report(
+            "maps",
+            [Table(f"Gate statistics of {config.get('label', model)}", list(rows[0]), rows)],
+            notes=notes
+            + [
+                "neutral: the gate's value for a zero input (0.5 for sigmoid, 1 for an "
+                "identity-started 2*sigmoid); dev = gate - neutral; rel std = std / mean",
+                "entropy: of the map as a distribution over its positions, 1 = uniform",
+            ],
+        )
 
     try:
         _emit(build, fmt)

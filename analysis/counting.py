@@ -12,6 +12,7 @@ Counting runs the model once under ``torch.no_grad()`` in eval mode (the caller'
 eval flags are restored), on whatever device the model lives on; the meta device works
 and allocates nothing. No hooks or buffers are left behind.
 """
+
 import contextlib
 import math
 from collections import defaultdict
@@ -26,15 +27,34 @@ from torch.utils.flop_counter import FlopCounterMode
 from salient_timm import attention_modules
 from salient_timm.checks import explain_forward_errors
 
-__all__ = ["eval_forward", "MAC_OPS", "ELEMENTWISE_FORMULAS", "OpCount", "CostReport", "count_cost", "count_params", "ParamReport"]
+__all__ = [
+    "eval_forward",
+    "MAC_OPS",
+    "ELEMENTWISE_FORMULAS",
+    "OpCount",
+    "CostReport",
+    "count_cost",
+    "count_params",
+    "ParamReport",
+]
 
 aten = torch.ops.aten
 # Ops torch's counter already knows: counted as 2 FLOPs per MAC.
-MAC_OPS = frozenset({
-    aten.convolution, aten._convolution, aten.addmm, aten.mm, aten.bmm, aten.baddbmm,
-    aten.matmul, aten._scaled_dot_product_flash_attention, aten._scaled_dot_product_efficient_attention,
-    aten._scaled_dot_product_cudnn_attention, aten.convolution_backward,
-})
+MAC_OPS = frozenset(
+    {
+        aten.convolution,
+        aten._convolution,
+        aten.addmm,
+        aten.mm,
+        aten.bmm,
+        aten.baddbmm,
+        aten.matmul,
+        aten._scaled_dot_product_flash_attention,
+        aten._scaled_dot_product_efficient_attention,
+        aten._scaled_dot_product_cudnn_attention,
+        aten.convolution_backward,
+    }
+)
 
 
 def _numel(shape) -> int:
@@ -64,30 +84,115 @@ def _window(x_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
 # op -> count formula (torch passes tensor args as shapes and the output shape as out_shape).
 # Adding an op means adding a row here.
 ELEMENTWISE_FORMULAS: Dict[object, Callable[..., int]] = {
-    **{op: _per_output for op in (
-        aten.relu, aten.relu_, aten.sigmoid, aten.sigmoid_, aten.hardsigmoid, aten.hardsigmoid_,
-        aten.silu, aten.silu_, aten.gelu, aten.tanh, aten.hardswish, aten.hardswish_, aten.leaky_relu,
-        aten.leaky_relu_, aten.elu, aten.softmax, aten._softmax, aten.exp, aten.neg, aten.sqrt, aten.rsqrt,
-        aten.add, aten.add_, aten.sub, aten.sub_, aten.mul, aten.mul_, aten.div, aten.div_,
-        aten.maximum, aten.minimum, aten.where, aten.clamp, aten.clamp_, aten.addcmul,
-    )},
-    **{op: _first_output for op in (
-        aten.native_batch_norm, aten._native_batch_norm_legit, aten._native_batch_norm_legit_no_training,
-        aten.cudnn_batch_norm, aten.miopen_batch_norm, aten.native_layer_norm, aten.native_group_norm,
-    )},
-    **{op: _per_input for op in (
-        aten.mean, aten.sum, aten.amax, aten.amin, aten.max, aten._adaptive_avg_pool2d, aten.adaptive_max_pool2d,
-    )},
+    **{
+        op: _per_output
+        for op in (
+            aten.relu,
+            aten.relu_,
+            aten.sigmoid,
+            aten.sigmoid_,
+            aten.hardsigmoid,
+            aten.hardsigmoid_,
+            aten.silu,
+            aten.silu_,
+            aten.gelu,
+            aten.tanh,
+            aten.hardswish,
+            aten.hardswish_,
+            aten.leaky_relu,
+            aten.leaky_relu_,
+            aten.elu,
+            aten.softmax,
+            aten._softmax,
+            aten.exp,
+            aten.neg,
+            aten.sqrt,
+            aten.rsqrt,
+            aten.add,
+            aten.add_,
+            aten.sub,
+            aten.sub_,
+            aten.mul,
+            aten.mul_,
+            aten.div,
+            aten.div_,
+            aten.maximum,
+            aten.minimum,
+            aten.where,
+            aten.clamp,
+            aten.clamp_,
+            aten.addcmul,
+        )
+    },
+    **{
+        op: _first_output
+        for op in (
+            aten.native_batch_norm,
+            aten._native_batch_norm_legit,
+            aten._native_batch_norm_legit_no_training,
+            aten.cudnn_batch_norm,
+            aten.miopen_batch_norm,
+            aten.native_layer_norm,
+            aten.native_group_norm,
+        )
+    },
+    **{
+        op: _per_input
+        for op in (
+            aten.mean,
+            aten.sum,
+            aten.amax,
+            aten.amin,
+            aten.max,
+            aten._adaptive_avg_pool2d,
+            aten.adaptive_max_pool2d,
+        )
+    },
     **{op: _window for op in (aten.max_pool2d_with_indices, aten.avg_pool2d, aten.max_pool2d)},
 }
 # Ops that move or view data but compute nothing.
-FREE_OPS = frozenset({
-    aten.view, aten._unsafe_view, aten.reshape, aten.t, aten.transpose, aten.permute, aten.expand, aten.squeeze,
-    aten.unsqueeze, aten.flatten, aten.clone, aten.contiguous, aten.detach, aten.empty, aten.zeros, aten.ones,
-    aten.select, aten.slice, aten.split, aten.split_with_sizes, aten.cat, aten.stack, aten.alias, aten.copy_,
-    aten._to_copy, aten.empty_like, aten.zeros_like, aten.ones_like, aten.new_empty, aten.new_zeros, aten.pad,
-    aten.constant_pad_nd, aten.unbind, aten.chunk, aten.as_strided, aten.lift_fresh, aten.fill_, aten.randn,
-})
+FREE_OPS = frozenset(
+    {
+        aten.view,
+        aten._unsafe_view,
+        aten.reshape,
+        aten.t,
+        aten.transpose,
+        aten.permute,
+        aten.expand,
+        aten.squeeze,
+        aten.unsqueeze,
+        aten.flatten,
+        aten.clone,
+        aten.contiguous,
+        aten.detach,
+        aten.empty,
+        aten.zeros,
+        aten.ones,
+        aten.select,
+        aten.slice,
+        aten.split,
+        aten.split_with_sizes,
+        aten.cat,
+        aten.stack,
+        aten.alias,
+        aten.copy_,
+        aten._to_copy,
+        aten.empty_like,
+        aten.zeros_like,
+        aten.ones_like,
+        aten.new_empty,
+        aten.new_zeros,
+        aten.pad,
+        aten.constant_pad_nd,
+        aten.unbind,
+        aten.chunk,
+        aten.as_strided,
+        aten.lift_fresh,
+        aten.fill_,
+        aten.randn,
+    }
+)
 
 
 @dataclass
@@ -124,8 +229,9 @@ def eval_forward(model: nn.Module, input_shape: Iterable[int], *contexts) -> Non
     """One forward of a zero input in eval mode under ``no_grad`` (and ``contexts``), on the
     model's device and dtype; every module's train/eval flag is restored afterwards."""
     ref = next(iter(model.parameters()), None)
-    x = torch.zeros(tuple(input_shape), device=ref.device if ref is not None else None,
-                    dtype=ref.dtype if ref is not None else None)
+    x = torch.zeros(
+        tuple(input_shape), device=ref.device if ref is not None else None, dtype=ref.dtype if ref is not None else None
+    )
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -159,9 +265,11 @@ def count_cost(model: nn.Module, input_shape: Iterable[int]) -> CostReport:
         elif name == root:
             continue
         else:
-            key = name[len(root) + 1:] if name.startswith(root + ".") else name
+            key = name[len(root) + 1 :] if name.startswith(root + ".") else name
         modules[key] = _to_count(per_op)
-    uncounted = sorted(_op_name(op) for op in seen if op not in ELEMENTWISE_FORMULAS and op not in MAC_OPS and op not in FREE_OPS)
+    uncounted = sorted(
+        _op_name(op) for op in seen if op not in ELEMENTWISE_FORMULAS and op not in MAC_OPS and op not in FREE_OPS
+    )
     return CostReport(input_shape, modules.get("", OpCount()), modules, uncounted)
 
 

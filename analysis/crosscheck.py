@@ -6,6 +6,7 @@ through module hooks only (functional ``torch.sigmoid``, ``x * w`` and the resid
 invisible to it) and leaves ``total_ops``/``total_params`` buffers on every module, so it runs
 on a deep copy here.
 """
+
 import copy
 import logging
 import re

@@ -13,11 +13,12 @@ For a block input of shape (N, C, H, W) (counts below are per image; rows multip
 The gate scale row applies where the gate is ``ScaledSigmoid`` (always for salient/ssa;
 for se only after ``init='identity'``): one multiply per gate element.
 """
+
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from torch import nn
 from timm.layers.squeeze_excite import SEModule
+from torch import nn
 
 from salient_timm import SalientBlock, ScaledSigmoid, SSABlock, attention_modules
 
@@ -47,12 +48,22 @@ def _salient(m: SalientBlock, c: int, h: int, w: int) -> BlockFormula:
     hw, chw = h * w, c * h * w
     if m.impl == "sum":  # the same C·H·W multiply-adds, as an elementwise multiply and a channel sum
         return BlockFormula(
-            params=c + 2, seed_params=c, seed_cost=chw, macs=0, elementwise=2 * chw + 3 * hw + chw,
-            seed_cost_text="C·H·W", full_text="ops 2·C·H·W (w·x, channel sum) + 3·H·W (BN, sigmoid, scale) "
-                                               "+ C·H·W (multiply)")
+            params=c + 2,
+            seed_params=c,
+            seed_cost=chw,
+            macs=0,
+            elementwise=2 * chw + 3 * hw + chw,
+            seed_cost_text="C·H·W",
+            full_text="ops 2·C·H·W (w·x, channel sum) + 3·H·W (BN, sigmoid, scale) + C·H·W (multiply)",
+        )
     return BlockFormula(
-        params=c + 2, seed_params=c, seed_cost=chw, macs=chw, elementwise=3 * hw + chw,
-        seed_cost_text="C·H·W", full_text="MAC C·H·W; ops 3·H·W (BN, sigmoid, scale) + C·H·W (multiply)",
+        params=c + 2,
+        seed_params=c,
+        seed_cost=chw,
+        macs=chw,
+        elementwise=3 * hw + chw,
+        seed_cost_text="C·H·W",
+        full_text="MAC C·H·W; ops 3·H·W (BN, sigmoid, scale) + C·H·W (multiply)",
     )
 
 
@@ -60,12 +71,22 @@ def _ssa(m: SSABlock, c: int, h: int, w: int) -> BlockFormula:
     hw, chw = h * w, c * h * w
     if m.impl in ("gemv", "fused"):
         return BlockFormula(
-            params=2, seed_params=None, seed_cost=None, macs=chw, elementwise=2 * chw + c + 3 * hw,
-            seed_cost_text="-", full_text="MAC C·H·W ((GAP/C)·x); ops 2·C·H·W (GAP, multiply) + C (1/C) "
-                                          "+ 3·H·W (BN, sigmoid, scale)")
+            params=2,
+            seed_params=None,
+            seed_cost=None,
+            macs=chw,
+            elementwise=2 * chw + c + 3 * hw,
+            seed_cost_text="-",
+            full_text="MAC C·H·W ((GAP/C)·x); ops 2·C·H·W (GAP, multiply) + C (1/C) + 3·H·W (BN, sigmoid, scale)",
+        )
     return BlockFormula(
-        params=2, seed_params=None, seed_cost=None, macs=0, elementwise=4 * chw + 3 * hw,
-        seed_cost_text="-", full_text="ops 4·C·H·W (GAP, GAP·x, mean_c, multiply) + 3·H·W (BN, sigmoid, scale)",
+        params=2,
+        seed_params=None,
+        seed_cost=None,
+        macs=0,
+        elementwise=4 * chw + 3 * hw,
+        seed_cost_text="-",
+        full_text="ops 4·C·H·W (GAP, GAP·x, mean_c, multiply) + 3·H·W (BN, sigmoid, scale)",
     )
 
 
@@ -75,8 +96,11 @@ def _se(m: SEModule, c: int, h: int, w: int) -> BlockFormula:
     scale = c if isinstance(m.gate, ScaledSigmoid) else 0
     biases = sum(fc.bias.numel() for fc in (m.fc1, m.fc2) if fc.bias is not None)
     return BlockFormula(
-        params=2 * c * r + biases, seed_params=c * c // 8, seed_cost=c * c // 8 + chw,
-        macs=2 * c * r, elementwise=2 * chw + r + c + scale,
+        params=2 * c * r + biases,
+        seed_params=c * c // 8,
+        seed_cost=c * c // 8 + chw,
+        macs=2 * c * r,
+        elementwise=2 * chw + r + c + scale,
         seed_cost_text="C·C/8 + C·H·W",
         full_text="MAC 2·C·C_r (C_r = fc1 width); ops 2·C·H·W (pool, multiply) + C_r (ReLU) + C (sigmoid)"
         + (" + C (scale)" if scale else ""),
@@ -98,8 +122,11 @@ def attention_input_shapes(model: nn.Module, input_shape: Tuple[int, ...]) -> Di
     shapes: Dict[str, Tuple[int, ...]] = {}
     handles = []
     for name, module in attention_modules(model):
-        handles.append(module.register_forward_pre_hook(
-            lambda mod, args, name=name: shapes.__setitem__(name, tuple(args[0].shape))))
+        handles.append(
+            module.register_forward_pre_hook(
+                lambda mod, args, name=name: shapes.__setitem__(name, tuple(args[0].shape))
+            )
+        )
     try:
         eval_forward(model, input_shape)
     finally:
@@ -140,9 +167,11 @@ class FormulaRow:
     def verdict(self) -> str:
         if self.formula is None:
             return "no formula"
-        ok = (self.formula.params == self.params_measured
-              and self.n * self.formula.macs == self.measured_macs
-              and self.n * self.formula.elementwise == self.measured_elementwise)
+        ok = (
+            self.formula.params == self.params_measured
+            and self.n * self.formula.macs == self.measured_macs
+            and self.n * self.formula.elementwise == self.measured_elementwise
+        )
         return "match" if ok else "MISMATCH"
 
     @property
@@ -153,7 +182,9 @@ class FormulaRow:
         return self.n * (self.formula.macs + self.formula.elementwise) - self.seed_cost
 
 
-def formula_rows(model: nn.Module, input_shape: Tuple[int, ...], report: Optional[CostReport] = None) -> List[FormulaRow]:
+def formula_rows(
+    model: nn.Module, input_shape: Tuple[int, ...], report: Optional[CostReport] = None
+) -> List[FormulaRow]:
     """One ``FormulaRow`` per attention block of ``model`` at ``input_shape`` (N, C, H, W)."""
     report = report or count_cost(model, input_shape)
     shapes = attention_input_shapes(model, input_shape)
@@ -161,10 +192,19 @@ def formula_rows(model: nn.Module, input_shape: Tuple[int, ...], report: Optiona
     for name, module in attention_modules(model):
         n, c, h, w = shapes[name]
         measured = report.module(name)
-        rows.append(FormulaRow(
-            block=name, stage=name.split(".")[0], kind=type(module).__name__, n=n, c=c, h=h, w=w,
-            params_measured=sum(p.numel() for p in module.parameters()),
-            formula=formula_for(module, c, h, w),
-            measured_macs=measured.macs, measured_elementwise=measured.elementwise,
-        ))
+        rows.append(
+            FormulaRow(
+                block=name,
+                stage=name.split(".")[0],
+                kind=type(module).__name__,
+                n=n,
+                c=c,
+                h=h,
+                w=w,
+                params_measured=sum(p.numel() for p in module.parameters()),
+                formula=formula_for(module, c, h, w),
+                measured_macs=measured.macs,
+                measured_elementwise=measured.elementwise,
+            )
+        )
     return rows

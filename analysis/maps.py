@@ -11,12 +11,12 @@ Statistics are read against each gate's neutral value ``gate(0)`` (0.5 for the s
 doing nothing, ``rel std`` (std / mean) how much it modulates the features from pixel to pixel
 (or channel to channel for SE), whatever the gate's scale.
 """
+
 import math
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -25,12 +25,23 @@ from torch import nn
 
 from salient_timm import capture_gates
 from salient_timm.blocks import ScaledSigmoid
-from salient_timm.gates import gate_neutrals
-from salient_timm.surgery import attention_modules
 from salient_timm.errors import SalientError
+from salient_timm.extras import require
+from salient_timm.gates import gate_neutrals
+from salient_timm.spec import ModelSpec
+from salient_timm.surgery import attention_modules
+from salient_timm.weights import CheckpointError, load_checkpoint, read_state_dict
 
-__all__ = ["PANEL_INCHES", "load_for_maps", "read_images", "gate_stats", "gate_variation", "stage_blocks", "draw_maps",
-           "MapsError"]
+__all__ = [
+    "PANEL_INCHES",
+    "load_for_maps",
+    "read_images",
+    "gate_stats",
+    "gate_variation",
+    "stage_blocks",
+    "draw_maps",
+    "MapsError",
+]
 
 PANEL_INCHES = 2.4  # every panel is PANEL_INCHES square: a figure is (1 + blocks) x images panels
 
@@ -39,38 +50,36 @@ class MapsError(SalientError, ValueError):
     """Bad input for the maps command (no gates, unreadable image, non-spatial gates in a picture)."""
 
 
-def load_for_maps(model_name: Optional[str], checkpoint: Optional[str]) -> Tuple[nn.Module, dict]:
-    """Model in eval mode and its data config, from a salient-train checkpoint, a weights file, or timm alone."""
-    from salient_timm.train.checkpoint import load_checkpoint
-    from salient_timm.weights import CheckpointError, read_state_dict
-    from salient_timm.train.model import _local_overlay, load_trained
-
+def load_for_maps(spec: Optional[ModelSpec], checkpoint: Optional[str]) -> Tuple[nn.Module, dict]:
+    """Model in eval mode and its data config (with a ``label``), from a salient-train checkpoint (its own
+    options), a weights file loaded into ``spec``'s model, or ``spec`` alone."""
     if checkpoint:
         read_state_dict(checkpoint)  # unreadable files fail here, with the reason, whatever --model says
         try:
             trained = "args" in load_checkpoint(checkpoint)
         except CheckpointError:
-            trained = False  # a plain weights file: timm reads it below
+            trained = False  # a plain weights file: built into spec's model below
         if trained:
-            model, config = load_trained(checkpoint)
-            if model_name and model_name != config["model"]:
-                raise MapsError(f"--model {model_name} does not match the checkpoint's model {config['model']}")
-            return model, config
-        if not model_name:
+            run_spec, model, config = ModelSpec.from_checkpoint(checkpoint)
+            if spec is not None and spec.model != run_spec.model:
+                raise MapsError(f"--model {spec.model} does not match the checkpoint's model {run_spec.model}")
+            return model, {**config, "model": run_spec.model, "label": run_spec.label}
+        if spec is None:
             raise MapsError("--model is needed with a weights file that is not a salient-train checkpoint")
-        model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=_local_overlay(checkpoint, model_name))
-    else:
-        if not model_name:
-            raise MapsError("give --model, --checkpoint, or both")
-        model = timm.create_model(model_name)
-    return model.eval(), resolve_data_config({}, model=model)
+        spec = spec.replace(pretrained=checkpoint)
+    if spec is None:
+        raise MapsError("give --model, --checkpoint, or both")
+    model = spec.build().eval()
+    return model, {**resolve_data_config({}, model=model), "model": spec.model, "label": spec.label}
 
 
 def read_images(paths: Sequence[str], config: dict) -> Tuple[torch.Tensor, List[np.ndarray]]:
     """Batch (N, C, H, W) preprocessed as the model expects, and each image as the model sees it (H, W[, 3]) in 0..1."""
     chans = config["input_size"][0]
-    transform = create_transform(**{k: config[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation")
-                                    if k in config}, is_training=False)
+    transform = create_transform(
+        **{k: config[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation") if k in config},
+        is_training=False,
+    )
     tensors = []
     for path in paths:
         try:
@@ -108,11 +117,24 @@ def gate_stats(gates: Dict[str, torch.Tensor], image_names: Sequence[str], neutr
     for i, image in enumerate(image_names):
         for block, g in gates.items():
             w, n = g[i], neutral[block]
-            mean, std = float(w.mean()), float(_spread(g[i:i + 1])[0])
-            rows.append({"image": image, "block": block, "kind": "spatial" if w.shape[0] == 1 else "channel",
-                         "shape": "x".join(map(str, w.shape)), "neutral": n, "min": float(w.min()), "mean": mean,
-                         "max": float(w.max()), "std": std, "rel std": std / mean if mean > 0 else 0.0,
-                         "mean dev": mean - n, "mean |dev|": float((w - n).abs().mean()), "entropy": _entropy(w)})
+            mean, std = float(w.mean()), float(_spread(g[i : i + 1])[0])
+            rows.append(
+                {
+                    "image": image,
+                    "block": block,
+                    "kind": "spatial" if w.shape[0] == 1 else "channel",
+                    "shape": "x".join(map(str, w.shape)),
+                    "neutral": n,
+                    "min": float(w.min()),
+                    "mean": mean,
+                    "max": float(w.max()),
+                    "std": std,
+                    "rel std": std / mean if mean > 0 else 0.0,
+                    "mean dev": mean - n,
+                    "mean |dev|": float((w - n).abs().mean()),
+                    "entropy": _entropy(w),
+                }
+            )
     return rows
 
 
@@ -133,8 +155,13 @@ def gate_variation(model: nn.Module, batches: Iterable[torch.Tensor]) -> Dict[st
                 for block, g in gates.items():
                     mean = g.flatten(1).mean(1)
                     std = _spread(g)
-                    row = torch.stack([std.sum(), (std / mean.clamp_min(1e-12)).sum(),
-                                       (g - neutral[block]).abs().flatten(1).mean(1).sum()])
+                    row = torch.stack(
+                        [
+                            std.sum(),
+                            (std / mean.clamp_min(1e-12)).sum(),
+                            (g - neutral[block]).abs().flatten(1).mean(1).sum(),
+                        ]
+                    )
                     sums[block] = sums.get(block, 0) + row.double()
                 count += x.shape[0]
     finally:
@@ -155,11 +182,20 @@ def _gate_range(model: nn.Module, name: str) -> float:
     return float(gate.scale) if isinstance(gate, ScaledSigmoid) else 1.0
 
 
-def draw_maps(model: nn.Module, batch: torch.Tensor, views: List[np.ndarray], names: Sequence[str], out: str,
-              all_blocks: bool = False, dpi: int = 100, title: str = "") -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Forward ``batch``, capture the gates, draw the figure to ``out`` (.png or .pdf); return gates and blocks drawn."""
-    import matplotlib
+def draw_maps(
+    model: nn.Module,
+    batch: torch.Tensor,
+    views: List[np.ndarray],
+    names: Sequence[str],
+    out: str,
+    all_blocks: bool = False,
+    dpi: int = 100,
+    title: str = "",
+) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Forward ``batch``, capture the gates, draw the figure to ``out`` (.png or .pdf).
 
+    Returns the gates and the blocks drawn."""
+    matplotlib = require("matplotlib", "plot", "the maps figure")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -169,8 +205,10 @@ def draw_maps(model: nn.Module, batch: torch.Tensor, views: List[np.ndarray], na
     blocks = list(gates) if all_blocks else stage_blocks(list(gates))
     flat = [b for b in blocks if gates[b].shape[1] != 1]
     if flat:
-        raise MapsError(f"{flat[0]} gates channels ({'x'.join(map(str, gates[flat[0]].shape[1:]))}), not pixels: "
-                        "no spatial map to draw; use --format json for its statistics")
+        raise MapsError(
+            f"{flat[0]} gates channels ({'x'.join(map(str, gates[flat[0]].shape[1:]))}), not pixels: "
+            "no spatial map to draw; use --format json for its statistics"
+        )
     rows, cols = len(views), 1 + len(blocks)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES), squeeze=False)
     cmap_img = "gray" if views[0].ndim == 2 else None
@@ -178,14 +216,17 @@ def draw_maps(model: nn.Module, batch: torch.Tensor, views: List[np.ndarray], na
         axes[r][0].imshow(view, cmap=cmap_img, vmin=0, vmax=1)
         axes[r][0].set_title(os.path.basename(names[r]), fontsize=7)
         for c, block in enumerate(blocks, start=1):
-            g = gates[block][r:r + 1]
+            g = gates[block][r : r + 1]
             up = F.interpolate(g, size=view.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
             ax = axes[r][c]
             ax.imshow(view, cmap=cmap_img, vmin=0, vmax=1)
             im = ax.imshow(up, cmap="jet", alpha=0.5, vmin=0, vmax=_gate_range(model, block))
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
-            ax.set_title(f"{block} ({g.shape[2]}x{g.shape[3]})\nmin {g.min():.2f} mean {g.mean():.2f} max {g.max():.2f}"
-                         f" | neutral {neutral[block]:g}", fontsize=6)
+            ax.set_title(
+                f"{block} ({g.shape[2]}x{g.shape[3]})\nmin {g.min():.2f} mean {g.mean():.2f} max {g.max():.2f}"
+                f" | neutral {neutral[block]:g}",
+                fontsize=6,
+            )
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -1,5 +1,8 @@
 """Figure for ``salient-analyze profile --plot``: per-block shares (FLOPs, bytes, time) and a roofline scatter."""
+
 from typing import List, Optional
+
+from salient_timm.extras import require
 
 from .profiling import ModelProfile
 from .timing import Peaks
@@ -21,25 +24,32 @@ def _shares(profile: ModelProfile, names: List[str], metric: str) -> List[float]
 
 def plot_profile(profiles: List[ModelProfile], peaks: Optional[Peaks], path: str, dpi: int = 100) -> None:
     """Left: each residual block's share of the step, base vs variant, per metric. Right: roofline."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plot", "the profile figure")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     base, variant = profiles[0], profiles[-1]
     blocks = [s.name for s in variant.scopes if s.kind == "block"]
-    fig, axes = plt.subplots(len(METRICS), 2, figsize=(14, 3.2 * len(METRICS)),
-                             gridspec_kw={"width_ratios": [2.2, 1]}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(METRICS), 2, figsize=(14, 3.2 * len(METRICS)), gridspec_kw={"width_ratios": [2.2, 1]}, squeeze=False
+    )
     xs = range(len(blocks))
     for row, (metric, title) in enumerate(METRICS):
         ax = axes[row][0]
         width = 0.4
         ax.bar([x - width / 2 for x in xs], _shares(base, blocks, metric), width, label=base.label, color="#999999")
-        ax.bar([x + width / 2 for x in xs], _shares(variant, blocks, metric), width, label=variant.label, color="#d95f02")
+        ax.bar(
+            [x + width / 2 for x in xs], _shares(variant, blocks, metric), width, label=variant.label, color="#d95f02"
+        )
         slot_of = {s.name.rsplit(".", 1)[0]: s.name for s in variant.scopes if s.kind == "attention"}
         if slot_of:  # drawn over the variant's bar: the part of the block that is its attention slot
-            ax.bar([x + width / 2 for x in xs], _shares(variant, [slot_of.get(b, "") for b in blocks], metric), width,
-                   label="its attention slot", color="#1b9e77")
+            ax.bar(
+                [x + width / 2 for x in xs],
+                _shares(variant, [slot_of.get(b, "") for b in blocks], metric),
+                width,
+                label="its attention slot",
+                color="#1b9e77",
+            )
         ax.set_ylabel(f"% of step {title}")
         ax.set_xticks(list(xs))
         ax.set_xticklabels(blocks, rotation=45, ha="right", fontsize=7)
@@ -51,14 +61,25 @@ def plot_profile(profiles: List[ModelProfile], peaks: Optional[Peaks], path: str
         for kind, marker in (("block", "o"), ("attention", "^")):
             chosen = [s for s in points if s.kind == kind]
             if chosen:
-                ax.scatter([s.intensity for s in chosen], [s.flops / s.seconds / 1e9 for s in chosen], color=color,
-                           marker=marker, label=f"{profile.label} {kind}s", s=18)
+                ax.scatter(
+                    [s.intensity for s in chosen],
+                    [s.flops / s.seconds / 1e9 for s in chosen],
+                    color=color,
+                    marker=marker,
+                    label=f"{profile.label} {kind}s",
+                    s=18,
+                )
     if peaks is not None:
         import numpy as np
 
         grid = np.logspace(-2, 3, 100)
-        ax.plot(grid, np.minimum(peaks.flops_per_s, grid * peaks.bytes_per_s) / 1e9, "k--", lw=1,
-                label="roofline (measured peaks)")
+        ax.plot(
+            grid,
+            np.minimum(peaks.flops_per_s, grid * peaks.bytes_per_s) / 1e9,
+            "k--",
+            lw=1,
+            label="roofline (measured peaks)",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("FLOP / byte")

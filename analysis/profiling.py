@@ -12,6 +12,7 @@ For a model spec and its base (the same model without ``--attn``):
 
 Shares are of the variant's whole step: its total counted FLOPs, bytes, saved bytes and the measured step time.
 """
+
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
@@ -20,8 +21,8 @@ from torch import nn
 
 from salient_timm import attention_modules, find_residual_blocks
 
-from .render import Report, Table
 from .crosscheck import available_memory, real_forward_bytes
+from .render import Report, Table
 from .spec import ModelSpec, SpecError
 from .timing import Peaks, Timing, device_peaks, peak_step_bytes, time_modules
 from .traffic import TrafficReport, count_traffic
@@ -84,9 +85,11 @@ def _stage_of(child: str) -> str:
 
 def _scope_names(model: nn.Module) -> Dict[str, List[str]]:
     """Modules to time: top-level children (grouped into stages later), residual blocks, attention slots."""
-    return {"children": [n for n, _ in model.named_children()],
-            "blocks": [b.name for b in find_residual_blocks(model)],
-            "attention": [n for n, _ in attention_modules(model)]}
+    return {
+        "children": [n for n, _ in model.named_children()],
+        "blocks": [b.name for b in find_residual_blocks(model)],
+        "attention": [n for n, _ in attention_modules(model)],
+    }
 
 
 def _count(traffic: TrafficReport, name: str, train: bool) -> Tuple[int, int, int]:
@@ -123,7 +126,9 @@ def _scopes(label: str, model: nn.Module, traffic: TrafficReport, timings: Dict,
     for kind in ("blocks", "attention"):
         for name in names[kind]:
             seconds, spread = _timed(timings, label, name, train)
-            scopes.append(ScopeCost(name, kind.rstrip("s"), *_count(traffic, name, train), seconds=seconds, spread=spread))
+            scopes.append(
+                ScopeCost(name, kind.rstrip("s"), *_count(traffic, name, train), seconds=seconds, spread=spread)
+            )
     step, spread = _timed(timings, label, "", train)
     scopes.append(ScopeCost("total", "total", *total, seconds=step, spread=spread))
     return scopes
@@ -134,9 +139,11 @@ def _check_fits(meta_model: nn.Module, spec: ModelSpec, device: torch.device, tr
     need = real_forward_bytes(meta_model, spec.input_shape) * (3 if train else 1)  # + saved tensors and gradients
     have = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
     if have is not None and need > have:
-        raise SpecError(f"measuring at input {'x'.join(map(str, spec.input_shape))} needs up to {need / 1e9:.1f} GB, "
-                        f"more than the {have / 1e9:.1f} GB free on {device}; lower --batch-size or --input-size, "
-                        "or count only with --no-measure")
+        raise SpecError(
+            f"measuring at input {'x'.join(map(str, spec.input_shape))} needs up to {need / 1e9:.1f} GB, "
+            f"more than the {have / 1e9:.1f} GB free on {device}; lower --batch-size or --input-size, "
+            "or count only with --no-measure"
+        )
 
 
 def profile_models(spec: ModelSpec, options: ProfileOptions) -> Tuple[List[ModelProfile], Optional[Peaks]]:
@@ -162,7 +169,9 @@ def profile_models(spec: ModelSpec, options: ProfileOptions) -> Tuple[List[Model
     for s in specs:
         scopes = _scopes(s.label, built[s.label], traffic[s.label], timings, options.train)
         total = scopes[-1]
-        profiles.append(ModelProfile(s.label, traffic[s.label], scopes, total.seconds, total.spread, peaks_bytes[s.label]))
+        profiles.append(
+            ModelProfile(s.label, traffic[s.label], scopes, total.seconds, total.spread, peaks_bytes[s.label])
+        )
     return profiles, peaks
 
 
@@ -186,15 +195,30 @@ def _attention_rows(variant: ModelProfile, peaks: Optional[Peaks]) -> List[dict]
     total = variant.total
     rows = []
     attention = [s for s in variant.scopes if s.kind == "attention"]
-    summed = ScopeCost("all attention", "attention", sum(s.flops for s in attention), sum(s.bytes for s in attention),
-                       sum(s.saved for s in attention),
-                       seconds=sum(s.seconds for s in attention) if attention and all(s.seconds for s in attention) else None)
+    summed = ScopeCost(
+        "all attention",
+        "attention",
+        sum(s.flops for s in attention),
+        sum(s.bytes for s in attention),
+        sum(s.saved for s in attention),
+        seconds=sum(s.seconds for s in attention) if attention and all(s.seconds for s in attention) else None,
+    )
     for s in attention + ([summed] if attention else []):
-        rows.append({
-            "block": s.name, "FLOPs": s.flops, "% FLOPs": _pct(s.flops, total.flops), "MB moved": s.bytes / 1e6,
-            "% bytes": _pct(s.bytes, total.bytes), "saved MB": s.saved / 1e6, "% saved": _pct(s.saved, total.saved),
-            "ms": _ms(s.seconds), "% time": _pct(s.seconds, total.seconds), "FLOP/B": s.intensity,
-            "roofline ms": _ms(peaks.roofline_s(s.flops, s.bytes)) if peaks else None})
+        rows.append(
+            {
+                "block": s.name,
+                "FLOPs": s.flops,
+                "% FLOPs": _pct(s.flops, total.flops),
+                "MB moved": s.bytes / 1e6,
+                "% bytes": _pct(s.bytes, total.bytes),
+                "saved MB": s.saved / 1e6,
+                "% saved": _pct(s.saved, total.saved),
+                "ms": _ms(s.seconds),
+                "% time": _pct(s.seconds, total.seconds),
+                "FLOP/B": s.intensity,
+                "roofline ms": _ms(peaks.roofline_s(s.flops, s.bytes)) if peaks else None,
+            }
+        )
     return rows
 
 
@@ -204,18 +228,29 @@ def _side_by_side(base: ModelProfile, variant: ModelProfile, kind: str, peaks: O
         if v.kind not in kind:
             continue
         b = base.scope(v.name) or ScopeCost(v.name, v.kind, 0, 0, 0)
-        rows.append({
-            "scope": v.name, "GFLOPs base": b.flops / 1e9, "GFLOPs variant": v.flops / 1e9,
-            "MB moved base": b.bytes / 1e6, "MB moved variant": v.bytes / 1e6,
-            "saved MB base": b.saved / 1e6, "saved MB variant": v.saved / 1e6,
-            "ms base": _ms(b.seconds), "ms variant": _ms(v.seconds),
-            "x time": v.seconds / b.seconds if v.seconds and b.seconds else None,
-            "roofline ms variant": _ms(peaks.roofline_s(v.flops, v.bytes)) if peaks else None})
+        rows.append(
+            {
+                "scope": v.name,
+                "GFLOPs base": b.flops / 1e9,
+                "GFLOPs variant": v.flops / 1e9,
+                "MB moved base": b.bytes / 1e6,
+                "MB moved variant": v.bytes / 1e6,
+                "saved MB base": b.saved / 1e6,
+                "saved MB variant": v.saved / 1e6,
+                "ms base": _ms(b.seconds),
+                "ms variant": _ms(v.seconds),
+                "x time": v.seconds / b.seconds if v.seconds and b.seconds else None,
+                "roofline ms variant": _ms(peaks.roofline_s(v.flops, v.bytes)) if peaks else None,
+            }
+        )
     return rows
 
 
-def profile_report(spec: ModelSpec, options: ProfileOptions = ProfileOptions(),
-                   measured: Optional[Tuple[List[ModelProfile], Optional[Peaks]]] = None) -> Report:
+def profile_report(
+    spec: ModelSpec,
+    options: ProfileOptions = ProfileOptions(),
+    measured: Optional[Tuple[List[ModelProfile], Optional[Peaks]]] = None,
+) -> Report:
     """Tables: attention blocks (shares of the step), stages and blocks base vs variant, step totals.
 
     ``measured``: ``profile_models(spec, options)``'s result when the caller already has it (e.g. for a plot).
@@ -226,30 +261,105 @@ def profile_report(spec: ModelSpec, options: ProfileOptions = ProfileOptions(),
     shape = "x".join(map(str, spec.input_shape))
     tables = []
     if variant is not base:
-        tables.append(Table(f"Attention blocks of {variant.label}: share of the {what} at {shape}",
-                            ["block", "FLOPs", "% FLOPs", "MB moved", "% bytes", "saved MB", "% saved", "ms",
-                             "% time", "FLOP/B", "roofline ms"], _attention_rows(variant, peaks)))
-    tables.append(Table(f"Stages, {base.label} -> {variant.label} (rows add up to the total)",
-                        ["scope", "GFLOPs base", "GFLOPs variant", "MB moved base", "MB moved variant", "saved MB base",
-                         "saved MB variant", "ms base", "ms variant", "x time", "roofline ms variant"],
-                        _side_by_side(base, variant, ("stage", "total"), peaks)))
-    tables.append(Table(f"Residual blocks, {base.label} -> {variant.label}",
-                        ["scope", "GFLOPs base", "GFLOPs variant", "MB moved base", "MB moved variant", "saved MB base",
-                         "saved MB variant", "ms base", "ms variant", "x time", "roofline ms variant"],
-                        _side_by_side(base, variant, ("block",), peaks)))
+        tables.append(
+            Table(
+                f"Attention blocks of {variant.label}: share of the {what} at {shape}",
+                [
+                    "block",
+                    "FLOPs",
+                    "% FLOPs",
+                    "MB moved",
+                    "% bytes",
+                    "saved MB",
+                    "% saved",
+                    "ms",
+                    "% time",
+                    "FLOP/B",
+                    "roofline ms",
+                ],
+                _attention_rows(variant, peaks),
+            )
+        )
+    tables.append(
+        Table(
+            f"Stages, {base.label} -> {variant.label} (rows add up to the total)",
+            [
+                "scope",
+                "GFLOPs base",
+                "GFLOPs variant",
+                "MB moved base",
+                "MB moved variant",
+                "saved MB base",
+                "saved MB variant",
+                "ms base",
+                "ms variant",
+                "x time",
+                "roofline ms variant",
+            ],
+            _side_by_side(base, variant, ("stage", "total"), peaks),
+        )
+    )
+    tables.append(
+        Table(
+            f"Residual blocks, {base.label} -> {variant.label}",
+            [
+                "scope",
+                "GFLOPs base",
+                "GFLOPs variant",
+                "MB moved base",
+                "MB moved variant",
+                "saved MB base",
+                "saved MB variant",
+                "ms base",
+                "ms variant",
+                "x time",
+                "roofline ms variant",
+            ],
+            _side_by_side(base, variant, ("block",), peaks),
+        )
+    )
     step_rows = []
     for p in profiles:
-        units = timm_units(p.traffic) if not options.train else timm_units(count_traffic(
-            (replace(spec, attn="none") if p is base else spec).build("meta"), spec.input_shape, train=False))
-        step_rows.append({"model": p.label, "GFLOPs": p.total.flops / 1e9, "MB moved": p.total.bytes / 1e6,
-                          "saved MB": p.total.saved / 1e6,
-                          "peak MB (measured)": p.peak_bytes / 1e6 if p.peak_bytes is not None else None,
-                          "step ms": _ms(p.step_seconds),
-                          "min-max ms": f"{1e3 * p.step_spread[0]:.1f}-{1e3 * p.step_spread[1]:.1f}" if p.step_spread else None,
-                          "x base time": p.step_seconds / base.step_seconds if p.step_seconds and base.step_seconds else None,
-                          **units})
-    tables.append(Table(f"Whole {what}", ["model", "GFLOPs", "MB moved", "saved MB", "peak MB (measured)", "step ms",
-                                          "min-max ms", "x base time", "infer_gmacs", "infer_macts"], step_rows))
+        units = (
+            timm_units(p.traffic)
+            if not options.train
+            else timm_units(
+                count_traffic(
+                    (replace(spec, attn="none") if p is base else spec).build("meta"), spec.input_shape, train=False
+                )
+            )
+        )
+        step_rows.append(
+            {
+                "model": p.label,
+                "GFLOPs": p.total.flops / 1e9,
+                "MB moved": p.total.bytes / 1e6,
+                "saved MB": p.total.saved / 1e6,
+                "peak MB (measured)": p.peak_bytes / 1e6 if p.peak_bytes is not None else None,
+                "step ms": _ms(p.step_seconds),
+                "min-max ms": f"{1e3 * p.step_spread[0]:.1f}-{1e3 * p.step_spread[1]:.1f}" if p.step_spread else None,
+                "x base time": p.step_seconds / base.step_seconds if p.step_seconds and base.step_seconds else None,
+                **units,
+            }
+        )
+    tables.append(
+        Table(
+            f"Whole {what}",
+            [
+                "model",
+                "GFLOPs",
+                "MB moved",
+                "saved MB",
+                "peak MB (measured)",
+                "step ms",
+                "min-max ms",
+                "x base time",
+                "infer_gmacs",
+                "infer_macts",
+            ],
+            step_rows,
+        )
+    )
     notes = [
         "counted on the meta device with the code that runs (the fused gate's own ops in training); bytes = every "
         "tensor input (distinct elements) and output of every op at its dtype, views excluded; saved = storages "
@@ -259,11 +369,15 @@ def profile_report(spec: ModelSpec, options: ProfileOptions = ProfileOptions(),
         "ActivationCountAnalysis: outputs of conv/linear/matmul)",
     ]
     if options.measure:
-        notes.append(f"measured on {options.device} (fp32, contiguous NCHW): {options.repeats} repeats after "
-                     f"{options.warmup} warm-up, base "
-                     "and variant interleaved; stage, block and gate times each in isolation on the input seen in a "
-                     "real forward (so they need not add up to the step)")
+        notes.append(
+            f"measured on {options.device} (fp32, contiguous NCHW): {options.repeats} repeats after "
+            f"{options.warmup} warm-up, base "
+            "and variant interleaved; stage, block and gate times each in isolation on the input seen in a "
+            "real forward (so they need not add up to the step)"
+        )
         if peaks is not None:
-            notes.append(f"roofline: peak {peaks.flops_per_s / 1e9:.1f} GFLOP/s (fp32 matmul), "
-                         f"{peaks.bytes_per_s / 1e9:.1f} GB/s (copy){'' if peaks.measured else ', as given'}")
+            notes.append(
+                f"roofline: peak {peaks.flops_per_s / 1e9:.1f} GFLOP/s (fp32 matmul), "
+                f"{peaks.bytes_per_s / 1e9:.1f} GB/s (copy){'' if peaks.measured else ', as given'}"
+            )
     return Report("profile", tables, None, notes)

@@ -10,6 +10,7 @@ Numbers are JSON numbers (ints for counts); absent values are null.
 CSV prints each table as a header row plus rows, tables separated by a blank line,
 each preceded by a ``# title`` line.
 """
+
 import csv
 import io
 import json
@@ -54,12 +55,24 @@ def _cell(value: Any) -> Any:
 def render(report: Report, fmt: str) -> str:
     """Render ``report`` as ``fmt`` (one of ``FORMATS``)."""
     if fmt == "json":
-        return json.dumps({
-            "schema": SCHEMA_VERSION, "command": report.command, "convention": report.convention,
-            "tables": [{"title": t.title, "columns": list(t.columns),
-                        "rows": [{c: r.get(c) for c in t.columns} for r in t.rows]} for t in report.tables],
-            "notes": report.notes,
-        }, indent=2, ensure_ascii=False)
+        return json.dumps(
+            {
+                "schema": SCHEMA_VERSION,
+                "command": report.command,
+                "convention": report.convention,
+                "tables": [
+                    {
+                        "title": t.title,
+                        "columns": list(t.columns),
+                        "rows": [{c: r.get(c) for c in t.columns} for r in t.rows],
+                    }
+                    for t in report.tables
+                ],
+                "notes": report.notes,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
     if fmt == "csv":
         buf = io.StringIO()
         for i, t in enumerate(report.tables):
@@ -75,9 +88,13 @@ def render(report: Report, fmt: str) -> str:
     style = "github" if fmt == "markdown" else "simple"
     parts = []
     for t in report.tables:
-        body = tabulate([[_cell(r.get(c)) for c in t.columns] for r in t.rows], headers=list(t.columns),
-                        tablefmt=style, disable_numparse=True,
-                        colalign=["left"] + ["right"] * (len(t.columns) - 1) if fmt == "table" else None)
+        body = tabulate(
+            [[_cell(r.get(c)) for c in t.columns] for r in t.rows],
+            headers=list(t.columns),
+            tablefmt=style,
+            disable_numparse=True,
+            colalign=["left"] + ["right"] * (len(t.columns) - 1) if fmt == "table" else None,
+        )
         parts.append((f"### {t.title}\n\n" if fmt == "markdown" else f"{t.title}\n") + body)
     footer = ([f"Convention: {report.convention}"] if report.convention else []) + list(report.notes)
     if footer:

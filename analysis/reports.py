@@ -1,4 +1,5 @@
 """Library functions behind each ``salient-analyze`` command: they build models and return ``Report`` data."""
+
 from dataclasses import replace
 from typing import Callable, Iterable, List, Optional
 
@@ -16,12 +17,21 @@ from .size import measure_size
 from .spec import ModelSpec
 from .traffic import TrafficReport, TrainCountError, count_traffic
 
-__all__ = ["CONVENTION", "params_report", "flops_report", "size_report", "compare_report", "formula_report",
-           "reproduce_report"]
+__all__ = [
+    "CONVENTION",
+    "params_report",
+    "flops_report",
+    "size_report",
+    "compare_report",
+    "formula_report",
+    "reproduce_report",
+]
 
-CONVENTION = ("MACs = conv/linear multiply-accumulates (bias adds not counted); elementwise = 1 op per output "
-              "element of BN, activations, sigmoid, multiply, add, 1 per input element of mean/adaptive pooling, "
-              "k*k per output element of pooling windows; FLOPs = 2*MACs + elementwise. Eval mode, batch as given.")
+CONVENTION = (
+    "MACs = conv/linear multiply-accumulates (bias adds not counted); elementwise = 1 op per output "
+    "element of BN, activations, sigmoid, multiply, add, 1 per input element of mean/adaptive pooling, "
+    "k*k per output element of pooling windows; FLOPs = 2*MACs + elementwise. Eval mode, batch as given."
+)
 Progress = Optional[Callable[[str], None]]
 
 
@@ -51,13 +61,23 @@ def params_report(spec: ModelSpec) -> Report:
     variant = count_params(spec.build())
     base: ParamReport = count_params(_base(spec).build()) if spec.attn != "none" else variant
     b, v = _grouped(base.per_child), _grouped(variant.per_child)
-    rows = [{"part": part, "base": b.get(part, 0), "variant": v.get(part, 0), "added": v.get(part, 0) - b.get(part, 0)}
-            for part in STAGES if part in b or part in v]
-    rows.append({"part": "total", "base": base.params, "variant": variant.params, "added": variant.params - base.params})
-    notes = [f"model {spec.label}: {variant.attention_params:,} parameters in attention modules; "
-             f"{variant.buffers:,} buffer elements"]
-    return Report("params", [Table(f"Parameters: {_base(spec).label} -> {spec.label}", ["part", "base", "variant", "added"], rows)],
-                  notes=notes)
+    rows = [
+        {"part": part, "base": b.get(part, 0), "variant": v.get(part, 0), "added": v.get(part, 0) - b.get(part, 0)}
+        for part in STAGES
+        if part in b or part in v
+    ]
+    rows.append(
+        {"part": "total", "base": base.params, "variant": variant.params, "added": variant.params - base.params}
+    )
+    notes = [
+        f"model {spec.label}: {variant.attention_params:,} parameters in attention modules; "
+        f"{variant.buffers:,} buffer elements"
+    ]
+    return Report(
+        "params",
+        [Table(f"Parameters: {_base(spec).label} -> {spec.label}", ["part", "base", "variant", "added"], rows)],
+        notes=notes,
+    )
 
 
 def _cost_row(scope: str, count) -> dict:
@@ -77,35 +97,67 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
         for block in find_residual_blocks(model):
             rows.append(_cost_row(block.name, report.module(block.name)))
             rows += [_cost_row(name, report.module(name)) for b, name in attention.items() if b == block.name]
-    tables = [Table(f"Cost of {spec.label} at input {'x'.join(map(str, spec.input_shape))}",
-                    ["scope", "MACs", "elementwise", "FLOPs"], rows)]
+    tables = [
+        Table(
+            f"Cost of {spec.label} at input {'x'.join(map(str, spec.input_shape))}",
+            ["scope", "MACs", "elementwise", "FLOPs"],
+            rows,
+        )
+    ]
     notes = [f"ops not counted (no formula): {', '.join(report.uncounted_ops)}"] if report.uncounted_ops else []
     if crosscheck:
         need, have = real_forward_bytes(model, spec.input_shape), available_memory()
         if have is not None and need > have // 2:
             crosscheck = False
-            notes.append(f"fvcore / thop cross-check skipped: it runs a real forward, which at input "
-                         f"{'x'.join(map(str, spec.input_shape))} needs up to {need / 1e9:.1f} GB, more than half of "
-                         f"the {have / 1e9:.1f} GB available (counting itself allocates nothing)")
+            notes.append(
+                f"fvcore / thop cross-check skipped: it runs a real forward, which at input "
+                f"{'x'.join(map(str, spec.input_shape))} needs up to {need / 1e9:.1f} GB, more than half of "
+                f"the {have / 1e9:.1f} GB available (counting itself allocates nothing)"
+            )
     if crosscheck:
         real = spec.build(device="cpu")
         checks = [fvcore_count(real, spec.input_shape, report), thop_count(real, spec.input_shape, report)]
-        tables.append(Table("Other counters (their totals, and what they leave out)",
-                            ["library", "total", "unit", "vs our MACs", "ops missed", "missed ops"],
-                            [{"library": c.library, "total": c.total, "unit": c.unit,
-                              "vs our MACs": c.total - report.total.macs, "ops missed": c.missed_total,
-                              "missed ops": ", ".join(f"{op.replace('aten::', '')} {n:,}" for op, n in sorted(c.missed.items()))}
-                             for c in checks]))
-        notes += [f"{c.library} ignores {', '.join(op.replace('aten::', '') for op in sorted(c.missed))}: "
-                  f"{c.missed_total:,} ops" for c in checks if c.missed]
+        tables.append(
+            Table(
+                "Other counters (their totals, and what they leave out)",
+                ["library", "total", "unit", "vs our MACs", "ops missed", "missed ops"],
+                [
+                    {
+                        "library": c.library,
+                        "total": c.total,
+                        "unit": c.unit,
+                        "vs our MACs": c.total - report.total.macs,
+                        "ops missed": c.missed_total,
+                        "missed ops": ", ".join(
+                            f"{op.replace('aten::', '')} {n:,}" for op, n in sorted(c.missed.items())
+                        ),
+                    }
+                    for c in checks
+                ],
+            )
+        )
+        notes += [
+            f"{c.library} ignores {', '.join(op.replace('aten::', '') for op in sorted(c.missed))}: "
+            f"{c.missed_total:,} ops"
+            for c in checks
+            if c.missed
+        ]
     return Report("flops", tables, CONVENTION, notes)
 
 
 def _size_row(label: str, model: nn.Module) -> dict:
     s = measure_size(model)
-    return {"model": label, "params": s.params, "buffers": s.buffers, "fp32 bytes": s.bytes_at["fp32"],
-            "fp16 bytes": s.bytes_at["fp16"], "bf16 bytes": s.bytes_at["bf16"], "fp32 MB": s.bytes_at["fp32"] / 1e6,
-            "torch.save bytes": s.torch_save_bytes, "safetensors bytes": s.safetensors_bytes}
+    return {
+        "model": label,
+        "params": s.params,
+        "buffers": s.buffers,
+        "fp32 bytes": s.bytes_at["fp32"],
+        "fp16 bytes": s.bytes_at["fp16"],
+        "bf16 bytes": s.bytes_at["bf16"],
+        "fp32 MB": s.bytes_at["fp32"] / 1e6,
+        "torch.save bytes": s.torch_save_bytes,
+        "safetensors bytes": s.safetensors_bytes,
+    }
 
 
 def size_report(spec: ModelSpec) -> Report:
@@ -114,10 +166,22 @@ def size_report(spec: ModelSpec) -> Report:
     if spec.attn != "none":
         rows.insert(0, _size_row(_base(spec).label, _base(spec).build()))
         rows.append({"model": "added", **{k: rows[1][k] - rows[0][k] for k in rows[0] if k != "model"}})
-    cols = ["model", "params", "buffers", "fp32 bytes", "fp16 bytes", "bf16 bytes", "fp32 MB", "torch.save bytes",
-            "safetensors bytes"]
-    return Report("size", [Table(f"Size of {spec.label}", cols, rows)],
-                  notes=["bytes at fp16/bf16 cast floating tensors only; MB = 10^6 bytes"])
+    cols = [
+        "model",
+        "params",
+        "buffers",
+        "fp32 bytes",
+        "fp16 bytes",
+        "bf16 bytes",
+        "fp32 MB",
+        "torch.save bytes",
+        "safetensors bytes",
+    ]
+    return Report(
+        "size",
+        [Table(f"Size of {spec.label}", cols, rows)],
+        notes=["bytes at fp16/bf16 cast floating tensors only; MB = 10^6 bytes"],
+    )
 
 
 def compare_report(specs: Iterable[ModelSpec], progress: Progress = None) -> Report:
@@ -138,46 +202,96 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None) -> Rep
             train: Optional[TrafficReport] = count_traffic(model, spec.input_shape)
         except TrainCountError as e:
             train, train_note = None, f"train columns empty: {e}"
-        rows.append({"model": spec.label, "params": params.params, "added params": params.params - bparams.params,
-                     "MACs": cost.total.macs, "elementwise": cost.total.elementwise, "FLOPs": cost.total.flops,
-                     "FLOPs ratio": cost.total.flops / bcost.total.flops, "fp32 MB": 4 * params.params / 1e6,
-                     **timm_units(infer), "MB moved": infer.total.forward.bytes / 1e6,
-                     "train MB moved": train.total.step.bytes / 1e6 if train else None,
-                     "train saved MB": train.total.saved_bytes / 1e6 if train else None})
+        rows.append(
+            {
+                "model": spec.label,
+                "params": params.params,
+                "added params": params.params - bparams.params,
+                "MACs": cost.total.macs,
+                "elementwise": cost.total.elementwise,
+                "FLOPs": cost.total.flops,
+                "FLOPs ratio": cost.total.flops / bcost.total.flops,
+                "fp32 MB": 4 * params.params / 1e6,
+                **timm_units(infer),
+                "MB moved": infer.total.forward.bytes / 1e6,
+                "train MB moved": train.total.step.bytes / 1e6 if train else None,
+                "train saved MB": train.total.saved_bytes / 1e6 if train else None,
+            }
+        )
         if progress:
             progress(spec.label)
     title = "Comparison" + (f" at input {'x'.join(map(str, spec.input_shape))}" if rows else "")
-    return Report("compare", [Table(title, ["model", "params", "added params", "MACs", "elementwise", "FLOPs",
-                                            "FLOPs ratio", "fp32 MB", "infer_gmacs", "infer_macts", "MB moved",
-                                            "train MB moved", "train saved MB"], rows)], CONVENTION,
-                  ["FLOPs ratio is against the same model without --attn",
-                   "infer_gmacs / infer_macts: per image, timm benchmark CSV units (activations: outputs of "
-                   "conv/linear/matmul, fvcore's ActivationCountAnalysis)",
-                   "MB moved: bytes read + written by every op of the forward pass (counted, not measured); train: "
-                   "forward + backward of a training step, and the activation bytes autograd saves for backward "
-                   "(salient-analyze profile has the breakdown and measured time)"] + ([train_note] if train_note else []))
+    return Report(
+        "compare",
+        [
+            Table(
+                title,
+                [
+                    "model",
+                    "params",
+                    "added params",
+                    "MACs",
+                    "elementwise",
+                    "FLOPs",
+                    "FLOPs ratio",
+                    "fp32 MB",
+                    "infer_gmacs",
+                    "infer_macts",
+                    "MB moved",
+                    "train MB moved",
+                    "train saved MB",
+                ],
+                rows,
+            )
+        ],
+        CONVENTION,
+        [
+            "FLOPs ratio is against the same model without --attn",
+            "infer_gmacs / infer_macts: per image, timm benchmark CSV units (activations: outputs of "
+            "conv/linear/matmul, fvcore's ActivationCountAnalysis)",
+            "MB moved: bytes read + written by every op of the forward pass (counted, not measured); train: "
+            "forward + backward of a training step, and the activation bytes autograd saves for backward "
+            "(salient-analyze profile has the breakdown and measured time)",
+        ]
+        + ([train_note] if train_note else []),
+    )
 
 
 def formula_report(spec: ModelSpec) -> Report:
     """One row per attention block: formulas (seed's and full) against the measured count."""
     measured = formula_rows(spec.build(), spec.input_shape)
     if not measured:
-        raise ValueError(f"{spec.label} has no attention blocks: pass --attn (e.g. --attn salient) "
-                         "or a salient_*/ssa_* model")
-    rows = [{
-        "block": r.block, "stage": r.stage, "kind": r.kind, "C": r.c, "H": r.h, "W": r.w,
-        "params formula": r.formula.params if r.formula else None, "params measured": r.params_measured,
-        "seed params": r.formula.seed_params if r.formula else None,
-        "seed cost": r.seed_cost, "full formula FLOPs": r.full_flops, "measured FLOPs": r.measured_flops,
-        "seed leaves out": r.seed_leaves_out, "verdict": r.verdict,
-    } for r in measured]
+        raise ValueError(
+            f"{spec.label} has no attention blocks: pass --attn (e.g. --attn salient) or a salient_*/ssa_* model"
+        )
+    rows = [
+        {
+            "block": r.block,
+            "stage": r.stage,
+            "kind": r.kind,
+            "C": r.c,
+            "H": r.h,
+            "W": r.w,
+            "params formula": r.formula.params if r.formula else None,
+            "params measured": r.params_measured,
+            "seed params": r.formula.seed_params if r.formula else None,
+            "seed cost": r.seed_cost,
+            "full formula FLOPs": r.full_flops,
+            "measured FLOPs": r.measured_flops,
+            "seed leaves out": r.seed_leaves_out,
+            "verdict": r.verdict,
+        }
+        for r in measured
+    ]
     notes = []
     if all(r.verdict == "match" for r in measured):
         notes.append(f"measured == full formula (params, MACs and elementwise ops) on all {len(rows)} blocks")
     for kind, f in {r.kind: r.formula for r in measured if r.formula}.items():
         notes.append(f"{kind}: seed cost {f.seed_cost_text}; full formula {f.full_text}")
-    notes.append("seed cost counts 1 per MAC; 'seed leaves out' = (MACs + elementwise) - seed cost; "
-                 "FLOPs columns = 2*MACs + elementwise")
+    notes.append(
+        "seed cost counts 1 per MAC; 'seed leaves out' = (MACs + elementwise) - seed cost; "
+        "FLOPs columns = 2*MACs + elementwise"
+    )
     title = f"Per-block formulas for {spec.label} at input {'x'.join(map(str, spec.input_shape))}"
     return Report("formula", [Table(title, list(rows[0]), rows)], CONVENTION, notes)
 
@@ -185,13 +299,25 @@ def formula_report(spec: ModelSpec) -> Report:
 def reproduce_report(progress: Progress = None) -> Report:
     """Every numeric claim of the seed text with the measured value, a verdict and the reason."""
     checks = check_claims(progress=(lambda c: progress(c.id)) if progress else None)
-    rows = [{"claim": c.claim.id, "seed says": c.claim.claimed, "measured": c.measured, "verdict": c.verdict,
-             "why": c.explanation} for c in checks]
+    rows = [
+        {
+            "claim": c.claim.id,
+            "seed says": c.claim.claimed,
+            "measured": c.measured,
+            "verdict": c.verdict,
+            "why": c.explanation,
+        }
+        for c in checks
+    ]
     counts = {}
     for c in checks:
         counts[c.verdict] = counts.get(c.verdict, 0) + 1
-    return Report("reproduce", [Table("The seed's claims (seed/SalientNet.md)", ["claim", "seed says", "measured",
-                                                                                "verdict", "why"], rows)],
-                  notes=[", ".join(f"{n} {v}" for v, n in counts.items()),
-                         f"'about' claims hold within ±{ABOUT_TOLERANCE:.0%}; every measured value is computed from "
-                         "models built by timm/salient_timm (only the claims are constants)"])
+    return Report(
+        "reproduce",
+        [Table("The seed's claims (seed/SalientNet.md)", ["claim", "seed says", "measured", "verdict", "why"], rows)],
+        notes=[
+            ", ".join(f"{n} {v}" for v, n in counts.items()),
+            f"'about' claims hold within ±{ABOUT_TOLERANCE:.0%}; every measured value is computed from "
+            "models built by timm/salient_timm (only the claims are constants)",
+        ],
+    )

@@ -1,4 +1,5 @@
 """Model size: parameter/buffer counts, bytes at fp32/fp16/bf16, and real serialized file sizes."""
+
 import copy
 import io
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 ``ModelSpec.build()`` makes the model (on the meta device by default: no weights are
 allocated, so even resnet152 builds in a fraction of a second).
 """
+
 import difflib
 import re
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 import salient_timm
-from salient_timm import attention_kinds, convert_to_cifar_stem, inject_attention
+from salient_timm import attention_kinds
 from salient_timm.errors import SalientError
 
 __all__ = ["SpecError", "ModelSpec", "parse_input_size", "check_model_name"]
@@ -79,19 +80,21 @@ class ModelSpec:
         return (self.batch, *self.input_size)
 
     def build(self, device: str = "meta") -> nn.Module:
-        """Build the model in eval mode on ``device`` (meta: shapes only, no weights)."""
-        kwargs = {} if self.num_classes is None else {"num_classes": self.num_classes}
-        kwargs["in_chans"] = self.input_size[0]
-        ours = self.model in salient_timm.VARIANTS
-        if self.cifar_stem and ours:
-            kwargs["cifar_stem"] = True
-        with torch.device(device):
-            model = timm.create_model(self.model, **kwargs)
-            if self.cifar_stem and not ours:
-                convert_to_cifar_stem(model)
-            if self.attn.lower() != "none":
-                inject_attention(model, self.attn, position=self.position)
-        return model.eval()
+        """Build the model in eval mode on ``device`` (meta: shapes only, no weights), through
+        ``salient_timm.ModelSpec``, the one build seam."""
+        return self.model_spec.build(device).eval()
+
+    @property
+    def model_spec(self) -> salient_timm.ModelSpec:
+        """This spec as the plugin's build seam sees it (no input size, no batch)."""
+        return salient_timm.ModelSpec(
+            self.model,
+            attn=self.attn,
+            position=self.position,
+            num_classes=self.num_classes,
+            cifar_stem=self.cifar_stem,
+            in_chans=self.input_size[0],
+        )
 
     def example_input(self, device: str = "meta") -> torch.Tensor:
         return torch.zeros(self.input_shape, device=device)

@@ -11,6 +11,7 @@
 
 Times are wall clock with device synchronisation. Timing is not counting: run it alone on a quiet machine.
 """
+
 import statistics
 import time
 from dataclasses import dataclass
@@ -70,21 +71,25 @@ def _best_seconds(fn: Callable[[], None], device: torch.device, repeats: int) ->
 
 def device_peaks(device: torch.device, matmul_size: int = 2048, repeats: int = 5) -> Peaks:
     """Measure copy bandwidth and fp32 matmul throughput on ``device``."""
-    src = torch.ones(16 * 2 ** 20, device=device)  # 64 MiB
+    src = torch.ones(16 * 2**20, device=device)  # 64 MiB
     dst = torch.empty_like(src)
     copy_s = _best_seconds(lambda: dst.copy_(src), device, repeats)
     a = torch.randn(matmul_size, matmul_size, device=device)
     b = torch.randn(matmul_size, matmul_size, device=device)
     mm_s = _best_seconds(lambda: torch.mm(a, b), device, repeats)
-    return Peaks(flops_per_s=2 * matmul_size ** 3 / mm_s, bytes_per_s=2 * src.numel() * src.element_size() / copy_s)
+    return Peaks(flops_per_s=2 * matmul_size**3 / mm_s, bytes_per_s=2 * src.numel() * src.element_size() / copy_s)
 
 
 def _capture_inputs(model: nn.Module, names: Sequence[str], x: torch.Tensor) -> Dict[str, Tuple[torch.Tensor, bool]]:
     """``{name: (a copy of the module's input, whether it depends on parameters, i.e. needs a gradient)}``."""
     modules = dict(model.named_modules())
     captured: Dict[str, Tuple[torch.Tensor, bool]] = {}
-    handles = [modules[n].register_forward_pre_hook(
-        lambda mod, args, n=n: captured.__setitem__(n, (args[0].detach().clone(), args[0] is not x))) for n in names]
+    handles = [
+        modules[n].register_forward_pre_hook(
+            lambda mod, args, n=n: captured.__setitem__(n, (args[0].detach().clone(), args[0] is not x))
+        )
+        for n in names
+    ]
     try:
         with torch.no_grad():
             model(x)

@@ -17,6 +17,7 @@ machinery of torch's ``FlopCounterMode``), so a stage includes its blocks. Runs 
 Activation count (``macts``) follows fvcore's ``ActivationCountAnalysis`` and timm's benchmark CSV:
 output elements of conv / linear / matmul ops in the forward pass.
 """
+
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -32,9 +33,18 @@ from salient_timm.errors import SalientError
 
 from .counting import ELEMENTWISE_FORMULAS, _first_output, _per_output
 
-__all__ = ["TrainCountError", "Cost", "ModuleTraffic", "TrafficReport", "count_traffic", "BACKWARD_FORMULAS", "VIEW_OPS"]
+__all__ = [
+    "TrainCountError",
+    "Cost",
+    "ModuleTraffic",
+    "TrafficReport",
+    "count_traffic",
+    "BACKWARD_FORMULAS",
+    "VIEW_OPS",
+]
 
 aten = torch.ops.aten
+
 
 class TrainCountError(SalientError, ValueError):
     """The model cannot run a training step at this input (BatchNorm over a single value)."""
@@ -42,25 +52,69 @@ class TrainCountError(SalientError, ValueError):
 
 # Backward ops: the same convention as the forward rows (1 op per element of the first output).
 BACKWARD_FORMULAS: Dict[object, Callable[..., int]] = {
-    **{op: _per_output for op in (
-        aten.threshold_backward, aten.sigmoid_backward, aten.silu_backward, aten.gelu_backward,
-        aten.hardsigmoid_backward, aten.hardswish_backward, aten.tanh_backward, aten.leaky_relu_backward,
-        aten.avg_pool2d_backward, aten.max_pool2d_with_indices_backward, aten._adaptive_avg_pool2d_backward,
-        aten._softmax_backward_data, aten._log_softmax_backward_data, aten.addcmul_, aten.addcdiv_,
-    )},
-    **{op: _first_output for op in (
-        aten.native_batch_norm_backward, aten.native_layer_norm_backward, aten.native_group_norm_backward,
-    )},
+    **{
+        op: _per_output
+        for op in (
+            aten.threshold_backward,
+            aten.sigmoid_backward,
+            aten.silu_backward,
+            aten.gelu_backward,
+            aten.hardsigmoid_backward,
+            aten.hardswish_backward,
+            aten.tanh_backward,
+            aten.leaky_relu_backward,
+            aten.avg_pool2d_backward,
+            aten.max_pool2d_with_indices_backward,
+            aten._adaptive_avg_pool2d_backward,
+            aten._softmax_backward_data,
+            aten._log_softmax_backward_data,
+            aten.addcmul_,
+            aten.addcdiv_,
+        )
+    },
+    **{
+        op: _first_output
+        for op in (
+            aten.native_batch_norm_backward,
+            aten.native_layer_norm_backward,
+            aten.native_group_norm_backward,
+        )
+    },
 }
 # GEMM ops torch's registry lacks (in-place forms): 2 FLOPs per MAC, like the registry.
 EXTRA_MAC_FORMULAS = {aten.baddbmm_: flop_registry[aten.baddbmm]}
 # Ops that only reinterpret metadata: no bytes move.
-VIEW_OPS = frozenset({
-    aten.view, aten._unsafe_view, aten.reshape, aten.t, aten.transpose, aten.permute, aten.expand, aten.squeeze,
-    aten.unsqueeze, aten.flatten, aten.detach, aten.alias, aten.as_strided, aten.select, aten.slice, aten.split,
-    aten.split_with_sizes, aten.unbind, aten.chunk, aten.lift_fresh, aten.empty, aten.empty_like,
-    aten.new_empty, aten.empty_strided, aten.new_empty_strided, aten._reshape_alias, aten.unsafe_split,
-})
+VIEW_OPS = frozenset(
+    {
+        aten.view,
+        aten._unsafe_view,
+        aten.reshape,
+        aten.t,
+        aten.transpose,
+        aten.permute,
+        aten.expand,
+        aten.squeeze,
+        aten.unsqueeze,
+        aten.flatten,
+        aten.detach,
+        aten.alias,
+        aten.as_strided,
+        aten.select,
+        aten.slice,
+        aten.split,
+        aten.split_with_sizes,
+        aten.unbind,
+        aten.chunk,
+        aten.lift_fresh,
+        aten.empty,
+        aten.empty_like,
+        aten.new_empty,
+        aten.empty_strided,
+        aten.new_empty_strided,
+        aten._reshape_alias,
+        aten.unsafe_split,
+    }
+)
 # Output elements of these forward ops are fvcore's / timm's "activations".
 ACTIVATION_OPS = frozenset({aten.convolution, aten._convolution, aten.addmm, aten.mm, aten.bmm, aten.baddbmm})
 
@@ -153,8 +207,10 @@ class _TrafficMode(TorchDispatchMode):
         packet = func._overloadpacket
         if packet in VIEW_OPS:
             return out
-        cost = Cost(read=sum(_distinct_bytes(t) for t in _tensors((args, kwargs))),
-                    written=sum(t.numel() * t.element_size() for t in _tensors(out)))
+        cost = Cost(
+            read=sum(_distinct_bytes(t) for t in _tensors((args, kwargs))),
+            written=sum(t.numel() * t.element_size() for t in _tensors(out)),
+        )
         mac_formula = flop_registry.get(packet) or EXTRA_MAC_FORMULAS.get(packet)
         elementwise = ELEMENTWISE_FORMULAS.get(packet) or BACKWARD_FORMULAS.get(packet)
         if mac_formula is not None:
@@ -163,7 +219,9 @@ class _TrafficMode(TorchDispatchMode):
             cost.elementwise = int(shape_wrapper(elementwise)(*args, **kwargs, out_val=out))
         elif torch.is_floating_point(next(iter(_tensors(out)), torch.empty(0))) and packet not in _COPY_OPS:
             self.acc.uncounted.add(str(packet).replace("aten.", "aten::"))
-        activations = sum(t.numel() for t in _tensors(out)) if self.phase == "forward" and packet in ACTIVATION_OPS else 0
+        activations = (
+            sum(t.numel() for t in _tensors(out)) if self.phase == "forward" and packet in ACTIVATION_OPS else 0
+        )
         for name in _active(self.tracker, self.names):
             m = self.acc.module(name)
             getattr(m, self.phase).add(cost)
@@ -173,12 +231,34 @@ class _TrafficMode(TorchDispatchMode):
 
 
 # Ops that move data without computing (bytes counted, no op count expected).
-_COPY_OPS = frozenset({
-    aten.copy_, aten.clone, aten.contiguous, aten._to_copy, aten.cat, aten.stack, aten.zeros, aten.ones,
-    aten.zeros_like, aten.ones_like, aten.new_zeros, aten.new_ones, aten.fill_, aten.zero_, aten.pad,
-    aten.constant_pad_nd, aten.full, aten.full_like, aten.scalar_tensor, aten.new_full, aten._local_scalar_dense,
-    aten.index, aten.masked_fill, aten.masked_fill_,
-})
+_COPY_OPS = frozenset(
+    {
+        aten.copy_,
+        aten.clone,
+        aten.contiguous,
+        aten._to_copy,
+        aten.cat,
+        aten.stack,
+        aten.zeros,
+        aten.ones,
+        aten.zeros_like,
+        aten.ones_like,
+        aten.new_zeros,
+        aten.new_ones,
+        aten.fill_,
+        aten.zero_,
+        aten.pad,
+        aten.constant_pad_nd,
+        aten.full,
+        aten.full_like,
+        aten.scalar_tensor,
+        aten.new_full,
+        aten._local_scalar_dense,
+        aten.index,
+        aten.masked_fill,
+        aten.masked_fill_,
+    }
+)
 
 
 @dataclass
@@ -205,7 +285,7 @@ def _tracker_names(model: nn.Module) -> Dict[str, str]:
     names = {"Global": ""}
     for name, module in model.named_modules():
         if isinstance(module, nn.Identity):  # computes nothing; its output is its input, so the tracker
-            continue                          # would keep it "active" through its neighbours' backward
+            continue  # would keep it "active" through its neighbours' backward
         names[f"{root}.{name}" if name else root] = name
     names[root] = ""  # the root module and Global are the same scope
     return names
@@ -219,8 +299,9 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
     """
     input_shape = tuple(int(s) for s in input_shape)
     ref = next(iter(model.parameters()), None)
-    x = torch.zeros(input_shape, device=ref.device if ref is not None else None,
-                    dtype=ref.dtype if ref is not None else None)
+    x = torch.zeros(
+        input_shape, device=ref.device if ref is not None else None, dtype=ref.dtype if ref is not None else None
+    )
     acc, names = _Accumulator(), _tracker_names(model)
     acc.module("")
     owned = {_storage_key(t) for t in [*model.parameters(), *model.buffers()]}
@@ -230,6 +311,7 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
     model.train(train)
     try:
         with ModuleTracker() as tracker:
+
             def pack(t: torch.Tensor) -> torch.Tensor:
                 key = _storage_key(t)
                 if key not in owned and key not in seen_saved:
@@ -249,7 +331,8 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
                         raise TrainCountError(
                             f"a training step needs more than one value per BatchNorm channel, and at input "
                             f"{'x'.join(map(str, input_shape))} some feature map is 1x1 with batch 1: use a batch "
-                            "size of 2 or more, or a larger input") from e
+                            "size of 2 or more, or a larger input"
+                        ) from e
             if train:
                 loss = out.float().sum() if isinstance(out, torch.Tensor) else sum(o.float().sum() for o in out)
                 with _TrafficMode(tracker, "backward", names, acc):

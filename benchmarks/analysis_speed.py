@@ -8,6 +8,7 @@ baseline builds the same three models on CPU with weights and runs ``FlopCountAn
 (a TorchScript trace) on each: the usual way people count FLOPs. Prints median and spread
 of repeated runs and the ratio.
 """
+
 import argparse
 import logging
 import platform
@@ -25,8 +26,9 @@ from salient_analysis.cli import main
 
 def time_compare(models: str, attns: str, size: int) -> float:
     start = time.perf_counter()
-    result = CliRunner().invoke(main, ["compare", "--model", models, "--attn", attns, "--input-size", str(size),
-                                       "--format", "json"])
+    result = CliRunner().invoke(
+        main, ["compare", "--model", models, "--attn", attns, "--input-size", str(size), "--format", "json"]
+    )
     elapsed = time.perf_counter() - start
     assert result.exit_code == 0, result.output
     return elapsed
@@ -36,6 +38,7 @@ def time_fvcore(size: int) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fvcore.nn import FlopCountAnalysis
+
         logging.getLogger("fvcore").setLevel(logging.ERROR)
         start = time.perf_counter()
         for attn in ("none", "se", "salient"):
@@ -59,12 +62,16 @@ def main_() -> None:
     for _ in range(args.repeats):  # interleaved, so drift hits both alike
         ours.append(time_compare("resnet50", "none,se,salient", args.input_size))
         fv.append(time_fvcore(args.input_size))
-    print(f"device: CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads); "
-          f"torch {torch.__version__}, timm {timm.__version__}; input 1x3x{args.input_size}x{args.input_size}; "
-          f"{args.repeats} repeats")
+    print(
+        f"device: CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads); "
+        f"torch {torch.__version__}, timm {timm.__version__}; input 1x3x{args.input_size}x{args.input_size}; "
+        f"{args.repeats} repeats"
+    )
     print(f"{'what':58s} {'median s':>9s} {'min s':>7s} {'max s':>7s}")
-    rows = [("salient-analyze compare resnet50 x none,se,salient (meta)", ours),
-            ("bare fvcore FlopCountAnalysis of the same 3 models (CPU)", fv)]
+    rows = [
+        ("salient-analyze compare resnet50 x none,se,salient (meta)", ours),
+        ("bare fvcore FlopCountAnalysis of the same 3 models (CPU)", fv),
+    ]
     for name, ts in rows:
         print(f"{name:58s} {statistics.median(ts):9.3f} {min(ts):7.3f} {max(ts):7.3f}")
     print(f"ratio compare / fvcore (median): {statistics.median(ours) / statistics.median(fv):.2f}x")

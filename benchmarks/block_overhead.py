@@ -14,6 +14,7 @@ and the gate and write the product: 3*C*H*W + 2*H*W values per block and image; 
 then the same product) and the time that takes at this device's measured copy bandwidth: the
 least overhead any implementation can reach when nothing is fused into neighbouring ops.
 """
+
 import argparse
 import json
 import platform
@@ -31,15 +32,16 @@ from torch import nn
 
 import salient_timm
 from salient_analysis.formulas import attention_input_shapes
+from salient_timm import ModelSpec
 
-MODELS: Dict[str, Callable[..., nn.Module]] = {
-    "resnet50": lambda **kw: timm.create_model("resnet50", **kw),
-    "seresnet50": lambda **kw: timm.create_model("seresnet50", **kw),
-    "salient_resnet50": lambda **kw: timm.create_model("salient_resnet50", **kw),
-    "salient_resnet50 (sum impl)": lambda **kw: timm.create_model("salient_resnet50", attn_kwargs=dict(impl="sum"), **kw),
-    "salient_resnet50 (conv impl)": lambda **kw: timm.create_model("salient_resnet50", attn_kwargs=dict(impl="conv"), **kw),
-    "ssa_resnet50": lambda **kw: timm.create_model("ssa_resnet50", **kw),
-    "ssa_resnet50 (mean impl)": lambda **kw: timm.create_model("ssa_resnet50", attn_kwargs=dict(impl="mean"), **kw),
+MODELS: Dict[str, ModelSpec] = {  # built through salient_timm's one seam (num_classes, stem set per scenario)
+    "resnet50": ModelSpec("resnet50"),
+    "seresnet50": ModelSpec("seresnet50"),
+    "salient_resnet50": ModelSpec("salient_resnet50"),
+    "salient_resnet50 (sum impl)": ModelSpec("salient_resnet50", attn_kwargs=dict(impl="sum")),
+    "salient_resnet50 (conv impl)": ModelSpec("salient_resnet50", attn_kwargs=dict(impl="conv")),
+    "ssa_resnet50": ModelSpec("ssa_resnet50"),
+    "ssa_resnet50 (mean impl)": ModelSpec("ssa_resnet50", attn_kwargs=dict(impl="mean")),
 }
 
 
@@ -55,15 +57,22 @@ class Scenario:
         return self.size == 32
 
 
-FULL = [Scenario(f"{'train' if t else 'infer'} b{b} {s}px", t, b, s)
-        for s in (224, 32) for t, b in ((False, 1), (False, 64), (True, 64))]
-QUICK_CPU = [Scenario("infer b1 224px", False, 1, 224), Scenario("infer b8 224px", False, 8, 224),
-             Scenario("infer b64 32px", False, 64, 32), Scenario("train b64 32px", True, 64, 32)]
+FULL = [
+    Scenario(f"{'train' if t else 'infer'} b{b} {s}px", t, b, s)
+    for s in (224, 32)
+    for t, b in ((False, 1), (False, 64), (True, 64))
+]
+QUICK_CPU = [
+    Scenario("infer b1 224px", False, 1, 224),
+    Scenario("infer b8 224px", False, 8, 224),
+    Scenario("infer b64 32px", False, 64, 32),
+    Scenario("train b64 32px", True, 64, 32),
+]
 
 
 def copy_bandwidth(device: torch.device) -> float:
     """Bytes per second of a large tensor copy (read + write counted)."""
-    src = torch.empty(64 * 2 ** 20, dtype=torch.float32, device=device).fill_(1.0)
+    src = torch.empty(64 * 2**20, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
     for _ in range(3):
         dst.copy_(src)
@@ -84,10 +93,7 @@ def _sync(device: torch.device) -> None:
 
 def attention_bytes(name: str, scenario: Scenario, elem_bytes: int) -> int:
     """Minimum bytes the attention blocks of model ``name`` move for one batch (see module docstring)."""
-    with torch.device("meta"):
-        model = MODELS[name]()
-        if scenario.cifar:
-            salient_timm.convert_to_cifar_stem(model)
+    model = MODELS[name].replace(cifar_stem=scenario.cifar).build("meta")
     total = 0
     for n, c, h, w in attention_input_shapes(model, (scenario.batch, 3, scenario.size, scenario.size)).values():
         values = 3 * c * h * w + 2 * h * w  # read for the gate, read x + gate, write the product
@@ -96,10 +102,8 @@ def attention_bytes(name: str, scenario: Scenario, elem_bytes: int) -> int:
 
 
 def build(name: str, scenario: Scenario, device: torch.device, channels_last: bool, compile_: bool):
-    kw = dict(num_classes=100 if scenario.cifar else 1000)
-    model = MODELS[name](**kw)
-    if scenario.cifar:
-        salient_timm.convert_to_cifar_stem(model)
+    num_classes = 100 if scenario.cifar else 1000
+    model = MODELS[name].replace(num_classes=num_classes, cifar_stem=scenario.cifar).build()
     model = model.to(device).train(scenario.train)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -108,7 +112,7 @@ def build(name: str, scenario: Scenario, device: torch.device, channels_last: bo
     x = torch.randn(scenario.batch, 3, scenario.size, scenario.size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, kw["num_classes"], (scenario.batch,), device=device)
+    y = torch.randint(0, num_classes, (scenario.batch,), device=device)
     return model, runner, opt, x, y
 
 
@@ -129,7 +133,9 @@ def step_fn(runner, opt, x, y, scenario: Scenario, amp: bool, device: torch.devi
     return train if scenario.train else infer
 
 
-def measure(fns: Dict[str, Callable], device: torch.device, iters: int, repeats: int, warmup: int) -> Dict[str, List[float]]:
+def measure(
+    fns: Dict[str, Callable], device: torch.device, iters: int, repeats: int, warmup: int
+) -> Dict[str, List[float]]:
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -154,15 +160,18 @@ def cpu_step_peak_mb(name: str, scenario: Scenario, channels_last: bool) -> floa
     the process's peak resident size (``ru_maxrss``) rose above that: the step's own transient memory,
     activations saved for backward included.
     """
-    code = (f"import resource, sys; sys.argv = ['b']; import block_overhead as b, torch;"
-            f"sc = b.Scenario({scenario.name!r}, {scenario.train}, {scenario.batch}, {scenario.size});"
-            f"m, r, o, x, y = b.build({name!r}, sc, torch.device('cpu'), {channels_last}, False);"
-            f"fn = b.step_fn(r, o, x, y, sc, False, torch.device('cpu')); fn();"
-            f"before = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() / 2**10;"
-            f"fn(); fn(); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=__file__.rsplit("/", 1)[0])
-    return float(out.stdout.strip().splitlines()[-1]) / 2 ** 10
+    code = (
+        f"import resource, sys; sys.argv = ['b']; import block_overhead as b, torch;"
+        f"sc = b.Scenario({scenario.name!r}, {scenario.train}, {scenario.batch}, {scenario.size});"
+        f"m, r, o, x, y = b.build({name!r}, sc, torch.device('cpu'), {channels_last}, False);"
+        f"fn = b.step_fn(r, o, x, y, sc, False, torch.device('cpu')); fn();"
+        f"before = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() / 2**10;"
+        f"fn(); fn(); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=__file__.rsplit("/", 1)[0]
+    )
+    return float(out.stdout.strip().splitlines()[-1]) / 2**10
 
 
 def main() -> None:
@@ -173,12 +182,19 @@ def main() -> None:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated, resnet50 first (the ratio base)")
     p.add_argument("--scenarios", default=None, help="comma-separated names, e.g. 'infer b1 224px'")
     p.add_argument("--modes", default=None, help="eager,compile (default: eager; with --compile or on CUDA both)")
-    p.add_argument("--formats", default=None,
-                   help="memory formats, comma-separated: nchw, channels_last (default: channels_last, the faster "
-                        "on CPU and CUDA; give both for side-by-side rows, interleaved in one run)")
+    p.add_argument(
+        "--formats",
+        default=None,
+        help="memory formats, comma-separated: nchw, channels_last (default: channels_last, the faster "
+        "on CPU and CUDA; give both for side-by-side rows, interleaved in one run)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median and min-max over them)")
-    p.add_argument("--iters", type=int, default=None,
-                   help="calls per timing (default 20 on CUDA; on CPU 3, and 2 for training steps)")
+    p.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="calls per timing (default 20 on CUDA; on CPU 3, and 2 for training steps)",
+    )
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--no-cpu-memory", action="store_true", help="skip the per-process CPU peak-memory measurement")
     a = p.parse_args()
@@ -199,10 +215,12 @@ def main() -> None:
     names = [m.strip() for m in a.models.split(",")]
     bandwidth = copy_bandwidth(device)
     elem_bytes = 2 if cuda else 4
-    header = (f"device {torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()} "
-              f"({'bf16 autocast' if cuda else f'fp32, {torch.get_num_threads()} threads'}); "
-              f"torch {torch.__version__}, timm {timm.__version__}, salient-timm {salient_timm.__version__}; "
-              f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; {a.repeats} repeats x {iters} calls, interleaved")
+    header = (
+        f"device {torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()} "
+        f"({'bf16 autocast' if cuda else f'fp32, {torch.get_num_threads()} threads'}); "
+        f"torch {torch.__version__}, timm {timm.__version__}, salient-timm {salient_timm.__version__}; "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; {a.repeats} repeats x {iters} calls, interleaved"
+    )
     print(header)
     results = []
     for mode, sc in ((m, sc) for m in modes for sc in scenarios):
@@ -216,7 +234,7 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats(device)
                 fn()
                 _sync(device)
-                peaks[k] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+                peaks[k] = torch.cuda.max_memory_allocated(device) / 2**20
         elif sc.train and not a.no_cpu_memory:
             peaks = {k: cpu_step_peak_mb(k[0], sc, k[1] == "channels_last") for k in keys}
         n_iter = iters if (cuda or not sc.train or a.iters) else 2  # a CPU training step takes seconds
@@ -226,11 +244,22 @@ def main() -> None:
             base = statistics.median(times[(names[0], fmt)])
             nchw = statistics.median(times[(n, "nchw")]) if "nchw" in formats else med
             bound = attention_bytes(n, sc, elem_bytes) / bandwidth
-            results.append({
-                "mode": mode, "format": fmt, "scenario": sc.name, "model": n, "img_per_s": sc.batch / med,
-                "latency_ms": 1e3 * med, "spread_ms": [1e3 * min(times[(n, fmt)]), 1e3 * max(times[(n, fmt)])],
-                "ratio_time": med / base, "ratio_to_nchw": med / nchw, "overhead_ms": 1e3 * (med - base),
-                "bound_ms": 1e3 * bound, "peak_mem_mb": peaks.get((n, fmt))})
+            results.append(
+                {
+                    "mode": mode,
+                    "format": fmt,
+                    "scenario": sc.name,
+                    "model": n,
+                    "img_per_s": sc.batch / med,
+                    "latency_ms": 1e3 * med,
+                    "spread_ms": [1e3 * min(times[(n, fmt)]), 1e3 * max(times[(n, fmt)])],
+                    "ratio_time": med / base,
+                    "ratio_to_nchw": med / nchw,
+                    "overhead_ms": 1e3 * (med - base),
+                    "bound_ms": 1e3 * bound,
+                    "peak_mem_mb": peaks.get((n, fmt)),
+                }
+            )
         print_table([r for r in results if (r["mode"], r["scenario"]) == (mode, sc.name)], f"{mode}, {sc.name}")
     if a.json:
         with open(a.json, "w") as f:
@@ -239,13 +268,17 @@ def main() -> None:
 
 def print_table(rows: List[dict], title: str) -> None:
     print(f"\n{title}")
-    print(f"{'model':30s} {'format':13s} {'img/s':>9s} {'ms':>9s} {'min-max ms':>17s} {'x resnet50':>10s} "
-          f"{'x nchw':>7s} {'overhead':>9s} {'bound':>7s} {'peak MB':>8s}")
+    print(
+        f"{'model':30s} {'format':13s} {'img/s':>9s} {'ms':>9s} {'min-max ms':>17s} {'x resnet50':>10s} "
+        f"{'x nchw':>7s} {'overhead':>9s} {'bound':>7s} {'peak MB':>8s}"
+    )
     for r in rows:
         peak = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
-        print(f"{r['model']:30s} {r['format']:13s} {r['img_per_s']:9.1f} {r['latency_ms']:9.2f} "
-              f"{r['spread_ms'][0]:8.2f}-{r['spread_ms'][1]:<8.2f} {r['ratio_time']:10.3f} {r['ratio_to_nchw']:7.3f} "
-              f"{r['overhead_ms']:8.2f}ms {r['bound_ms']:6.2f}ms {peak:>8s}")
+        print(
+            f"{r['model']:30s} {r['format']:13s} {r['img_per_s']:9.1f} {r['latency_ms']:9.2f} "
+            f"{r['spread_ms'][0]:8.2f}-{r['spread_ms'][1]:<8.2f} {r['ratio_time']:10.3f} {r['ratio_to_nchw']:7.3f} "
+            f"{r['overhead_ms']:8.2f}ms {r['bound_ms']:6.2f}ms {peak:>8s}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ libraries such as GEMM). Fewer kernels than eager ops means the compiled gate fu
 compiles the ``fused`` impl through its plain GEMV ops (the custom autograd function is an
 eager-only path).
 """
+
 import argparse
 import re
 from collections import Counter
@@ -20,8 +21,24 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from salient_timm import SalientBlock, SSABlock
 
-FREE = {"view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "squeeze", "unsqueeze",
-        "detach", "alias", "as_strided", "empty", "empty_like", "empty_strided", "lift_fresh"}
+FREE = {
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "t",
+    "transpose",
+    "permute",
+    "expand",
+    "squeeze",
+    "unsqueeze",
+    "detach",
+    "alias",
+    "as_strided",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "lift_fresh",
+}
 
 BLOCKS = {
     "salient fused (default)": lambda c: SalientBlock(c),
@@ -62,7 +79,9 @@ def compiled_kernels(block: torch.nn.Module, x: torch.Tensor) -> Dict[str, int]:
     compiled = torch.compile(block, fullgraph=True)
     _, sources = run_and_get_code(_step, compiled, x)
     code = "\n".join(sources)
-    generated = set(re.findall(r"\b(cpp_fused_\w+|triton_\w+_fused_\w+|triton_poi_\w+|triton_red_\w+|triton_per_\w+)\s*=", code))
+    generated = set(
+        re.findall(r"\b(cpp_fused_\w+|triton_\w+_fused_\w+|triton_poi_\w+|triton_red_\w+|triton_per_\w+)\s*=", code)
+    )
     external = len(re.findall(r"extern_kernels\.\w+\(", code))
     return {"generated": len(generated), "external": external}
 

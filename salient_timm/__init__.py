@@ -3,25 +3,27 @@
 ``import salient_timm`` registers the ``salient_resnet*`` / ``ssa_resnet*`` variants in
 timm's model registry, so ``timm.create_model("salient_resnet50")`` works.
 """
+
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import RunFolderError, SalientError
+from . import salient_resnet  # noqa: F401  (registers the timm variants)
 from .blocks import SalientBlock, ScaledSigmoid, SSABlock
+from .errors import RunFolderError, SalientError
+from .gates import capture_gates, gate_neutrals
 from .kinds import (
-    AttentionArgumentError,
     IDENTITY_KINDS,
+    AttentionArgumentError,
     IdentityInitError,
     UnknownAttentionKindError,
     attention_kinds,
     init_identity,
     resolve_attention,
 )
-from .gates import capture_gates, gate_neutrals
+from .retrofit import attention_parameter_names, retrofit_defaults, retrofit_param_groups
+from .salient_resnet import VARIANTS, CheckpointError
+from .spec import ModelSpec
 from .stem import convert_to_cifar_stem
 from .surgery import SurgeryError, attention_modules, find_residual_blocks, inject_attention
-from .retrofit import attention_parameter_names, retrofit_defaults, retrofit_param_groups
-from . import salient_resnet  # noqa: F401  (registers the timm variants)
-from .salient_resnet import CheckpointError, VARIANTS
 
 try:
     __version__ = version("salient-timm")
@@ -46,6 +48,7 @@ __all__ = [
     "init_identity",
     "IDENTITY_KINDS",
     "VARIANTS",
+    "ModelSpec",
     "SalientError",
     "RunFolderError",
     "SurgeryError",

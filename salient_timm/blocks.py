@@ -34,7 +34,8 @@ persistent buffer, 1.0 by default (exactly the seed's gate). ``init_identity()``
 (``2 * sigmoid(0) = 1``) while its gradients stay alive; because the scale lives in the
 state_dict, a checkpoint always reloads with the gate it was trained with.
 """
-from typing import Optional
+
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import nn
@@ -47,6 +48,8 @@ __all__ = ["ScaledSigmoid", "SalientBlock", "SSABlock"]
 class ScaledSigmoid(nn.Module):
     """Gate ``scale * sigmoid(x)``; ``scale`` is a persistent buffer (1.0 = plain sigmoid)."""
 
+    scale: torch.Tensor
+
     def __init__(self, scale: float = 1.0, device=None, dtype=None) -> None:
         super().__init__()
         self.register_buffer("scale", torch.tensor(float(scale), device=device, dtype=dtype))
@@ -58,7 +61,11 @@ class ScaledSigmoid(nn.Module):
 class _SpatialGate(nn.Module):
     """Shared tail of both blocks: ``x * gate(BN1(s))`` for a saliency map ``s`` of shape (N,1,H,W)."""
 
-    def __init__(self, conv: Optional[nn.Module], gate_scale: float = 1.0, device=None, dtype=None) -> None:
+    if TYPE_CHECKING:  # for type checkers only: TorchScript reads class annotations as attribute types
+        conv: nn.Conv2d  # Salient only (SSA has no weights before its BN)
+        impl: str
+
+    def __init__(self, conv: Optional[nn.Conv2d], gate_scale: float = 1.0, device=None, dtype=None) -> None:
         super().__init__()
         if conv is not None:  # registered first so state_dict order reads conv -> bn -> gate, as in the seed
             self.conv = conv

@@ -6,6 +6,7 @@ divisible by their ``block_size`` and fail with a bare ``AssertionError`` deep i
 type, the input size and the constraint; ``check_runs`` dry-runs a model on the meta device (nothing
 allocated, the caller's model untouched) so a bad size is refused before anything is trained or counted.
 """
+
 import contextlib
 import copy
 from typing import Iterator, List, Sequence
@@ -57,7 +58,8 @@ def explain_forward_errors(model: nn.Module, input_shape: Sequence[int]) -> Iter
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelInputError(
             f"{type(model).__name__} cannot run at input {'x'.join(map(str, input_shape))}: {where} "
-            f"({type(module).__name__}) failed: {reason}{_constraint(module)}") from e
+            f"({type(module).__name__}) failed: {reason}{_constraint(module)}"
+        ) from e
     finally:
         pre.remove()
         post.remove()

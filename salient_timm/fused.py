@@ -21,6 +21,7 @@ conv block, ``gradcheck``). It is an eager-mode path: TorchScript, FX, ``torch.c
 ``torch.export``, ONNX export and autocast use the blocks' plain ops instead (see
 ``use_fused``), which those tools trace and fuse themselves. Second derivatives are not supported.
 """
+
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
@@ -75,7 +76,7 @@ class _SpatialGateFn(torch.autograd.Function):
     """y = x * gate_fn(pixel_dot(x, v)); v = weight (Salient) or GAP(x)/C (SSA, weight None)."""
 
     @staticmethod
-    def forward(ctx, x, weight, gate_fn, *gate_params):  # type: ignore[override]
+    def forward(ctx, x, weight, gate_fn, *gate_params):
         n, c = x.shape[:2]
         v = x.mean((2, 3)) * (1.0 / c) if weight is None else weight.reshape(1, c)
         s = pixel_dot(x, v)
@@ -89,7 +90,7 @@ class _SpatialGateFn(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy):  # type: ignore[override]
+    def backward(ctx, dy):
         x, v = ctx.saved_tensors
         s_leaf, g, gate_params = ctx.gate_graph
         n, c, h, w = x.shape

@@ -12,8 +12,9 @@ A gate's *neutral* value is what it outputs for a zero pre-activation: 0.5 for t
 sigmoid, 1.0 for an identity-started ``2*sigmoid`` gate. Deviation from it, not from 0.5, says
 whether a gate does anything (``gate_neutrals``).
 """
+
 import contextlib
-from typing import Dict, Iterator
+from typing import Dict, Iterator, cast
 
 import torch
 from torch import nn
@@ -25,11 +26,16 @@ __all__ = ["capture_gates", "gate_modules", "gate_neutrals"]
 
 def gate_modules(model: nn.Module) -> Dict[str, nn.Module]:
     """``{attention module name: its gate module}``; raises ``ValueError`` if the model has none."""
-    gates = {name: module.gate for name, module in attention_modules(model)
-             if isinstance(getattr(module, "gate", None), nn.Module)}
+    gates: Dict[str, nn.Module] = {
+        name: cast(nn.Module, module.gate)
+        for name, module in attention_modules(model)
+        if isinstance(getattr(module, "gate", None), nn.Module)
+    }
     if not gates:
-        raise ValueError(f"{type(model).__name__} has no attention gates to capture "
-                         "(inject salient/ssa/se first, or use a salient_*/ssa_* model)")
+        raise ValueError(
+            f"{type(model).__name__} has no attention gates to capture "
+            "(inject salient/ssa/se first, or use a salient_*/ssa_* model)"
+        )
     return gates
 
 
@@ -54,8 +60,11 @@ def capture_gates(model: nn.Module) -> Iterator[Dict[str, torch.Tensor]]:
     handles = []
     try:
         for name, gate in targets:
-            handles.append(gate.register_forward_hook(
-                lambda mod, args, out, name=name: gates.__setitem__(name, out.detach().float().cpu())))
+            handles.append(
+                gate.register_forward_hook(
+                    lambda mod, args, out, name=name: gates.__setitem__(name, out.detach().float().cpu())
+                )
+            )
         yield gates
     finally:
         for handle in handles:

@@ -15,18 +15,19 @@ before it get gradient from the first step (see ``retrofit.py`` for why that mat
 | eca | ``2*sigmoid(conv(.))`` | last conv 0 / weight x gain |
 | cbam | both gates ``2*sigmoid`` | channel fc2 and spatial BN as above |
 """
+
 import difflib
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Type, Union, cast
 
 import torch
-from torch import nn
 from timm.layers import get_attn
 from timm.layers.cbam import CbamModule
 from timm.layers.eca import EcaModule
 from timm.layers.squeeze_excite import SEModule
+from torch import nn
 
-from .blocks import ScaledSigmoid, SalientBlock, SSABlock
+from .blocks import SalientBlock, ScaledSigmoid, SSABlock
 from .errors import SalientError
 
 __all__ = [
@@ -46,8 +47,27 @@ AttentionKind = Union[str, Type[nn.Module], Callable[..., nn.Module], None]
 OUR_KINDS: Dict[str, Type[nn.Module]] = {"salient": SalientBlock, "ssa": SSABlock}
 # Every string timm.layers.get_attn accepts (timm/layers/create_attn.py); tests check each resolves.
 TIMM_KINDS: Tuple[str, ...] = (
-    "se", "ese", "eca", "ecam", "ceca", "ge", "gc", "gca", "cbam", "lcbam", "coord", "scoord",
-    "ela", "strip", "sk", "splat", "lambda", "bottleneck", "halo", "nl", "bat",
+    "se",
+    "ese",
+    "eca",
+    "ecam",
+    "ceca",
+    "ge",
+    "gc",
+    "gca",
+    "cbam",
+    "lcbam",
+    "coord",
+    "scoord",
+    "ela",
+    "strip",
+    "sk",
+    "splat",
+    "lambda",
+    "bottleneck",
+    "halo",
+    "nl",
+    "bat",
 )
 NONE_KIND = "none"
 
@@ -88,9 +108,9 @@ def resolve_attention(kind: AttentionKind) -> Optional[Callable[..., nn.Module]]
             "or an nn.Module class taking channels as its first argument"
         )
     if isinstance(kind, type) and issubclass(kind, nn.Module):
-        return kind
+        return cast(Callable[..., nn.Module], kind)
     if isinstance(kind, functools.partial) or (callable(kind) and not isinstance(kind, nn.Module)):
-        return kind
+        return cast(Callable[..., nn.Module], kind)
     raise UnknownAttentionKindError(
         f"attention kind must be a name, an nn.Module class or a factory, got {type(kind).__name__}; "
         f"valid names: {', '.join(attention_kinds())}"
@@ -119,12 +139,12 @@ ARGUMENT_RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
 # timm kinds that timm itself cannot build with their default arguments, and the way around it.
 KNOWN_BUILD_ISSUES: Dict[str, str] = {
     "ge": "timm's GatherExcite fails to build with use_mlp=True, its default (a timm bug: ConvMlp gets act_layer "
-          "twice); from Python, inject_attention(model, 'ge', use_mlp=False) builds it",
+    "twice); from Python, inject_attention(model, 'ge', use_mlp=False) builds it",
 }
 
 
 def check_attention_kwargs(kind: AttentionKind, kwargs: Dict[str, Any]) -> None:
-    """``SurgeryError``-style ``ValueError`` for a constructor argument outside its valid range (see ``ARGUMENT_RULES``)."""
+    """``AttentionArgumentError`` for a constructor argument outside its valid range (``ARGUMENT_RULES``)."""
     for name, value in kwargs.items():
         rule = ARGUMENT_RULES.get(name)
         if rule is not None and not rule[0](value):
@@ -170,7 +190,7 @@ def _cbam_identity(m: CbamModule, gain: float) -> None:
 
 
 # class -> (kind name, recipe). Our blocks carry their own ``init_identity`` method.
-_IDENTITY_RECIPES: Dict[type, Tuple[str, Callable[[nn.Module, float], None]]] = {
+_IDENTITY_RECIPES: Dict[type, Tuple[str, Callable[[Any, float], None]]] = {
     SEModule: ("se", _se_identity),
     EcaModule: ("eca", _eca_identity),
     CbamModule: ("cbam", _cbam_identity),
@@ -187,8 +207,9 @@ def init_identity(module: nn.Module, gain: float = 0.0) -> None:
     """
     if not 0.0 <= gain < float("inf"):
         raise ValueError(f"identity gain must be a finite number >= 0, got {gain}")
-    if callable(getattr(module, "init_identity", None)):
-        module.init_identity(gain)
+    own = getattr(module, "init_identity", None)
+    if callable(own):
+        own(gain)
         return
     recipe = _IDENTITY_RECIPES.get(type(module))
     if recipe is None:

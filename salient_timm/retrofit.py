@@ -26,15 +26,22 @@ split with timm's own ``param_groups_weight_decay`` (no decay on biases and norm
 With ``attn_lr_scale=1`` and ``attn_weight_decay=weight_decay`` the groups train exactly as
 timm's ``create_optimizer_v2(model)`` does.
 """
+
 from typing import Any, Dict, List, Optional
 
-from torch import nn
 from timm.optim import param_groups_weight_decay
+from torch import nn
 
 from .surgery import attention_modules
 
-__all__ = ["attention_parameter_names", "retrofit_param_groups", "retrofit_defaults", "RETROFIT_DEFAULTS",
-           "DEFAULT_ATTN_LR_SCALE", "DEFAULT_INIT_GAIN"]
+__all__ = [
+    "attention_parameter_names",
+    "retrofit_param_groups",
+    "retrofit_defaults",
+    "RETROFIT_DEFAULTS",
+    "DEFAULT_ATTN_LR_SCALE",
+    "DEFAULT_INIT_GAIN",
+]
 
 DEFAULT_INIT_GAIN, DEFAULT_ATTN_LR_SCALE = 0.1, 30.0
 # kind -> retrofit start and attention lr multiplier, chosen from results/retrofit.md (digits, 3 seeds): the
@@ -78,14 +85,19 @@ def retrofit_param_groups(
     Frozen parameters (``requires_grad=False``) are left out. Raises ``ValueError`` if the model has
     no attention parameters or a scale/decay is negative.
     """
-    for name, value in (("attn_lr_scale", attn_lr_scale), ("attn_weight_decay", attn_weight_decay),
-                        ("weight_decay", weight_decay)):
+    for name, value in (
+        ("attn_lr_scale", attn_lr_scale),
+        ("attn_weight_decay", attn_weight_decay),
+        ("weight_decay", weight_decay),
+    ):
         if not value >= 0:  # also refuses NaN
             raise ValueError(f"{name} must be >= 0, got {value}")
     attn_ids = {id(p) for _, module in attention_modules(model) for p in module.parameters()}
     if not any(p.requires_grad for p in model.parameters() if id(p) in attn_ids):
-        raise ValueError(f"{type(model).__name__} has no trainable attention parameters "
-                         "(inject salient/ssa/se first, or use a salient_*/ssa_* model)")
+        raise ValueError(
+            f"{type(model).__name__} has no trainable attention parameters "
+            "(inject salient/ssa/se first, or use a salient_*/ssa_* model)"
+        )
     backbone, attention = [], []
     # timm's split (decay: weights; no decay: biases, norms), asked with a placeholder decay of 1 so that
     # the split happens even when weight_decay is 0; each half is split again into backbone and attention
@@ -96,10 +108,11 @@ def retrofit_param_groups(
         if base:
             backbone.append({"params": base, "weight_decay": weight_decay if decays else 0.0, "lr_scale": 1.0})
         if attn:
-            attention.append({"params": attn, "weight_decay": attn_weight_decay if decays else 0.0,
-                              "lr_scale": float(attn_lr_scale)})
+            attention.append(
+                {"params": attn, "weight_decay": attn_weight_decay if decays else 0.0, "lr_scale": float(attn_lr_scale)}
+            )
     groups = backbone + attention
     if lr is not None:
         for group in groups:
-            group["lr"] = lr * group["lr_scale"]
+            group["lr"] = lr * float(group["lr_scale"])  # type: ignore[arg-type]
     return groups

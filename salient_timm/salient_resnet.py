@@ -8,13 +8,14 @@ the attention keys with an identity start, so the model's output equals the base
 ResNet's. A checkpoint missing any backbone key, or carrying keys the model does not
 have, raises ``CheckpointError`` instead of loading partially.
 """
+
 import functools
 import logging
 import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -127,8 +128,7 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
         for _, module in attention_modules(model):
             init_identity(module)
         own = model.state_dict()
-        _logger.info("checkpoint has no attention weights: %d attention modules start as identity",
-                     len(attn_prefixes))
+        _logger.info("checkpoint has no attention weights: %d attention modules start as identity", len(attn_prefixes))
     else:
         missing_attn = [k for k in attn_keys if k not in state_dict and not k.endswith(".gate.scale")]
         if missing_attn:
@@ -137,14 +137,19 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
     for k in attn_keys:
         state_dict.setdefault(k, own[k])
 
-    missing = [k for k in own if k not in state_dict and not k.startswith(is_classifier)
-               and not k.endswith("num_batches_tracked")]
+    missing = [
+        k
+        for k in own
+        if k not in state_dict and not k.startswith(is_classifier) and not k.endswith("num_batches_tracked")
+    ]
     unexpected = [k for k in state_dict if k not in own]
     if missing or unexpected:
         parts = ([f"missing backbone keys: {_describe(missing)}"] if missing else []) + (
-            [f"unexpected keys: {_describe(unexpected)}"] if unexpected else [])
+            [f"unexpected keys: {_describe(unexpected)}"] if unexpected else []
+        )
         raise CheckpointError(
-            f"checkpoint does not fit {cfg.get('architecture', type(model).__name__)}: {'; '.join(parts)}")
+            f"checkpoint does not fit {cfg.get('architecture', type(model).__name__)}: {'; '.join(parts)}"
+        )
 
     first_conv = f"{cfg.get('first_conv') or 'conv1'}.weight"
     mismatched = []
@@ -152,8 +157,12 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
         if k.startswith(is_classifier) or v.shape == own[k].shape:
             continue
         if k == first_conv and has_cifar_stem(model) and v.shape[2:] != own[k].shape[2:]:
-            _logger.warning("cifar_stem: checkpoint %s %s does not fit the 3x3 stem %s; keeping its fresh init",
-                            k, tuple(v.shape), tuple(own[k].shape))
+            _logger.warning(
+                "cifar_stem: checkpoint %s %s does not fit the 3x3 stem %s; keeping its fresh init",
+                k,
+                tuple(v.shape),
+                tuple(own[k].shape),
+            )
             state_dict[k] = own[k]
         elif k != first_conv:  # timm adapts the first conv to in_chans itself
             mismatched.append(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}")
@@ -162,16 +171,24 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
     return state_dict
 
 
-_READ_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, AttributeError,
-                TypeError)
+_READ_ERRORS = (
+    SafetensorError,
+    pickle.UnpicklingError,
+    EOFError,
+    zipfile.BadZipFile,
+    RuntimeError,
+    AttributeError,
+    TypeError,
+)
 
 
-def _create(variant: str, pretrained: bool = False, attn_kwargs: Optional[Dict[str, Any]] = None,
-            **kwargs: Any) -> SalientResNet:
+def _create(
+    variant: str, pretrained: bool = False, attn_kwargs: Optional[Dict[str, Any]] = None, **kwargs: Any
+) -> SalientResNet:
     """Build ``variant``; ``attn_kwargs`` go to every attention block (e.g. ``dict(impl="conv")``),
     and a ``block_args`` entry of the caller's overrides ours (``attn_layer`` included)."""
     spec = VARIANTS[variant]
-    attn_layer = OUR_KINDS[spec.attn]
+    attn_layer: Callable[..., torch.nn.Module] = OUR_KINDS[spec.attn]
     if attn_kwargs:
         attn_layer = functools.partial(attn_layer, **attn_kwargs)
     block_args = {"attn_layer": attn_layer, **(kwargs.pop("block_args", None) or {})}
@@ -181,7 +198,9 @@ def _create(variant: str, pretrained: bool = False, attn_kwargs: Optional[Dict[s
         raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
     try:
         return build_model_with_cfg(
-            SalientResNet, variant, pretrained,
+            SalientResNet,
+            variant,
+            pretrained,
             pretrained_filter_fn=fill_attention_keys,
             **dict(spec.arch, block_args=block_args, **kwargs),
         )

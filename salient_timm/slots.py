@@ -12,12 +12,13 @@ Surgery swaps an instance's class to the subclass here (``block.__class__ = ...`
 module is moved or renamed, so every original state_dict key stays where it was, and the
 forward is plain code that FX, TorchScript and ``torch.export`` all see.
 """
-from typing import Dict
+
+from typing import TYPE_CHECKING, Dict, Optional, cast
 
 import torch
-from torch import nn
 from timm.models.resnet import BasicBlock as TimmBasicBlock
 from timm.models.resnet import Bottleneck as TimmBottleneck
+from torch import nn
 from torchvision.models.resnet import BasicBlock as TvBasicBlock
 from torchvision.models.resnet import Bottleneck as TvBottleneck
 
@@ -29,11 +30,16 @@ SLOT_ATTRS: Dict[str, str] = {"post": "se", "mid": "attn_mid"}
 class TimmBasicBlockSlots(TimmBasicBlock):
     """timm BasicBlock with ``attn_mid`` after ``act1``."""
 
+    if TYPE_CHECKING:  # for type checkers only: TorchScript reads class annotations as attribute types
+        attn_mid: Optional[nn.Module]
+        aa: nn.Module  # timm types it Optional; its blocks always set one (nn.Identity without anti-aliasing)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.act1(self.drop_block(self.bn1(self.conv1(x))))
-        if self.attn_mid is not None:
-            x = self.attn_mid(x)
+        attn_mid = self.attn_mid
+        if attn_mid is not None:
+            x = attn_mid(x)
         x = self.bn2(self.conv2(self.aa(x)))
         if self.se is not None:
             x = self.se(x)
@@ -47,12 +53,17 @@ class TimmBasicBlockSlots(TimmBasicBlock):
 class TimmBottleneckSlots(TimmBottleneck):
     """timm Bottleneck with ``attn_mid`` after ``act2``."""
 
+    if TYPE_CHECKING:  # for type checkers only: TorchScript reads class annotations as attribute types
+        attn_mid: Optional[nn.Module]
+        aa: nn.Module  # timm types it Optional; its blocks always set one (nn.Identity without anti-aliasing)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.drop_block(self.bn2(self.conv2(x))))
-        if self.attn_mid is not None:
-            x = self.attn_mid(x)
+        attn_mid = self.attn_mid
+        if attn_mid is not None:
+            x = attn_mid(x)
         x = self.bn3(self.conv3(self.aa(x)))
         if self.se is not None:
             x = self.se(x)
@@ -124,9 +135,11 @@ def ensure_slot(block: nn.Module, position: str) -> None:
 
 def post_channels(block: nn.Module) -> int:
     """Channels at the post slot: the residual branch's output width (planes * expansion)."""
-    return (block.bn3 if isinstance(block, _BOTTLENECKS) else block.bn2).num_features
+    norm = cast(nn.BatchNorm2d, block.bn3 if isinstance(block, _BOTTLENECKS) else block.bn2)
+    return int(norm.num_features)
 
 
 def mid_channels(block: nn.Module) -> int:
     """Channels at the mid slot: the 3x3 conv's output width (``planes`` for a plain ResNet)."""
-    return (block.bn2 if isinstance(block, _BOTTLENECKS) else block.bn1).num_features
+    norm = cast(nn.BatchNorm2d, block.bn2 if isinstance(block, _BOTTLENECKS) else block.bn1)
+    return int(norm.num_features)

@@ -4,6 +4,7 @@ ImageNet ResNets shrink the input 4x before the first stage (7x7/2 conv, 3x3/2 m
 a 32x32 image reaches ``layer4`` at 1x1. The CIFAR stem keeps full resolution there
 (32 -> layer1 at 32x32 -> layer4 at 4x4).
 """
+
 from typing import List
 
 from torch import nn
@@ -56,8 +57,14 @@ def convert_to_cifar_stem(model: nn.Module) -> nn.Module:
     new_conv = None
     if isinstance(model.conv1, nn.Conv2d):
         new_conv = nn.Conv2d(
-            first.in_channels, first.out_channels, kernel_size=3, stride=1, padding=1,
-            bias=first.bias is not None, device=first.weight.device, dtype=first.weight.dtype,
+            first.in_channels,
+            first.out_channels,
+            kernel_size=3,
+            stride=1,
+            padding=1,
+            bias=first.bias is not None,
+            device=first.weight.device,
+            dtype=first.weight.dtype,
         )
         nn.init.kaiming_normal_(new_conv.weight, mode="fan_out", nonlinearity="relu")
     elif first.kernel_size != (3, 3):

@@ -4,15 +4,16 @@
 device/dtype and (for ``init='identity'``) checked to be an exact identity before the
 first block is touched, so any error leaves the model as it was.
 """
+
 from dataclasses import dataclass
 from typing import Any, List, Literal, Optional, Tuple
 
 import torch
 from torch import nn
 
+from .errors import SalientError
 from .kinds import KNOWN_BUILD_ISSUES, AttentionKind, check_attention_kwargs, init_identity, resolve_attention
 from .slots import BASE_CLASS, SLOT_ATTRS, SLOTTED_CLASS, ensure_slot, mid_channels, post_channels
-from .errors import SalientError
 
 __all__ = [
     "SurgeryError",
@@ -24,9 +25,9 @@ __all__ = [
     "INITS",
 ]
 
-POSITIONS: Tuple[str, ...] = tuple(SLOT_ATTRS)
-INITS: Tuple[str, ...] = ("default", "identity")
 Position = Literal["post", "mid"]
+POSITIONS: Tuple[Position, ...] = ("post", "mid")  # the keys of SLOT_ATTRS
+INITS: Tuple[str, ...] = ("default", "identity")
 
 
 class SurgeryError(SalientError, ValueError):
@@ -67,7 +68,7 @@ def find_residual_blocks(model: nn.Module) -> List[ResidualBlock]:
 
 def attention_modules(model: nn.Module, position: Optional[Position] = None) -> List[Tuple[str, nn.Module]]:
     """``(qualified name, module)`` of every filled attention slot (one position, or both)."""
-    positions = POSITIONS if position is None else (position,)
+    positions: Tuple[Position, ...] = POSITIONS if position is None else (position,)
     found = []
     for block in find_residual_blocks(model):
         for pos in positions:
@@ -116,7 +117,9 @@ def _build(factory, channels: int, block: nn.Module, init: str, gain: float, whe
         known = next((hint for kind, hint in KNOWN_BUILD_ISSUES.items() if resolve_attention(kind) is factory), None)
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "default arguments"
         detail = known or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        raise SurgeryError(f"could not build attention for {where} ({name}, channels={channels}, {args}): {detail}") from e
+        raise SurgeryError(
+            f"could not build attention for {where} ({name}, channels={channels}, {args}): {detail}"
+        ) from e
     if not isinstance(module, nn.Module):
         raise SurgeryError(f"attention factory returned {type(module).__name__}, not an nn.Module")
     ref = next(block.parameters())
@@ -190,8 +193,7 @@ def inject_attention(
                 "or choose another position"
             )
         channels = block.channels(position)
-        new = None if factory is None else _build(factory, channels, block.module, init, init_gain, where,
-                                                             block_kwargs)
+        new = None if factory is None else _build(factory, channels, block.module, init, init_gain, where, block_kwargs)
         plan.append((block.module, new))
 
     # Commit: nothing below can fail, so the model is never left half-modified.

@@ -6,16 +6,17 @@ with every failure turned into a ``CheckpointError`` that says why: missing, emp
 corrupt, a pickle that a safe load refuses (it would run code), or a file that holds something other
 than a state dict. ``describe_unreadable`` gives that reason for any read error.
 """
+
 import os
 import zipfile
-from typing import Dict
+from typing import Any, Dict, List, Optional
 
 import torch
 from timm.models import load_state_dict
 
 from .errors import SalientError
 
-__all__ = ["CheckpointError", "CheckpointNotFoundError", "read_state_dict", "describe_unreadable"]
+__all__ = ["CheckpointError", "CheckpointNotFoundError", "read_state_dict", "describe_unreadable", "load_checkpoint"]
 
 
 class CheckpointError(SalientError, RuntimeError):
@@ -39,16 +40,22 @@ def describe_unreadable(path: str, error: BaseException) -> str:
         return f"{path} is a folder, not a weights file"
     if os.path.getsize(path) == 0:
         return f"cannot read {path}: the file is empty"
-    chain, e = [], error  # timm re-raises torch's error with its own text: read the whole chain
-    while e is not None and len(chain) < 5:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
+    chain: List[BaseException] = []  # timm re-raises torch's error with its own text: read the whole chain
+    link: Optional[BaseException] = error
+    while link is not None and len(chain) < 5:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
     text = " ".join(str(e) for e in chain)
     if "GLOBAL" in text or "Unsupported global" in text:
-        return (f"refused to load {path}: it holds Python objects that a safe load (weights_only=True) does not "
-                "run; only tensors and plain values are read. Re-save it as a state dict (or safetensors)")
-    if any(isinstance(e, (zipfile.BadZipFile, EOFError)) for e in chain) or "central directory" in text \
-            or "PytorchStreamReader" in text:
+        return (
+            f"refused to load {path}: it holds Python objects that a safe load (weights_only=True) does not "
+            "run; only tensors and plain values are read. Re-save it as a state dict (or safetensors)"
+        )
+    if (
+        any(isinstance(e, (zipfile.BadZipFile, EOFError)) for e in chain)
+        or "central directory" in text
+        or "PytorchStreamReader" in text
+    ):
         return f"cannot read {path}: the file is truncated or corrupt ({_first_line(error)})"
     if any(isinstance(e, (AttributeError, TypeError)) for e in chain):
         return f"{path} does not hold a state dict (a mapping of names to tensors)"
@@ -63,4 +70,21 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         raise CheckpointError(describe_unreadable(path, e)) from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return state
+
+
+REQUIRED = ("model", "optimizer", "scheduler", "epoch", "rng", "args")
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """A salient-train checkpoint, loaded ``weights_only``; ``CheckpointError`` if unreadable or incomplete."""
+    if not os.path.isfile(path):
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  truncated zip, garbage bytes, empty file, refused pickle
+        raise CheckpointError(describe_unreadable(path, e)) from e
+    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a salient-train checkpoint (missing {', '.join(missing)})")
     return state

@@ -8,6 +8,7 @@ Each case runs in-process (click's CliRunner) and is classified:
 - silent: the command accepted input it should have refused (exit 0 where an error was expected).
 Kill and concurrency scenarios are in tests/test_robustness.py (they need real processes).
 """
+
 import os
 import sys
 import tempfile
@@ -20,8 +21,20 @@ from click.testing import CliRunner
 from salient_analysis.cli import main as analyze
 from salient_timm.train.cli import main as train
 
-TRAIN = ["--model", "resnet18", "--dataset", "digits", "--epochs", "1", "-b", "64", "--cifar-stem", "--no-progress",
-         "--device", "cpu"]
+TRAIN = [
+    "--model",
+    "resnet18",
+    "--dataset",
+    "digits",
+    "--epochs",
+    "1",
+    "-b",
+    "64",
+    "--cifar-stem",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def _files(tmp: str) -> dict:
@@ -53,7 +66,9 @@ def cases(tmp: str) -> List[Tuple[str, object, List[str], bool]]:
     out = lambda name: os.path.join(tmp, name)  # noqa: E731
     c: List[Tuple[str, object, List[str], bool]] = []
     for name in ("garbage.pth", "empty.pth", "truncated.pth", "list.pth", "tensor.pth", "string.pth", "refused.pth"):
-        c.append((f"train --pretrained {name}", train, TRAIN + ["--out", out(f"p-{name}"), "--pretrained", f[name]], True))
+        c.append(
+            (f"train --pretrained {name}", train, TRAIN + ["--out", out(f"p-{name}"), "--pretrained", f[name]], True)
+        )
     c += [
         ("train unknown --model", train, ["--model", "resnet5O", "--dataset", "digits", "--out", out("m")], True),
         ("train --opt bogus", train, TRAIN + ["--out", out("o1"), "--opt", "bogus"], True),
@@ -82,30 +97,57 @@ def cases(tmp: str) -> List[Tuple[str, object, List[str], bool]]:
         ("train --batch-size 0", train, TRAIN + ["--out", out("o22"), "-b", "0"], True),
         ("train --num-classes 3 (< 10)", train, TRAIN + ["--out", out("o23"), "--num-classes", "3"], True),
         ("train --position bogus", train, TRAIN + ["--out", out("o24"), "--position", "bogus"], True),
-        ("train --device cuda without a GPU", train, TRAIN[:-2] + ["--out", out("o26"), "--device", "cuda"],
-         not torch.cuda.is_available()),
+        (
+            "train --device cuda without a GPU",
+            train,
+            TRAIN[:-2] + ["--out", out("o26"), "--device", "cuda"],
+            not torch.cuda.is_available(),
+        ),
         ("train --device cuda:99", train, TRAIN[:-2] + ["--out", out("o27"), "--device", "cuda:99"], True),
         ("train --resume R --epochs -4", train, ["--resume", out("o28"), "--epochs", "-4"], True),
         ("train --opt SGDD (close match)", train, TRAIN + ["--out", out("o29"), "--opt", "sgdd"], True),
         ("train --warmup-epochs -1", train, TRAIN + ["--out", out("o30"), "--warmup-epochs", "-1"], True),
         ("train --decay-epochs 0", train, TRAIN + ["--out", out("o31"), "--decay-epochs", "0"], True),
-        ("train --pretrained missing.pth", train, TRAIN + ["--out", out("o25"), "--pretrained", out("missing.pth")], True),
+        (
+            "train --pretrained missing.pth",
+            train,
+            TRAIN + ["--out", out("o25"), "--pretrained", out("missing.pth")],
+            True,
+        ),
     ]
     for size in ("7x", "x7", ",32,", "0", "-3", "3x0x32", "abc", "32x32x32x32"):
         c.append((f"analyze params -s {size}", analyze, ["params", "-m", "resnet18", "-s", size], True))
     c += [
-        ("analyze flops halo -s 30", analyze, ["flops", "-m", "resnet26", "-a", "halo", "-s", "30", "--no-crosscheck"], True),
-        ("analyze flops bat -s 30", analyze, ["flops", "-m", "resnet26", "-a", "bat", "-s", "30", "--no-crosscheck"], True),
+        (
+            "analyze flops halo -s 30",
+            analyze,
+            ["flops", "-m", "resnet26", "-a", "halo", "-s", "30", "--no-crosscheck"],
+            True,
+        ),
+        (
+            "analyze flops bat -s 30",
+            analyze,
+            ["flops", "-m", "resnet26", "-a", "bat", "-s", "30", "--no-crosscheck"],
+            True,
+        ),
         ("analyze vit model", analyze, ["flops", "-m", "vit_tiny_patch16_224", "-a", "salient", "-s", "32"], True),
         ("analyze unknown model", analyze, ["params", "-m", "resnet5O"], True),
         ("analyze unknown attn", analyze, ["params", "-m", "resnet18", "-a", "bogus"], True),
         ("analyze attn ge", analyze, ["params", "-m", "resnet18", "-a", "ge"], True),
         ("analyze -s 99999 flops", analyze, ["flops", "-m", "resnet18", "-s", "99999"], False),
         ("analyze -b 100000000 flops", analyze, ["flops", "-m", "resnet18", "-s", "32", "-b", "100000000"], False),
-        ("analyze maps --out nodir", analyze, ["maps", "-m", "salient_resnet18", "-i", f["file"], "--out",
-                                               out("nodir/sub/x.png")], True),
-        ("analyze maps corrupt checkpoint", analyze, ["maps", "-m", "salient_resnet18", "-c", f["garbage.pth"], "-i",
-                                                      f["file"]], True),
+        (
+            "analyze maps --out nodir",
+            analyze,
+            ["maps", "-m", "salient_resnet18", "-i", f["file"], "--out", out("nodir/sub/x.png")],
+            True,
+        ),
+        (
+            "analyze maps corrupt checkpoint",
+            analyze,
+            ["maps", "-m", "salient_resnet18", "-c", f["garbage.pth"], "-i", f["file"]],
+            True,
+        ),
         ("analyze maps corrupt checkpoint, no model", analyze, ["maps", "-c", f["garbage.pth"], "-i", f["file"]], True),
         ("analyze profile --device bogus", analyze, ["profile", "-m", "resnet18", "--device", "bogus"], True),
         ("analyze compare empty", analyze, ["compare", "-m", ",", "-a", "none"], True),

@@ -12,6 +12,7 @@ channels, averaged over images), before fine-tuning and after. Writes ``--out`` 
 Targets (issue 9): in at least half the blocks a retrofit's gates vary at least half as much as the
 from-scratch gates of the same kind; retrofit top-1 at least the base fine-tune's minus 0.5 points.
 """
+
 import argparse
 import datetime
 import json
@@ -38,10 +39,16 @@ COMMON = ["--cifar-stem", "--dataset", "digits", "--img-size", "16", "--no-chann
 # whatever the defaults are; the arm that uses its kind's default (salient_timm.retrofit.RETROFIT_DEFAULTS) says so.
 ARMS = {
     "base_fine-tune": ("base fine-tune", "none", []),
-    "salient-v0.1_recipe": ("salient, v0.1 recipe: exact identity, backbone lr and wd", "salient",
-                            ["--attn-init-gain", "0", "--attn-lr-scale", "1", "--attn-weight-decay", "5e-4"]),
-    "salient-exact_identity-lr_x30_no_wd": ("salient, exact identity, lr x30, no wd", "salient",
-                                            ["--attn-init-gain", "0", "--attn-lr-scale", "30"]),
+    "salient-v0.1_recipe": (
+        "salient, v0.1 recipe: exact identity, backbone lr and wd",
+        "salient",
+        ["--attn-init-gain", "0", "--attn-lr-scale", "1", "--attn-weight-decay", "5e-4"],
+    ),
+    "salient-exact_identity-lr_x30_no_wd": (
+        "salient, exact identity, lr x30, no wd",
+        "salient",
+        ["--attn-init-gain", "0", "--attn-lr-scale", "30"],
+    ),
     "salient": ("salient, gain 0.1, lr x30, no wd", "salient", ["--attn-init-gain", "0.1", "--attn-lr-scale", "30"]),
     "se": ("se, gain 0.1, lr x30, no wd", "se", ["--attn-init-gain", "0.1", "--attn-lr-scale", "30"]),
     "se-lr_x100": ("se, gain 0.1, lr x100, no wd", "se", ["--attn-init-gain", "0.1", "--attn-lr-scale", "100"]),
@@ -110,9 +117,23 @@ def main() -> None:
         _train(base, ["--model", "resnet18", "--epochs", str(a.base_epochs), "--seed", str(seed), *COMMON])
         for folder, (arm, kind, extra) in ARMS.items():
             run_dir = os.path.join(root, folder)
-            summary = _train(run_dir, ["--model", "resnet18", "--attn", kind, "--pretrained",
-                                       os.path.join(base, "last.pth"), "--epochs", str(a.epochs),
-                                       "--seed", str(seed), *COMMON, *extra])
+            summary = _train(
+                run_dir,
+                [
+                    "--model",
+                    "resnet18",
+                    "--attn",
+                    kind,
+                    "--pretrained",
+                    os.path.join(base, "last.pth"),
+                    "--epochs",
+                    str(a.epochs),
+                    "--seed",
+                    str(seed),
+                    *COMMON,
+                    *extra,
+                ],
+            )
             top1.setdefault(arm, []).append(summary["last_top1"])
             with open(os.path.join(run_dir, "initial_eval.json")) as f:
                 step0.setdefault(arm, []).append(json.load(f)["test_top1"])
@@ -122,11 +143,12 @@ def main() -> None:
                 before.setdefault(arm, []).append({b: v["std"] for b, v in initial.items()})
                 start_dev.setdefault(arm, []).append(max(v["mean |dev|"] for v in initial.values()))
             print(f"== seed {seed} {arm}: step 0 {step0[arm][-1]:.2f} -> {summary['last_top1']:.2f}", flush=True)
-        for kind, name in SCRATCH.items():
+        for name in SCRATCH.values():
             ref = f"from scratch {name}"
             run_dir = os.path.join(root, name)
-            summary = _train(run_dir, ["--model", name, "--epochs", str(a.base_epochs + a.epochs),
-                                       "--seed", str(seed), *COMMON])
+            summary = _train(
+                run_dir, ["--model", name, "--epochs", str(a.base_epochs + a.epochs), "--seed", str(seed), *COMMON]
+            )
             top1.setdefault(ref, []).append(summary["last_top1"])
             after.setdefault(ref, []).append(_variation(load_trained(os.path.join(run_dir, "last.pth"))[0], images))
             print(f"== seed {seed} {ref}: {summary['last_top1']:.2f}", flush=True)
@@ -139,27 +161,36 @@ def main() -> None:
     start = {arm: mean_blocks(rows) for arm, rows in before.items()}
     blocks = list(next(iter(varied.values())))
     base_top1 = statistics.mean(top1["base fine-tune"])
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
-        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    lines = [f"# Retrofit on digits: do the gates learn? ({a.seeds} seeds)", "",
-             f"- date {datetime.date.today()}, device {device}, torch {torch.__version__}, timm {timm.__version__}, "
-             f"Python {sys.version.split()[0]}; `python scripts/retrofit_table.py`; {len(TRAIN_SECONDS)} runs, "
-             f"{sum(TRAIN_SECONDS) / 60:.1f} min of training (epochs, evaluation included); this invocation "
-             f"{wall / 60:.1f} min",
-             f"- base: resnet18, CIFAR stem, 16 px digits (1437 train / 360 test), NCHW, {a.base_epochs} epochs, SGD lr 0.05 "
-             f"momentum 0.9 wd 5e-4 cosine, batch 64. Every arm fine-tunes the base's last.pth for {a.epochs} epochs "
-             f"with the same recipe; from-scratch references train {a.base_epochs + a.epochs} epochs.",
-             "- gate variation: per test image, the std of the gate map over its pixels (SE: of its channel weights), "
-             "averaged over the 360 test images, then over seeds. Retrofit gates are `2*sigmoid` (neutral 1, range "
-             "0..2); from-scratch gates are the seed's `sigmoid` (neutral 0.5, range 0..1).",
-             f"- targets: a retrofit's gates vary at least {TARGET_SHARE:g}x as much as the from-scratch gates of the "
-             f"same kind in at least half the blocks; top-1 at least the base fine-tune's minus {TARGET_DROP:g}.", "",
-             "- the defaults (`salient_timm.retrofit.RETROFIT_DEFAULTS`, in bold) were chosen from these runs: the "
-             "smallest recipe per kind that met the targets. They have not been checked on other data or seeds. "
-             "Raw std favours the retrofit gates, whose range is twice the from-scratch range.", "",
-             "| arm | step-0 top-1 | step-0 gate mean \\|dev\\| (worst block) | final top-1 | blocks at >= 0.5x "
-             "scratch variation | targets |",
-             "|---|---|---|---|---|---|"]
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    lines = [
+        f"# Retrofit on digits: do the gates learn? ({a.seeds} seeds)",
+        "",
+        f"- date {datetime.date.today()}, device {device}, torch {torch.__version__}, timm {timm.__version__}, "
+        f"Python {sys.version.split()[0]}; `python scripts/retrofit_table.py`; {len(TRAIN_SECONDS)} runs, "
+        f"{sum(TRAIN_SECONDS) / 60:.1f} min of training (epochs, evaluation included); this invocation "
+        f"{wall / 60:.1f} min",
+        f"- base: resnet18, CIFAR stem, 16 px digits (1437 train / 360 test), NCHW, {a.base_epochs} epochs, "
+        f"SGD lr 0.05 "
+        f"momentum 0.9 wd 5e-4 cosine, batch 64. Every arm fine-tunes the base's last.pth for {a.epochs} epochs "
+        f"with the same recipe; from-scratch references train {a.base_epochs + a.epochs} epochs.",
+        "- gate variation: per test image, the std of the gate map over its pixels (SE: of its channel weights), "
+        "averaged over the 360 test images, then over seeds. Retrofit gates are `2*sigmoid` (neutral 1, range "
+        "0..2); from-scratch gates are the seed's `sigmoid` (neutral 0.5, range 0..1).",
+        f"- targets: a retrofit's gates vary at least {TARGET_SHARE:g}x as much as the from-scratch gates of the "
+        f"same kind in at least half the blocks; top-1 at least the base fine-tune's minus {TARGET_DROP:g}.",
+        "",
+        "- the defaults (`salient_timm.retrofit.RETROFIT_DEFAULTS`, in bold) were chosen from these runs: the "
+        "smallest recipe per kind that met the targets. They have not been checked on other data or seeds. "
+        "Raw std favours the retrofit gates, whose range is twice the from-scratch range.",
+        "",
+        "| arm | step-0 top-1 | step-0 gate mean \\|dev\\| (worst block) | final top-1 | blocks at >= 0.5x "
+        "scratch variation | targets |",
+        "|---|---|---|---|---|---|",
+    ]
     for arm, kind, extra in ARMS.values():
         if kind != "none" and _is_default(kind, extra):
             arm_label = f"**{arm} (default)**"
@@ -172,16 +203,26 @@ def main() -> None:
         met = sum(varied[arm][b] >= TARGET_SHARE * ref[b] for b in blocks)
         ok_var = met >= len(blocks) / 2
         ok_acc = statistics.mean(top1[arm]) >= base_top1 - TARGET_DROP
-        verdict = ("met" if ok_var and ok_acc else
-                   "missed: " + ", ".join(x for x, bad in (("variation", not ok_var), ("top-1", not ok_acc)) if bad))
-        lines.append(f"| {arm_label} | {_ms(step0[arm])} | {max(start_dev[arm]):.4f} | {_ms(top1[arm])} "
-                     f"| {met}/{len(blocks)} | {verdict} |")
-    for kind, name in SCRATCH.items():
+        verdict = (
+            "met"
+            if ok_var and ok_acc
+            else "missed: " + ", ".join(x for x, bad in (("variation", not ok_var), ("top-1", not ok_acc)) if bad)
+        )
+        lines.append(
+            f"| {arm_label} | {_ms(step0[arm])} | {max(start_dev[arm]):.4f} | {_ms(top1[arm])} "
+            f"| {met}/{len(blocks)} | {verdict} |"
+        )
+    for name in SCRATCH.values():
         lines.append(f"| from scratch {name} | - | - | {_ms(top1[f'from scratch {name}'])} | reference | - |")
     columns = [arm for arm in varied if not arm.startswith("from scratch")]
-    lines += ["", "Gate variation per block after fine-tuning (in brackets: at step 0, a fresh build with the run's options), mean over seeds:", "",
-              "| block | " + " | ".join(columns) + " | " + " | ".join(f"scratch {n}" for n in SCRATCH.values()) + " |",
-              "|---|" + "---|" * (len(columns) + len(SCRATCH))]
+    lines += [
+        "",
+        "Gate variation per block after fine-tuning (in brackets: at step 0, a fresh build with the run's options), "
+        "mean over seeds:",
+        "",
+        "| block | " + " | ".join(columns) + " | " + " | ".join(f"scratch {n}" for n in SCRATCH.values()) + " |",
+        "|---|" + "---|" * (len(columns) + len(SCRATCH)),
+    ]
     for b in blocks:
         cells = [f"{varied[c][b]:.3f} ({start[c][b]:.3f})" for c in columns]
         cells += [f"{varied[f'from scratch {n}'][b]:.3f}" for n in SCRATCH.values()]

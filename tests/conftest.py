@@ -1,4 +1,5 @@
 """Shared helpers: deterministic seeds and models with non-trivial BN statistics."""
+
 import pytest
 import torch
 from torch import nn

@@ -1,16 +1,17 @@
 """Cost accounting checked against independent, hand-written counts."""
+
 import pytest
 import timm
 import torch
 from torch import nn
 
-from salient_timm import SalientBlock, SSABlock, inject_attention
 from salient_analysis.claims import CONDITIONAL, NOT_CHECKED, REFUTED, SEED_CLAIMS, VERDICTS, check_claims
 from salient_analysis.counting import count_cost, count_params
 from salient_analysis.crosscheck import fvcore_count, thop_count
 from salient_analysis.formulas import formula_rows
 from salient_analysis.size import measure_size
 from salient_analysis.spec import ModelSpec, SpecError, parse_input_size
+from salient_timm import SalientBlock, SSABlock, inject_attention
 
 
 def hand_salient_ops(n, c, h, w):
@@ -136,7 +137,8 @@ def test_size_matches_files_written(tmp_path):
     save_file(model.state_dict(), str(tmp_path / "m.safetensors"))
     assert report.safetensors_bytes == (tmp_path / "m.safetensors").stat().st_size
     assert report.bytes_at["fp32"] == 4 * (report.params + report.buffers) + 4 * sum(
-        b.numel() for b in model.buffers() if b.dtype == torch.int64)  # int64 counters are 8 bytes
+        b.numel() for b in model.buffers() if b.dtype == torch.int64
+    )  # int64 counters are 8 bytes
     assert report.bytes_at["fp16"] < report.bytes_at["fp32"]
 
 

@@ -1,8 +1,9 @@
 """SalientBlock and SSABlock compute what the seed text defines, and plug into timm's ResNet."""
+
 import pytest
 import torch
+from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
-from timm.models.resnet import ResNet, BasicBlock
 
 from salient_timm import SalientBlock, SSABlock
 from salient_timm.kinds import init_identity
@@ -90,7 +91,7 @@ def test_fast_impls_in_pure_bf16_are_no_worse_than_the_seed_block(impl):
     """In pure bf16 (2^-8 resolution) even the literal block is ~3e-3 off fp32: match its error, not 1e-3."""
     literal = _bf16_errors("conv", autocast=False)
     fast = _bf16_errors(impl, autocast=False)
-    assert all(f <= 1.1 * l for f, l in zip(fast, literal)), (fast, literal)
+    assert all(f <= 1.1 * lit for f, lit in zip(fast, literal)), (fast, literal)
 
 
 def test_salient_block_params_are_c_plus_two():

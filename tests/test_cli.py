@@ -1,4 +1,5 @@
 """salient-analyze commands, driven through click's test runner."""
+
 import csv
 import io
 import json
@@ -18,7 +19,7 @@ def run(*args, code=0):
 
 def run_json(*args):
     out = run(*args, "--format", "json")
-    return json.loads(out[out.index("{"):])
+    return json.loads(out[out.index("{") :])
 
 
 def test_params_resnet34_salient_adds_sum_of_planes_plus_bn():
@@ -50,11 +51,20 @@ def test_size_of_registered_variant():
 
 
 def test_compare_markdown_and_csv():
-    md = run("compare", "--model", "resnet18,resnet50", "--attn", "none,se,salient,ssa", "--input-size", "32",
-             "--format", "markdown")
+    md = run(
+        "compare",
+        "--model",
+        "resnet18,resnet50",
+        "--attn",
+        "none,se,salient,ssa",
+        "--input-size",
+        "32",
+        "--format",
+        "markdown",
+    )
     assert md.count("| resnet") == 8 and "Convention:" in md
     out = run("compare", "--model", "resnet18", "--attn", "none,salient", "-s", "32", "--format", "csv")
-    rows = list(csv.DictReader(io.StringIO(out[out.index("model,"):])))
+    rows = list(csv.DictReader(io.StringIO(out[out.index("model,") :])))
     assert [r["model"] for r in rows] == ["resnet18", "resnet18+salient"] and rows[0]["added params"] == "0"
 
 
@@ -76,16 +86,19 @@ def test_reproduce_markdown_has_a_verdict_per_claim():
     assert "refuted" in out and "needs CIFAR data" in out
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["params", "--model", "resnet5O"], 1, "unknown model 'resnet5O'; did you mean"),
-    (["params", "--model", "resnet50", "--attn", "salinet"], 1, "did you mean salient"),
-    (["flops", "--model", "resnet50", "--input-size", "3x0x2"], 2, "bad input size"),
-    (["flops", "--model", "resnet50", "--batch-size", "-1"], 2, "Invalid value for '--batch-size' / '-b'"),
-    (["params", "--model", "vit_tiny_patch16_224", "--attn", "salient"], 1, "has no supported residual blocks"),
-    (["formula", "--model", "resnet18"], 1, "has no attention blocks"),
-    (["params", "--model", "resnet18", "--format", "xml"], 2, "Invalid value for '--format'"),
-    (["params"], 2, "Missing option '--model'"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["params", "--model", "resnet5O"], 1, "unknown model 'resnet5O'; did you mean"),
+        (["params", "--model", "resnet50", "--attn", "salinet"], 1, "did you mean salient"),
+        (["flops", "--model", "resnet50", "--input-size", "3x0x2"], 2, "bad input size"),
+        (["flops", "--model", "resnet50", "--batch-size", "-1"], 2, "Invalid value for '--batch-size' / '-b'"),
+        (["params", "--model", "vit_tiny_patch16_224", "--attn", "salient"], 1, "has no supported residual blocks"),
+        (["formula", "--model", "resnet18"], 1, "has no attention blocks"),
+        (["params", "--model", "resnet18", "--format", "xml"], 2, "Invalid value for '--format'"),
+        (["params"], 2, "Missing option '--model'"),
+    ],
+)
 def test_bad_arguments_give_one_line_errors(args, code, message):
     out = run(*args, code=code)
     assert message in out

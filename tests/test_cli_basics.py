@@ -1,4 +1,5 @@
 """The salient-analyze entry point answers --help and --version, and rejects unknown commands."""
+
 import subprocess
 import sys
 from pathlib import Path

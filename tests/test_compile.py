@@ -5,6 +5,7 @@ The ``eager`` backend checks what dynamo captures without paying for inductor's 
 salient_resnet26 stands for every Bottleneck variant (resnet50/101/152, -d, resnext, wide), salient_resnet18
 for every BasicBlock one.
 """
+
 import pytest
 import timm
 import torch
@@ -33,14 +34,17 @@ def _compiled_matches_eager(model: torch.nn.Module, x: torch.Tensor) -> None:
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("salient_resnet18", {}),
-    ("salient_resnet26", {}),
-    ("ssa_resnet18", {}),
-    ("salient_resnet18", dict(attn_kwargs=dict(impl="gemv"))),
-    ("salient_resnet18", dict(attn_kwargs=dict(impl="conv"))),
-    ("ssa_resnet18", dict(attn_kwargs=dict(impl="gemv"))),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("salient_resnet18", {}),
+        ("salient_resnet26", {}),
+        ("ssa_resnet18", {}),
+        ("salient_resnet18", dict(attn_kwargs=dict(impl="gemv"))),
+        ("salient_resnet18", dict(attn_kwargs=dict(impl="conv"))),
+        ("ssa_resnet18", dict(attn_kwargs=dict(impl="gemv"))),
+    ],
+)
 def test_registered_variants_compile_without_graph_breaks(name, kwargs):
     _compiled_matches_eager(timm.create_model(name, num_classes=5, **kwargs), torch.randn(2, 3, 32, 32))
 

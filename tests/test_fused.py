@@ -1,7 +1,8 @@
 """The fused gate (the default ``impl``) is the seed's block, exactly, and only changes how backward runs."""
+
 import pytest
-import torch
 import timm
+import torch
 from torch import nn
 
 from salient_timm import SalientBlock, SSABlock
@@ -9,8 +10,11 @@ from salient_timm import SalientBlock, SSABlock
 
 def _pair(kind: str, c: int):
     """(fused default block, literal reference block) with equal, non-trivial parameters, in fp64."""
-    fused, literal = (SalientBlock(c), SalientBlock(c, impl="conv")) if kind == "salient" else \
-        (SSABlock(c), SSABlock(c, impl="mean"))
+    fused, literal = (
+        (SalientBlock(c), SalientBlock(c, impl="conv"))
+        if kind == "salient"
+        else (SSABlock(c), SSABlock(c, impl="mean"))
+    )
     with torch.no_grad():
         fused.bn.weight.fill_(0.7)
         fused.bn.bias.fill_(0.2)
@@ -110,6 +114,7 @@ def test_registered_model_trains_through_the_fused_gate_like_the_literal_one():
 def test_torch_flop_counter_counts_a_training_step_through_the_fused_gate():
     """FlopCounterMode's module tracker must not hook the fused function's inner graph."""
     from torch.utils.flop_counter import FlopCounterMode
+
     model = timm.create_model("salient_resnet18", num_classes=4)
     with FlopCounterMode(display=False) as counter:
         model(torch.randn(2, 3, 32, 32)).sum().backward()

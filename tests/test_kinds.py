@@ -1,4 +1,5 @@
 """One resolver maps attention kinds to block factories, with clear errors for bad names."""
+
 import functools
 
 import pytest
@@ -21,7 +22,9 @@ def test_every_timm_kind_resolves_like_get_attn(name):
     factory = resolve_attention(name)
     expected = get_attn(name)
     assert factory is expected or (
-        isinstance(factory, functools.partial) and factory.func is expected.func and factory.keywords == expected.keywords
+        isinstance(factory, functools.partial)
+        and factory.func is expected.func
+        and factory.keywords == expected.keywords
     )
 
 

@@ -1,16 +1,16 @@
 """Gate maps: capture_gates records every gate; salient-analyze maps draws them over real photos."""
+
 import json
 
-import numpy as np
 import pytest
 import timm
 import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from salient_timm import capture_gates, inject_attention
 from salient_analysis.cli import main
 from salient_analysis.maps import PANEL_INCHES
+from salient_timm import capture_gates, inject_attention
 from salient_timm.train.cli import run
 from salient_timm.train.config import parse_args
 
@@ -33,8 +33,23 @@ def photos(tmp_path_factory):
 def digits_checkpoint(tmp_path_factory):
     """salient_resnet18 trained briefly on digits by salient-train."""
     out = tmp_path_factory.mktemp("maps") / "run"
-    run(parse_args(["--model", "salient_resnet18", "--dataset", "digits", "--img-size", "32", "--epochs", "2",
-                    "--out", str(out), "--no-progress"]))
+    run(
+        parse_args(
+            [
+                "--model",
+                "salient_resnet18",
+                "--dataset",
+                "digits",
+                "--img-size",
+                "32",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+    )
     return str(out / "best.pth")
 
 
@@ -124,10 +139,10 @@ def test_maps_statistics_as_json(digits_checkpoint, photos):
 
 def test_statistics_are_read_against_each_gates_neutral_value():
     """A scale-2 identity gate sits at its neutral 1: no deviation, although every value is > 0.5."""
+    from conftest import randomize_bn
+
     from salient_analysis.maps import gate_stats, gate_variation
     from salient_timm import gate_neutrals
-
-    from conftest import randomize_bn
 
     model = randomize_bn(timm.create_model("resnet18")).eval()  # trained-like: features at the gates are not 0
     inject_attention(model, "salient", init="identity")
@@ -150,11 +165,14 @@ def test_maps_of_se_model_in_a_picture_is_refused(photos, tmp_path):
     assert "gates channels" in out and "--format json" in out
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--model", "salient_resnet18", "--out", "x.jpg"], 2, "end --out with .png or .pdf"),
-    (["--model", "resnet18"], 1, "no attention gates"),
-    ([], 1, "give --model, --checkpoint, or both"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--model", "salient_resnet18", "--out", "x.jpg"], 2, "end --out with .png or .pdf"),
+        (["--model", "resnet18"], 1, "no attention gates"),
+        ([], 1, "give --model, --checkpoint, or both"),
+    ],
+)
 def test_maps_errors(photos, args, code, message):
     out = invoke(*args, "--image", photos[0], code=code)
     assert message in out
@@ -169,8 +187,25 @@ def test_unreadable_image(tmp_path):
 
 def test_maps_name_the_attention_of_a_retrofitted_run(tmp_path, photos):
     out = tmp_path / "run"
-    run(parse_args(["--model", "resnet18", "--attn", "ssa", "--dataset", "digits", "--img-size", "16", "--epochs", "1",
-                    "--output", str(out), "--no-progress"]))
+    run(
+        parse_args(
+            [
+                "--model",
+                "resnet18",
+                "--attn",
+                "ssa",
+                "--dataset",
+                "digits",
+                "--img-size",
+                "16",
+                "--epochs",
+                "1",
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+    )
     report = json.loads(invoke("--checkpoint", str(out / "last.pth"), "--image", photos[0], "--format", "json"))
     assert report["tables"][0]["title"] == "Gate statistics of resnet18+ssa"
 

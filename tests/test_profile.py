@@ -3,6 +3,7 @@
 Hand counts use fp32 (4 bytes) and input zeros of shape (N, C_in, H, W) = (2, 4, 5, 5); the conv is
 Conv2d(4, 8, 3, padding=1, bias=False), so its output is (2, 8, 5, 5) = 400 values.
 """
+
 import json
 
 import pytest
@@ -11,12 +12,12 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from salient_timm import SalientBlock, inject_attention
 from salient_analysis.cli import main
 from salient_analysis.crosscheck import fvcore_activations
 from salient_analysis.profiling import ProfileOptions, profile_models, timm_units
 from salient_analysis.spec import ModelSpec
 from salient_analysis.traffic import count_traffic
+from salient_timm import SalientBlock, inject_attention
 
 N, C_IN, C, H, W = 2, 4, 8, 5, 5
 X, OUT, WEIGHT = N * C_IN * H * W, N * C * H * W, C * C_IN * 9  # 200, 400, 288 values
@@ -63,6 +64,7 @@ def test_salient_gate_counts_by_hand_follow_the_fused_path():
 
 def test_inference_counts_save_nothing_and_match_count_cost():
     from salient_analysis.counting import count_cost
+
     model = timm.create_model("resnet18", num_classes=10)
     inject_attention(model, "salient")
     infer = count_traffic(model, (1, 3, 32, 32), train=False)
@@ -104,8 +106,29 @@ def test_stage_rows_add_up_to_the_total_and_attention_rows_are_inside_their_bloc
 
 def test_profile_command_measures_and_plots(tmp_path):
     figure = tmp_path / "profile.png"
-    result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "-a", "salient", "--cifar-stem", "-s", "16",
-                                       "-b", "2", "--repeats", "2", "--warmup", "0", "--plot", str(figure), "-f", "json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "profile",
+            "-m",
+            "resnet18",
+            "-a",
+            "salient",
+            "--cifar-stem",
+            "-s",
+            "16",
+            "-b",
+            "2",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--plot",
+            str(figure),
+            "-f",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     attention, stages, blocks, step = data["tables"]
@@ -116,21 +139,45 @@ def test_profile_command_measures_and_plots(tmp_path):
     assert figure.stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--device", "bogus"], "unknown device 'bogus'; valid: cpu, cuda, cuda:N"),
-    (["--peak-gflops", "100"], "give both --peak-gflops and --bandwidth-gbs"),
-    (["--plot", "x.png", "--no-measure"], "drop --no-measure"),
-    (["--plot", "x.svg"], "end --plot with .png or .pdf"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "bogus"], "unknown device 'bogus'; valid: cpu, cuda, cuda:N"),
+        (["--peak-gflops", "100"], "give both --peak-gflops and --bandwidth-gbs"),
+        (["--plot", "x.png", "--no-measure"], "drop --no-measure"),
+        (["--plot", "x.svg"], "end --plot with .png or .pdf"),
+    ],
+)
 def test_profile_rejects_bad_options_in_one_line(args, message):
     result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "-s", "16", *args])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
 def test_given_peaks_set_the_roofline():
-    result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "-a", "salient", "-s", "16", "-b", "2",
-                                       "--repeats", "1", "--warmup", "0", "--peak-gflops", "100",
-                                       "--bandwidth-gbs", "10", "-f", "json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "profile",
+            "-m",
+            "resnet18",
+            "-a",
+            "salient",
+            "-s",
+            "16",
+            "-b",
+            "2",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--peak-gflops",
+            "100",
+            "--bandwidth-gbs",
+            "10",
+            "-f",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     gate = data["tables"][0]["rows"][0]
@@ -140,7 +187,9 @@ def test_given_peaks_set_the_roofline():
 
 
 def test_compare_has_counted_bytes_and_saved_memory_columns():
-    result = CliRunner().invoke(main, ["compare", "-m", "resnet18", "-a", "none,salient", "-s", "32", "-b", "2", "-f", "json"])
+    result = CliRunner().invoke(
+        main, ["compare", "-m", "resnet18", "-a", "none,salient", "-s", "32", "-b", "2", "-f", "json"]
+    )
     assert result.exit_code == 0, result.output
     base, salient = json.loads(result.stdout)["tables"][0]["rows"]
     assert salient["train saved MB"] > base["train saved MB"] > 0

@@ -1,16 +1,25 @@
 """``import salient_timm`` makes our variants first-class timm models."""
+
 import os
 
 import pytest
 import timm
 import torch
+from conftest import randomize_bn
 from safetensors.torch import save_file
 from timm.models import get_pretrained_cfg
 
 import salient_timm
-from salient_timm import CheckpointError, SalientBlock, SSABlock, SurgeryError, VARIANTS, attention_modules
-from salient_timm import convert_to_cifar_stem, find_residual_blocks
-from conftest import randomize_bn
+from salient_timm import (
+    VARIANTS,
+    CheckpointError,
+    SalientBlock,
+    SSABlock,
+    SurgeryError,
+    attention_modules,
+    convert_to_cifar_stem,
+    find_residual_blocks,
+)
 
 ALL = sorted(VARIANTS)
 X32 = torch.randn(2, 3, 32, 32)
@@ -58,8 +67,9 @@ def test_state_dict_round_trip_and_reset_classifier(name, tmp_path):
     fresh.load_state_dict(model.state_dict(), strict=True)
     assert torch.equal(fresh(X32), model(X32))
     # timm drops the head when num_classes differs from the cfg's, so the cfg must say 10 too
-    reloaded = timm.create_model(name, num_classes=10, pretrained=True,
-                                 pretrained_cfg_overlay=dict(file=str(path), num_classes=10)).eval()
+    reloaded = timm.create_model(
+        name, num_classes=10, pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10)
+    ).eval()
     assert torch.equal(reloaded(X32), model(X32))
     reloaded.reset_classifier(3)
     assert reloaded(X32).shape == (2, 3)
@@ -114,8 +124,9 @@ def test_base_weights_load_with_identity_start(base18, fmt, name):
 
 def test_base_weights_with_new_head_keep_backbone(base18):
     base, st, _ = base18
-    model = timm.create_model("salient_resnet18", pretrained=True, num_classes=5,
-                              pretrained_cfg_overlay=dict(file=str(st))).eval()
+    model = timm.create_model(
+        "salient_resnet18", pretrained=True, num_classes=5, pretrained_cfg_overlay=dict(file=str(st))
+    ).eval()
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(model.forward_features(x), base.forward_features(x))
     assert model(x).shape == (2, 5)
@@ -129,8 +140,9 @@ def test_checkpoint_missing_backbone_key_raises(base18, tmp_path, num_classes):
     path = tmp_path / "partial.safetensors"
     save_file(state, str(path))
     with pytest.raises(CheckpointError, match="missing backbone keys: layer2.0.conv1.weight"):
-        timm.create_model("salient_resnet18", pretrained=True, num_classes=num_classes,
-                          pretrained_cfg_overlay=dict(file=str(path)))
+        timm.create_model(
+            "salient_resnet18", pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=dict(file=str(path))
+        )
 
 
 def test_checkpoint_with_foreign_keys_raises(base18, tmp_path):
@@ -170,17 +182,21 @@ def test_seed_format_checkpoint_without_gate_scale_loads_doc_gate(tmp_path):
 def _torch_saved(obj):
     def write(path):
         torch.save(obj, path)
+
     return write
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"garbage" * 10, "not a torch.save or safetensors weights file"),
-    (None, "not found"),
-    (b"", "the file is empty"),
-    (_torch_saved([1, 2, 3]), "does not hold a state dict"),
-    (_torch_saved(torch.zeros(3)), "does not hold a state dict"),
-    (_torch_saved({"model": {"run": os.system}}), "refused to load .* safe load"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"garbage" * 10, "not a torch.save or safetensors weights file"),
+        (None, "not found"),
+        (b"", "the file is empty"),
+        (_torch_saved([1, 2, 3]), "does not hold a state dict"),
+        (_torch_saved(torch.zeros(3)), "does not hold a state dict"),
+        (_torch_saved({"model": {"run": os.system}}), "refused to load .* safe load"),
+    ],
+)
 def test_unreadable_checkpoint_files_say_why(tmp_path, content, match):
     path = tmp_path / ("bad.safetensors" if isinstance(content, bytes) or content is None else "bad.pth")
     if isinstance(content, bytes):
@@ -201,15 +217,19 @@ def test_cifar_stem_keeps_resolution(name):
 
 def test_cifar_stem_with_imagenet_weights_loads_the_rest(base18, caplog):
     base, st, _ = base18
-    model = timm.create_model("salient_resnet18", cifar_stem=True, pretrained=True,
-                              pretrained_cfg_overlay=dict(file=str(st)))
+    model = timm.create_model(
+        "salient_resnet18", cifar_stem=True, pretrained=True, pretrained_cfg_overlay=dict(file=str(st))
+    )
     assert "keeping its fresh init" in caplog.text
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
     assert torch.equal(model.layer4[1].conv2.weight, base.layer4[1].conv2.weight)
 
 
-@pytest.mark.parametrize("make", [lambda: timm.create_model("resnet26d"),
-                                  lambda: __import__("torchvision").models.resnet18()], ids=["timm-deep", "tv"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: timm.create_model("resnet26d"), lambda: __import__("torchvision").models.resnet18()],
+    ids=["timm-deep", "tv"],
+)
 def test_convert_to_cifar_stem_helper(make):
     model = make().eval()
     keys = set(model.state_dict())

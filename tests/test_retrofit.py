@@ -1,5 +1,6 @@
 """Retrofitted gates learn: the param groups and near-identity start move the gates of a pretrained model,
 where the v0.1 recipe (exact identity, backbone lr and weight decay) leaves them flat."""
+
 import pytest
 import timm
 import torch
@@ -120,10 +121,13 @@ def test_v01_recipe_equals_timms_own_groups():
     assert decay(ours) == decay(theirs)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(attn_lr_scale=-1), "attn_lr_scale must be >= 0"),
-    (dict(attn_weight_decay=float("nan")), "attn_weight_decay must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(attn_lr_scale=-1), "attn_lr_scale must be >= 0"),
+        (dict(attn_weight_decay=float("nan")), "attn_weight_decay must be >= 0"),
+    ],
+)
 def test_bad_group_options(kwargs, message):
     model = inject_attention(timm.create_model("resnet18"), "salient")
     with pytest.raises(ValueError, match=message):
@@ -152,10 +156,13 @@ def test_identity_start_is_exact_at_gain_zero_and_near_at_small_gain(kind):
         assert (near(x) - expected).abs().max() < 0.5 * expected.abs().max()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(init="identity", init_gain=-0.1), "init_gain must be a finite number >= 0"),
-    (dict(init="default", init_gain=0.1), "init_gain applies to init='identity' only"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(init="identity", init_gain=-0.1), "init_gain must be a finite number >= 0"),
+        (dict(init="default", init_gain=0.1), "init_gain applies to init='identity' only"),
+    ],
+)
 def test_bad_init_gain_leaves_the_model_untouched(kwargs, message):
     model = timm.create_model("resnet18")
     keys = list(model.state_dict())

@@ -2,6 +2,7 @@
 
 The bad-input families come from ``scripts/fuzz_cli.py`` (the same cases the closing note counts).
 """
+
 import atexit
 import importlib.util
 import json
@@ -49,13 +50,18 @@ def test_bad_input_gets_one_clean_line(name):
 
 
 def _run(out, *extra, check=True):
-    return subprocess.run([str(BIN / "salient-train"), *FAST, "--out", str(out), *extra],
-                          capture_output=True, text=True, check=check)
+    return subprocess.run(
+        [str(BIN / "salient-train"), *FAST, "--out", str(out), *extra], capture_output=True, text=True, check=check
+    )
 
 
 def _resume(out, *extra, check=True):
-    return subprocess.run([str(BIN / "salient-train"), "--resume", str(out), "--no-progress", *extra],
-                          capture_output=True, text=True, check=check)
+    return subprocess.run(
+        [str(BIN / "salient-train"), "--resume", str(out), "--no-progress", *extra],
+        capture_output=True,
+        text=True,
+        check=check,
+    )
 
 
 def _consistent(out: Path, epochs: int) -> None:
@@ -97,10 +103,15 @@ def test_the_lock_is_exclusive_in_the_library_too(tmp_path):
                 pass
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_on_one_folder_cannot_overwrite_each_other(tmp_path):
     out = tmp_path / "shared"
-    first = subprocess.Popen([str(BIN / "salient-train"), *FAST, "--out", str(out), "--epochs", "2"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [str(BIN / "salient-train"), *FAST, "--out", str(out), "--epochs", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while not (out / "args.json").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -139,10 +150,15 @@ def test_a_run_killed_before_its_first_epoch_restarts_with_its_options(two_epoch
     _consistent(out, 2)
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_with_one_line_and_the_run_resumes(tmp_path):
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([str(BIN / "salient-train"), *FAST, "--out", str(out), "--epochs", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "salient-train"), *FAST, "--out", str(out), "--epochs", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (out / "metrics.json").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -163,9 +179,12 @@ def test_kill_at_random_moments_then_resume_to_the_end(tmp_path):
     epochs, kills = 6, 0
     command = [str(BIN / "salient-train"), *FAST, "--out", str(out), "--epochs", str(epochs)]
     for attempt in range(20):
-        proc = subprocess.Popen(command if attempt == 0 else
-                                [str(BIN / "salient-train"), "--resume", str(out), "--no-progress"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            command if attempt == 0 else [str(BIN / "salient-train"), "--resume", str(out), "--no-progress"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             proc.wait(timeout=rng.uniform(2.0, 7.0))
         except subprocess.TimeoutExpired:

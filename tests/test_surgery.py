@@ -1,10 +1,12 @@
 """inject_attention retrofits timm and torchvision ResNets in place, keeping their weights loadable."""
+
 import functools
 
 import pytest
 import timm
 import torch
 import torchvision
+from conftest import n_params, randomize_bn
 from torch import nn
 
 import salient_timm
@@ -19,7 +21,6 @@ from salient_timm import (
     inject_attention,
 )
 from salient_timm.kinds import IDENTITY_KINDS, TIMM_KINDS
-from conftest import n_params, randomize_bn
 
 X64 = torch.randn(2, 3, 64, 64)
 
@@ -200,8 +201,10 @@ def test_failure_midway_leaves_model_untouched():
     "model, match",
     [
         (nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), "Sequential has no supported residual blocks"),
-        (timm.create_model("resnetv2_50"), "ResNetV2 has no supported residual blocks; supported block types: "
-         "timm.models.resnet.BasicBlock"),
+        (
+            timm.create_model("resnetv2_50"),
+            "ResNetV2 has no supported residual blocks; supported block types: timm.models.resnet.BasicBlock",
+        ),
     ],
     ids=["sequential", "resnetv2"],
 )
@@ -219,7 +222,11 @@ def test_models_without_supported_blocks_are_refused(model, match):
         (dict(kind="salient", position="pre"), SurgeryError, "valid positions: post, mid"),
         (dict(kind="salient", init="zero"), SurgeryError, "valid inits: default, identity"),
         (dict(kind="none"), SurgeryError, "pass replace=True to remove"),
-        (dict(kind="se", rd_ratio="x"), salient_timm.AttentionArgumentError, "rd_ratio='x' for 'se': must be a positive"),
+        (
+            dict(kind="se", rd_ratio="x"),
+            salient_timm.AttentionArgumentError,
+            "rd_ratio='x' for 'se': must be a positive",
+        ),
         (dict(kind="se", rd_ratio=0), salient_timm.AttentionArgumentError, "rd_ratio=0 for 'se'"),
         (dict(kind="cbam", rd_ratio=-1), salient_timm.AttentionArgumentError, "rd_ratio=-1 for 'cbam'"),
         (dict(kind="eca", kernel_size=0), salient_timm.AttentionArgumentError, "kernel_size=0 for 'eca'"),

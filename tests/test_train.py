@@ -3,11 +3,13 @@
 Small settings keep the suite fast: resnet18 with the ImageNet stem at 16x16 (about 1.5 s an epoch
 on 2 CPU cores); chance on digits is 10%.
 """
+
 import gzip
 import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,7 +52,9 @@ def test_digits_training_learns_and_writes_the_run_folder(base_run):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     csv_head = (out / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "img_per_s"} <= set(csv_head)
+    assert {"epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "img_per_s"} <= set(
+        csv_head
+    )
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("last.pth", "best.pth"):
         state = torch.load(out / name, weights_only=True)
@@ -61,8 +65,25 @@ def test_digits_training_learns_and_writes_the_run_folder(base_run):
 
 
 def test_registered_variant_with_cifar_stem_and_recipe_options(tmp_path):
-    summary, out = train(tmp_path, "sal", "--model", "salient_resnet18", "--cifar-stem", "--img-size", "8",
-                         "--epochs", "2", "--opt", "adamw", "--lr", "0.002", "--sched", "step", "--decay-epochs", "1")
+    summary, out = train(
+        tmp_path,
+        "sal",
+        "--model",
+        "salient_resnet18",
+        "--cifar-stem",
+        "--img-size",
+        "8",
+        "--epochs",
+        "2",
+        "--opt",
+        "adamw",
+        "--lr",
+        "0.002",
+        "--sched",
+        "step",
+        "--decay-epochs",
+        "1",
+    )
     rows = history(out)
     assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] * 0.1)
     assert summary["last_top1"] > 50
@@ -70,8 +91,22 @@ def test_registered_variant_with_cifar_stem_and_recipe_options(tmp_path):
 
 def test_retrofit_starts_at_base_accuracy_and_fine_tunes(base_run, tmp_path):
     base_summary, base_out = base_run
-    summary, out = train(tmp_path, "retro", "--model", "resnet18", "--attn", "salient", "--attn-init-gain", "0",
-                         "--pretrained", str(base_out / "last.pth"), "--epochs", "2", "--lr", "0.005")
+    summary, out = train(
+        tmp_path,
+        "retro",
+        "--model",
+        "resnet18",
+        "--attn",
+        "salient",
+        "--attn-init-gain",
+        "0",
+        "--pretrained",
+        str(base_out / "last.pth"),
+        "--epochs",
+        "2",
+        "--lr",
+        "0.005",
+    )
     assert summary["initial_top1"] == pytest.approx(base_summary["last_top1"], abs=1e-9)
     assert json.loads((out / "initial_eval.json").read_text())["test_top1"] == summary["initial_top1"]
     assert summary["last_top1"] >= base_summary["last_top1"] - 1.0
@@ -79,13 +114,15 @@ def test_retrofit_starts_at_base_accuracy_and_fine_tunes(base_run, tmp_path):
     assert state["layer1.0.se.gate.scale"].item() == 2.0
 
 
+@pytest.mark.slow
 def test_resume_after_kill_mid_epoch_gives_identical_metrics(tmp_path):
     args = ["--model", "resnet18", "--attn", "ssa", "--epochs", "3", *FAST]
     full = tmp_path / "full"
     subprocess.run([str(BIN / "salient-train"), *args, "--out", str(full)], check=True, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([str(BIN / "salient-train"), *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "salient-train"), *args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while not (killed / "metrics.json").exists() and time.time() < deadline:
         time.sleep(0.1)
@@ -95,22 +132,48 @@ def test_resume_after_kill_mid_epoch_gives_identical_metrics(tmp_path):
     done = len(history(killed))
     assert 1 <= done < 3, "the run was not killed mid-way"
     assert not list(killed.glob(".tmp-*")), "a partial checkpoint was left behind"
-    result = subprocess.run([str(BIN / "salient-train"), "--resume", str(killed), "--no-progress"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [str(BIN / "salient-train"), "--resume", str(killed), "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert f"resuming {killed} after epoch {done}" in result.stdout
     keys = ("train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "lr")
     assert [[r[k] for k in keys] for r in history(killed)] == [[r[k] for k in keys] for r in history(full)]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process(tmp_path):
     args = ["--model", "resnet18", "--attn", "salient", "--epochs", "1", "--freeze-bn", "--batch-size", "64", *FAST]
     single = tmp_path / "single"
     run(parse_args([*args, "--out", str(single)]))
     ddp = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    result = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29517",
-                             "-m", "salient_timm.train", *args, "--out", str(ddp)],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [
+            str(BIN / "torchrun"),
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            "-m",
+            "salient_timm.train",
+            *args,
+            "--out",
+            str(ddp),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es) on cpu" in result.stdout
     a, b = history(single)[0], history(ddp)[0]
@@ -147,9 +210,23 @@ def _write_fake_cifar(root: Path, classes: int) -> None:
 @pytest.mark.parametrize("dataset, classes", [("cifar10", 10), ("cifar100", 100)])
 def test_cifar_folders_with_the_seed_recipe(tmp_path, dataset, classes):
     _write_fake_cifar(tmp_path / "data", classes)
-    summary, out = train(tmp_path, dataset, "--model", "resnet18", "--cifar-stem", "--dataset", dataset,
-                         "--data-dir", str(tmp_path / "data"), "--recipe", "seed-cifar", "--epochs", "1",
-                         "--img-size", "32")
+    summary, out = train(
+        tmp_path,
+        dataset,
+        "--model",
+        "resnet18",
+        "--cifar-stem",
+        "--dataset",
+        dataset,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--recipe",
+        "seed-cifar",
+        "--epochs",
+        "1",
+        "--img-size",
+        "32",
+    )
     args = json.loads((out / "args.json").read_text())
     assert (args["batch_size"], args["lr"], args["decay_epochs"], args["augment"]) == (100, 0.1, 50, True)
     state = torch.load(out / "last.pth", weights_only=True)
@@ -177,8 +254,20 @@ def test_fashion_mnist_idx_files(tmp_path):
         _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     assert read_idx(str(folder / "t10k-labels-idx1-ubyte.gz")).shape == (40,)
-    summary, out = train(tmp_path, "fm", "--model", "resnet18", "--dataset", "fashion-mnist", "--data-dir", str(folder),
-                         "--epochs", "1", "--img-size", "28")
+    summary, out = train(
+        tmp_path,
+        "fm",
+        "--model",
+        "resnet18",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(folder),
+        "--epochs",
+        "1",
+        "--img-size",
+        "28",
+    )
     assert summary["epochs"] == 1
 
 
@@ -198,13 +287,30 @@ def test_imagefolder_tree(tmp_path):
             (tmp_path / "imgs" / split / cls).mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
-                    tmp_path / "imgs" / split / cls / f"{i}.png")
-    summary, out = train(tmp_path, "if", "--model", "resnet18", "--dataset", "imagefolder",
-                         "--data-dir", str(tmp_path / "imgs"), "--img-size", "32", "--epochs", "1", "--batch-size", "8")
+                    tmp_path / "imgs" / split / cls / f"{i}.png"
+                )
+    summary, out = train(
+        tmp_path,
+        "if",
+        "--model",
+        "resnet18",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "imgs"),
+        "--img-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    )
     assert torch.load(out / "best.pth", weights_only=True)["model"]["fc.weight"].shape[0] == 2
 
 
-@pytest.mark.parametrize("content, message", [(b"not a checkpoint", "not a torch.save or safetensors weights file"), (None, "missing")])
+@pytest.mark.parametrize(
+    "content, message", [(b"not a checkpoint", "not a torch.save or safetensors weights file"), (None, "missing")]
+)
 def test_resume_from_corrupt_or_foreign_checkpoint(base_run, tmp_path, capsys, content, message):
     _, base_out = base_run
     run_dir = tmp_path / "copy"
@@ -232,17 +338,35 @@ def test_resume_with_a_checkpoint_of_another_model(base_run, tmp_path, capsys):
     assert load_checkpoint(str(base_out / "last.pth"))["epoch"] == 2
 
 
-@pytest.mark.parametrize("argv, code, message", [
-    (["--model", "resnet18", "--dataset", "mnist", "--out", "x"], 2, "'mnist' is not one of 'digits'"),
-    (["--dataset", "digits", "--out", "x"], 2, "missing option(s) --model (required unless --resume"),
-    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--epochs", "0"], 2, "0 is not in the range x>=1"),
-    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--lr", "nan"], 2, "--lr must be a finite number"),
-    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--attn-init-gain", "0.1"], 2,
-     "--attn-init-gain applies to a retrofit"),
-    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--attn", "salinet"], 1, "did you mean salient"),
-    (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--pretrained", "nope/w.pth"], 1, "file not found"),
-    (["--resume", "/nonexistent-run"], 2, "not a salient-train run folder"),
-])
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["--model", "resnet18", "--dataset", "mnist", "--out", "x"], 2, "'mnist' is not one of 'digits'"),
+        (["--dataset", "digits", "--out", "x"], 2, "missing option(s) --model (required unless --resume"),
+        (
+            ["--model", "resnet18", "--dataset", "digits", "--out", "x", "--epochs", "0"],
+            2,
+            "0 is not in the range x>=1",
+        ),
+        (
+            ["--model", "resnet18", "--dataset", "digits", "--out", "x", "--lr", "nan"],
+            2,
+            "--lr must be a finite number",
+        ),
+        (
+            ["--model", "resnet18", "--dataset", "digits", "--out", "x", "--attn-init-gain", "0.1"],
+            2,
+            "--attn-init-gain applies to a retrofit",
+        ),
+        (["--model", "resnet18", "--dataset", "digits", "--out", "x", "--attn", "salinet"], 1, "did you mean salient"),
+        (
+            ["--model", "resnet18", "--dataset", "digits", "--out", "x", "--pretrained", "nope/w.pth"],
+            1,
+            "file not found",
+        ),
+        (["--resume", "/nonexistent-run"], 2, "not a salient-train run folder"),
+    ],
+)
 def test_bad_arguments(tmp_path, capsys, monkeypatch, argv, code, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
@@ -267,8 +391,26 @@ def test_resume_extends_the_schedule_without_rereading_pretrained_and_honours_ne
     weights = tmp_path / "base.pth"
     weights.write_bytes((base_out / "last.pth").read_bytes())
     out = tmp_path / "retro"
-    run(parse_args(["--model", "resnet18", "--attn", "salient", "--pretrained", str(weights), "--epochs", "1",
-                    "--dataset", "digits", "--img-size", "16", "--output", str(out)]))
+    run(
+        parse_args(
+            [
+                "--model",
+                "resnet18",
+                "--attn",
+                "salient",
+                "--pretrained",
+                str(weights),
+                "--epochs",
+                "1",
+                "--dataset",
+                "digits",
+                "--img-size",
+                "16",
+                "--output",
+                str(out),
+            ]
+        )
+    )
     assert "epoch 1/1" in capsys.readouterr().err  # the progress bar
     before = torch.load(out / "last.pth", weights_only=True)["model"]
     weights.unlink()  # the checkpoint holds every weight: resume must not need the pretrained file
@@ -284,10 +426,13 @@ def test_resume_extends_the_schedule_without_rereading_pretrained_and_honours_ne
     assert "epochs_given" not in saved
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--epochs", "3"], "has already done 3 epochs; ask for more than 3"),
-    (["--lr", "0.2"], "these differ: --lr 0.2 (run: 0.05)"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--epochs", "3"], "has already done 3 epochs; ask for more than 3"),
+        (["--lr", "0.2"], "these differ: --lr 0.2 (run: 0.05)"),
+    ],
+)
 def test_resume_refuses_what_it_cannot_honour(base_run, tmp_path, capsys, extra, message):
     _, base_out = base_run
     with pytest.raises(SystemExit) as exit_:
@@ -298,11 +443,25 @@ def test_resume_refuses_what_it_cannot_honour(base_run, tmp_path, capsys, extra,
 
 def test_step0_with_a_new_head_is_labelled_as_such_and_the_run_names_its_attention(base_run, tmp_path, capsys):
     _, base_out = base_run
-    summary, out = train(tmp_path, "newhead", "--model", "resnet18", "--attn", "se", "--num-classes", "12",
-                         "--pretrained", str(base_out / "last.pth"), "--epochs", "1")
+    summary, out = train(
+        tmp_path,
+        "newhead",
+        "--model",
+        "resnet18",
+        "--attn",
+        "se",
+        "--num-classes",
+        "12",
+        "--pretrained",
+        str(base_out / "last.pth"),
+        "--epochs",
+        "1",
+    )
     printed = capsys.readouterr()
-    assert "step 0 (pretrained backbone, new 12-class head (untrained: about chance; the checkpoint's head had " \
-           "10 classes))" in printed.out
+    assert (
+        "step 0 (pretrained backbone, new 12-class head (untrained: about chance; the checkpoint's head had "
+        "10 classes))" in printed.out
+    )
     assert "pretrained accuracy" not in printed.out
     assert "done: resnet18+se (retrofit) on digits" in printed.out
     assert "retrofit: se starts at init gain 0.1; its parameters train at lr x100, weight decay 0" in printed.out
@@ -328,8 +487,19 @@ def test_help_and_version():
 
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for option in ("-m, --model", "-b, --batch-size", "--img-size", "--num-classes", "--pretrained", "--resume",
-                   "--attn-lr-scale", "--attn-init-gain", "--attn-weight-decay", "--cifar-stem", "--position"):
+    for option in (
+        "-m, --model",
+        "-b, --batch-size",
+        "--img-size",
+        "--num-classes",
+        "--pretrained",
+        "--resume",
+        "--attn-lr-scale",
+        "--attn-init-gain",
+        "--attn-weight-decay",
+        "--cifar-stem",
+        "--position",
+    ):
         assert option in result.output
     assert "[required unless --resume]" in result.output and "default:" in result.output
     assert CliRunner().invoke(main, ["--version"]).output.strip().endswith(__version__)

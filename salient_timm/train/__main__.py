@@ -1,4 +1,5 @@
 """``python -m salient_timm.train`` / ``torchrun -m salient_timm.train``."""
+
 from .cli import main
 
 if __name__ == "__main__":

@@ -6,27 +6,32 @@ weights_only=True)`` reads it): ``model`` (state_dict), ``optimizer``, ``schedul
 ``args`` and ``metrics``. timm reads the ``model`` entry too, so a ``best.pth`` works as
 ``--pretrained`` or ``pretrained_cfg_overlay=dict(file=...)``.
 """
+
 import os
 import random
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import numpy as np
 import torch
 
-from ..weights import CheckpointError, CheckpointNotFoundError, describe_unreadable
+from ..weights import load_checkpoint
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 
 def rng_state() -> Dict[str, Any]:
     """Every RNG the run uses, as tensors and plain values."""
-    np_state = np.random.get_state()
+    np_state: Tuple[Any, ...] = tuple(np.random.get_state())
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.stack(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else None,
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
         "python": [list(random.getstate()[1]), random.getstate()[2]],
     }
 
@@ -56,20 +61,3 @@ def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-
-
-REQUIRED = ("model", "optimizer", "scheduler", "epoch", "rng", "args")
-
-
-def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a training checkpoint with ``weights_only=True``; clear ``CheckpointError`` if unreadable or incomplete."""
-    if not os.path.isfile(path):
-        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  truncated zip, garbage bytes, empty file, refused pickle
-        raise CheckpointError(describe_unreadable(path, e)) from e
-    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise CheckpointError(f"{path} is not a salient-train checkpoint (missing {', '.join(missing)})")
-    return state

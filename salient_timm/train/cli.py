@@ -1,16 +1,16 @@
 """salient-train entry point: one process, or one of many under torchrun (DDP)."""
+
 import json
 import os
-import random
 import sys
 import time
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import click
-import numpy as np
 import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from timm.utils import random_seed
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
@@ -32,13 +32,6 @@ from .run_folder import lock_run_folder, remove_stale_temps, repair
 __all__ = ["main", "run"]
 
 
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _log(info: DistInfo, text: str, err: bool = False) -> None:
     if info.is_main:
         print(text, flush=True, file=sys.stderr if err else sys.stdout)
@@ -52,7 +45,7 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
-def run(args) -> Dict[str, float]:
+def run(args) -> Dict[str, Any]:
     """Train as ``args`` say; returns the final summary (best/last test top-1, epochs, seconds)."""
     device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device)
@@ -83,7 +76,7 @@ def _save_args(args, info: DistInfo) -> None:
 def _optimizer(model: nn.Module, args):
     """timm's optimizer; attention parameters get their own group on a retrofit (``retrofit_param_groups``)."""
     own_group = args.attn_weight_decay is not None or args.attn_lr_scale not in (None, 1.0)
-    params = model
+    params: Any = model
     if own_group:
         attn_wd = args.weight_decay if args.attn_weight_decay is None else args.attn_weight_decay
         params = retrofit_param_groups(model, args.weight_decay, args.attn_lr_scale, attn_wd)
@@ -93,27 +86,36 @@ def _optimizer(model: nn.Module, args):
 def _warn_tiny_maps(model: nn.Module, args, info: DistInfo) -> None:
     size = final_feature_size(model, args.img_size)
     if size is not None and size < 2:
-        _log(info, f"warning: the last stage sees {size}x{size} feature maps at {args.img_size} px; training may "
-                   f"not learn. Use --cifar-stem or a larger --img-size", err=True)
+        _log(
+            info,
+            f"warning: the last stage sees {size}x{size} feature maps at {args.img_size} px; training may "
+            f"not learn. Use --cifar-stem or a larger --img-size",
+            err=True,
+        )
 
 
 def _step0_label(args, num_classes: int) -> str:
     head = pretrained_head_classes(args)
     if head != num_classes:
-        return (f"pretrained backbone, new {num_classes}-class head (untrained: about chance"
-                + (f"; the checkpoint's head had {head} classes" if head else "") + ")")
+        return (
+            f"pretrained backbone, new {num_classes}-class head (untrained: about chance"
+            + (f"; the checkpoint's head had {head} classes" if head else "")
+            + ")"
+        )
     if args.attn == "none":
         return "pretrained"
     gain = getattr(args, "attn_init_gain", 0.0) or 0.0
     return f"pretrained, {args.attn} " + (f"near identity (gain {gain:g})" if gain else "as exact identity")
 
 
-def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
+def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     if args.batch_size % info.world_size:
         raise TrainConfigError(f"--batch-size {args.batch_size} is not divisible by {info.world_size} processes")
     last_path, best_path = os.path.join(args.out, "last.pth"), os.path.join(args.out, "best.pth")
     if not args.resume and os.path.exists(last_path):
-        raise TrainConfigError(f"{args.out} already holds a run; continue it with --resume {args.out} or pick another --out")
+        raise TrainConfigError(
+            f"{args.out} already holds a run; continue it with --resume {args.out} or pick another --out"
+        )
     if info.is_main:
         stale = remove_stale_temps(args.out)
         if stale:
@@ -129,13 +131,17 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
     if state is not None:
         done = int(state["epoch"]) + 1
         if getattr(args, "epochs_given", False) and args.epochs <= done:
-            raise TrainConfigError(f"--epochs {args.epochs}: the run in {args.out} has already done {done} epochs; "
-                                   f"ask for more than {done} to extend it")
-    _seed_everything(args.seed)
+            raise TrainConfigError(
+                f"--epochs {args.epochs}: the run in {args.out} has already done {done} epochs; "
+                f"ask for more than {done} to extend it"
+            )
+    random_seed(args.seed)
     data = build_datasets(args.dataset, args.data_dir, args.img_size, args.augment, args.download)
     num_classes = args.num_classes or data.num_classes
     if num_classes < data.num_classes:
-        raise TrainConfigError(f"--num-classes {num_classes} is smaller than {args.dataset}'s {data.num_classes} classes")
+        raise TrainConfigError(
+            f"--num-classes {num_classes} is smaller than {args.dataset}'s {data.num_classes} classes"
+        )
     # recorded in args.json and every checkpoint, so the model can be rebuilt and fed without the dataset
     args.num_classes, args.in_chans = num_classes, data.in_chans
     args.data_mean, args.data_std = list(data.mean), list(data.std)
@@ -149,9 +155,14 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, args)
-    scheduler, _ = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
-                                       decay_epochs=args.decay_epochs, decay_rate=args.decay_rate,
-                                       warmup_epochs=args.warmup_epochs)
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=args.sched,
+        num_epochs=args.epochs,
+        decay_epochs=args.decay_epochs,
+        decay_rate=args.decay_rate,
+        warmup_epochs=args.warmup_epochs,
+    )
     history: List[Dict[str, float]] = []
     start_epoch = 0
     if state is not None:
@@ -173,19 +184,31 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
         _log(info, f"resuming {args.out} after epoch {start_epoch}{extended}")
         if extended:
             args.resumes = list(getattr(args, "resumes", None) or []) + [
-                {"after_epoch": start_epoch, "epochs_before": saved_epochs, "epochs": args.epochs}]
+                {"after_epoch": start_epoch, "epochs_before": saved_epochs, "epochs": args.epochs}
+            ]
     _save_args(args, info)
 
-    train_model: nn.Module = model
+    train_model: Any = model  # DDP and torch.compile wrap it
     if info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if args.compile:
         train_model = torch.compile(train_model)
-    sampler = DistributedSampler(data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed)
+    sampler: DistributedSampler = DistributedSampler(
+        data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed
+    )
     per_process = args.batch_size // info.world_size
     pin = device.type == "cuda"
-    train_loader = DataLoader(data.train, batch_size=per_process, sampler=sampler, drop_last=True,
-                              num_workers=args.workers, pin_memory=pin, persistent_workers=args.workers > 0)
+    train_loader = DataLoader(
+        data.train,
+        batch_size=per_process,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=args.workers,
+        pin_memory=pin,
+        persistent_workers=args.workers > 0,
+    )
     test_shard = Subset(data.test, range(info.rank, len(data.test), info.world_size))
     test_loader = DataLoader(test_shard, batch_size=max(per_process, 64), num_workers=args.workers, pin_memory=pin)
     if len(train_loader) == 0:
@@ -194,19 +217,28 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
     eval_loss = nn.CrossEntropyLoss()
     n_params = sum(p.numel() for p in model.parameters())
     label = run_label(args)
-    _log(info, f"{label} ({n_params:,} params) on {args.dataset} "
-               f"({len(data.train)} train / {len(data.test)} test, {args.img_size}px), {info.world_size} process(es) "
-               f"on {device.type}, global batch {args.batch_size}, {args.epochs} epochs")
+    _log(
+        info,
+        f"{label} ({n_params:,} params) on {args.dataset} "
+        f"({len(data.train)} train / {len(data.test)} test, {args.img_size}px), {info.world_size} process(es) "
+        f"on {device.type}, global batch {args.batch_size}, {args.epochs} epochs",
+    )
     if is_retrofit(args):
-        _log(info, f"retrofit: {args.attn} starts at init gain {args.attn_init_gain:g}; its parameters train at "
-                   f"lr x{args.attn_lr_scale:g}, weight decay {args.attn_weight_decay:g}")
+        _log(
+            info,
+            f"retrofit: {args.attn} starts at init gain {args.attn_init_gain:g}; its parameters train at "
+            f"lr x{args.attn_lr_scale:g}, weight decay {args.attn_weight_decay:g}",
+        )
 
-    initial = None
+    initial: Optional[Dict[str, Any]] = None
     if args.pretrained and state is None:  # what the (retrofitted) model scores before any update
-        initial = evaluate(model, test_loader, eval_loss, device, amp, channels_last, info)
+        initial = dict(evaluate(model, test_loader, eval_loss, device, amp, channels_last, info))
         initial["label"] = _step0_label(args, num_classes)
-        _log(info, f"step 0 ({initial['label']}): "
-                   f"test loss {initial['test_loss']:.4f} top-1 {initial['test_top1']:.2f} top-5 {initial['test_top5']:.2f}")
+        _log(
+            info,
+            f"step 0 ({initial['label']}): "
+            f"test loss {initial['test_loss']:.4f} top-1 {initial['test_top1']:.2f} top-5 {initial['test_top5']:.2f}",
+        )
         if info.is_main:
             with open(os.path.join(args.out, "initial_eval.json"), "w") as f:
                 json.dump(initial, f, indent=2)
@@ -218,7 +250,9 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
         bar = _progress(len(train_loader), f"epoch {epoch + 1}/{args.epochs}", info.is_main and not args.no_progress)
         t0 = time.perf_counter()
         try:
-            train = train_one_epoch(train_model, train_loader, optimizer, loss_fn, device, amp, channels_last, info, bar)
+            train = train_one_epoch(
+                train_model, train_loader, optimizer, loss_fn, device, amp, channels_last, info, bar
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -226,13 +260,23 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
         test = evaluate(model, test_loader, eval_loss, device, amp, channels_last, info)
         row = {"epoch": epoch + 1, "lr": lr, **train, **test, "epoch_s": time.perf_counter() - t0}
         history.append(row)
-        _log(info, f"epoch {epoch + 1}/{args.epochs}: train loss {train['train_loss']:.4f} top-1 {train['train_top1']:.2f} | "
-                   f"test loss {test['test_loss']:.4f} top-1 {test['test_top1']:.2f} top-5 {test['test_top5']:.2f} | "
-                   f"{train['img_per_s']:.0f} img/s | lr {lr:.4g}")
+        _log(
+            info,
+            f"epoch {epoch + 1}/{args.epochs}: train loss {train['train_loss']:.4f} top-1 {train['train_top1']:.2f} | "
+            f"test loss {test['test_loss']:.4f} top-1 {test['test_top1']:.2f} top-5 {test['test_top5']:.2f} | "
+            f"{train['img_per_s']:.0f} img/s | lr {lr:.4g}",
+        )
         if info.is_main:
-            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch, "rng": rng_state(),
-                    "args": _run_options(args), "metrics": history}
+            ckpt = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": None,
+                "epoch": epoch,
+                "rng": rng_state(),
+                "args": _run_options(args),
+                "metrics": history,
+            }
             save_checkpoint(last_path, ckpt)
             if test["test_top1"] > best:
                 best = test["test_top1"]
@@ -244,14 +288,20 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, float]:
     if info.is_main and history:
         plot_curves(args.out, history, f"{label} on {args.dataset}")
     best_row = max(history, key=lambda h: h["test_top1"]) if history else None
-    summary = {"best_top1": best_row["test_top1"] if best_row else float("nan"),
-               "best_epoch": best_row["epoch"] if best_row else 0,
-               "last_top1": history[-1]["test_top1"] if history else float("nan"),
-               "epochs": len(history), "seconds": time.perf_counter() - started,
-               "initial_top1": initial["test_top1"] if initial else None}
-    _log(info, f"done: {label} on {args.dataset}: best test top-1 {summary['best_top1']:.2f}% "
-               f"(epoch {summary['best_epoch']}), last {summary['last_top1']:.2f}%, {summary['seconds']:.1f} s; "
-               f"run folder {args.out}")
+    summary = {
+        "best_top1": best_row["test_top1"] if best_row else float("nan"),
+        "best_epoch": best_row["epoch"] if best_row else 0,
+        "last_top1": history[-1]["test_top1"] if history else float("nan"),
+        "epochs": len(history),
+        "seconds": time.perf_counter() - started,
+        "initial_top1": initial["test_top1"] if initial else None,
+    }
+    _log(
+        info,
+        f"done: {label} on {args.dataset}: best test top-1 {summary['best_top1']:.2f}% "
+        f"(epoch {summary['best_epoch']}), last {summary['last_top1']:.2f}%, {summary['seconds']:.1f} s; "
+        f"run folder {args.out}",
+    )
     return summary
 
 
@@ -268,19 +318,30 @@ def _command(**_params) -> None:
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         done = out and os.path.exists(os.path.join(out, "last.pth"))
-        click.echo("interrupted" + (f": {out} keeps every finished epoch; continue with --resume {out}" if done else
-                                    (f": no epoch finished; start again with --resume {out}" if out else "")), err=True)
+        click.echo(
+            "interrupted"
+            + (
+                f": {out} keeps every finished epoch; continue with --resume {out}"
+                if done
+                else (f": no epoch finished; start again with --resume {out}" if out else "")
+            ),
+            err=True,
+        )
         ctx.exit(130)
 
 
-main = click.version_option(__version__, prog_name="salient-train")(click.Command(
-    "salient-train", callback=_command, params=command_options(),
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
-    help="Train or fine-tune a timm ResNet, optionally retrofitted with attention. Launch with torchrun for "
-         "several processes (DDP; NCCL on GPU, gloo on CPU).\n\n"
-         "A retrofit (--pretrained with --attn) starts the attention as the identity and trains it with "
-         "--attn-lr-scale and --attn-weight-decay.",
-))
+main = click.version_option(__version__, prog_name="salient-train")(
+    click.Command(
+        "salient-train",
+        callback=_command,
+        params=command_options(),
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+        help="Train or fine-tune a timm ResNet, optionally retrofitted with attention. Launch with torchrun for "
+        "several processes (DDP; NCCL on GPU, gloo on CPU).\n\n"
+        "A retrofit (--pretrained with --attn) starts the attention as the identity and trains it with "
+        "--attn-lr-scale and --attn-weight-decay.",
+    )
+)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ With ``--resume RUN_DIR`` the run's saved options (``args.json``) are used; only
 ``RESUME_MAY_CHANGE`` may be given again with another value, and ``--epochs`` may only grow
 (the schedule is then recomputed for the new length, see ``README.md``).
 """
+
 import argparse
 import difflib
 import json
@@ -14,12 +15,22 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
+from ..errors import SalientError
 from ..kinds import attention_kinds, resolve_attention
 from ..retrofit import RETROFIT_DEFAULTS, retrofit_defaults
-from ..errors import SalientError
 
-__all__ = ["RECIPES", "DATASETS", "DEFAULTS", "RESUME_MAY_CHANGE", "TrainConfigError", "command_options",
-           "resolve", "parse_args", "is_retrofit", "run_label"]
+__all__ = [
+    "RECIPES",
+    "DATASETS",
+    "DEFAULTS",
+    "RESUME_MAY_CHANGE",
+    "TrainConfigError",
+    "command_options",
+    "resolve",
+    "parse_args",
+    "is_retrofit",
+    "run_label",
+]
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
 IMG_SIZE = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
@@ -28,15 +39,40 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # The seed's CIFAR recipe: batch 100, SGD lr 0.1 (momentum 0.9), lr /10 every 50 epochs, 240 epochs.
     # The seed states neither weight decay nor augmentation; we use the usual CIFAR choices:
     # weight decay 5e-4, random crop 32 with 4px padding, horizontal flip.
-    "seed-cifar": dict(batch_size=100, opt="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, sched="step",
-                       decay_epochs=50, decay_rate=0.1, epochs=240, warmup_epochs=0, augment=True, img_size=32),
+    "seed-cifar": dict(
+        batch_size=100,
+        opt="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        sched="step",
+        decay_epochs=50,
+        decay_rate=0.1,
+        epochs=240,
+        warmup_epochs=0,
+        augment=True,
+        img_size=32,
+    ),
 }
 
 # Defaults when neither the command line nor a recipe says otherwise. ``None`` = derived (see _finalise).
 DEFAULTS: Dict[str, Any] = dict(
-    epochs=10, batch_size=64, opt="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, sched="cosine",
-    decay_epochs=30, decay_rate=0.1, warmup_epochs=0, augment=None, img_size=None, label_smoothing=0.0,
-    attn_lr_scale=None, attn_weight_decay=None, attn_init_gain=None,
+    epochs=10,
+    batch_size=64,
+    opt="sgd",
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    sched="cosine",
+    decay_epochs=30,
+    decay_rate=0.1,
+    warmup_epochs=0,
+    augment=None,
+    img_size=None,
+    label_smoothing=0.0,
+    attn_lr_scale=None,
+    attn_weight_decay=None,
+    attn_init_gain=None,
 )
 # Options a resumed run may take with a new value: where and how it runs, not what it computes.
 RESUME_MAY_CHANGE = ("epochs", "device", "workers", "no_progress", "compile")
@@ -55,79 +91,190 @@ def _per_kind(key: str) -> str:
     return ", ".join(rows) + f", other kinds {RETROFIT_DEFAULTS['salient'][key]:g}"
 
 
-def command_options() -> List[click.Option]:
+def command_options() -> List[click.Parameter]:
     """Every salient-train option, in help order. Names follow timm's train.py where it has one."""
     kinds = "|".join(attention_kinds()[:4])
     return [
         # model
         click.Option(["--model", "-m"], help="timm model name, salient_*/ssa_* included [required unless --resume]"),
-        click.Option(["--attn"], default="none", show_default=True,
-                     help=f"attention to inject into the model's residual blocks: {kinds}|eca|cbam|..."),
-        click.Option(["--position"], type=click.Choice(["post", "mid"]), default="post", show_default=True,
-                     help="post: before the shortcut add (the seed's position); mid: after the 3x3 conv"),
-        click.Option(["--pretrained"], default=None, metavar="FILE|TAG",
-                     help="weights to start from: a local file (safetensors, torch.save, a salient-train best.pth) "
-                          "or a timm pretrained tag (needs the network). With --attn this is a retrofit: the "
-                          "attention starts as the identity"),
-        click.Option(["--num-classes"], type=click.IntRange(min=1), default=None,
-                     help="classifier size  [default: the dataset's class count]"),
-        click.Option(["--cifar-stem"], is_flag=True, help="3x3 stride-1 stem without max-pool (for inputs of 32 px or less)"),
+        click.Option(
+            ["--attn"],
+            default="none",
+            show_default=True,
+            help=f"attention to inject into the model's residual blocks: {kinds}|eca|cbam|...",
+        ),
+        click.Option(
+            ["--position"],
+            type=click.Choice(["post", "mid"]),
+            default="post",
+            show_default=True,
+            help="post: before the shortcut add (the seed's position); mid: after the 3x3 conv",
+        ),
+        click.Option(
+            ["--pretrained"],
+            default=None,
+            metavar="FILE|TAG",
+            help="weights to start from: a local file (safetensors, torch.save, a salient-train best.pth) "
+            "or a timm pretrained tag (needs the network). With --attn this is a retrofit: the "
+            "attention starts as the identity",
+        ),
+        click.Option(
+            ["--num-classes"],
+            type=click.IntRange(min=1),
+            default=None,
+            help="classifier size  [default: the dataset's class count]",
+        ),
+        click.Option(
+            ["--cifar-stem"], is_flag=True, help="3x3 stride-1 stem without max-pool (for inputs of 32 px or less)"
+        ),
         click.Option(["--freeze-bn"], is_flag=True, help="freeze every BatchNorm (statistics and affine)"),
         # retrofit
-        click.Option(["--attn-lr-scale"], type=click.FloatRange(min=0), default=None,
-                     help="lr multiplier of the attention parameters  [default for a retrofit: "
-                          + _per_kind("attn_lr_scale") + "; 1 otherwise]"),
-        click.Option(["--attn-init-gain"], type=click.FloatRange(min=0), default=None,
-                     help="retrofit start: 0 = the exact identity; g > 0 = near-identity, the gate's last layer at g x "
-                          "its fresh init so the gate learns from step 1  [default: " + _per_kind("init_gain") + "]"),
-        click.Option(["--attn-weight-decay"], type=click.FloatRange(min=0), default=None,
-                     help="weight decay of the attention parameters  [default: 0 for a retrofit, else --weight-decay "
-                          "split as timm does]"),
+        click.Option(
+            ["--attn-lr-scale"],
+            type=click.FloatRange(min=0),
+            default=None,
+            help="lr multiplier of the attention parameters  [default for a retrofit: "
+            + _per_kind("attn_lr_scale")
+            + "; 1 otherwise]",
+        ),
+        click.Option(
+            ["--attn-init-gain"],
+            type=click.FloatRange(min=0),
+            default=None,
+            help="retrofit start: 0 = the exact identity; g > 0 = near-identity, the gate's last layer at g x "
+            "its fresh init so the gate learns from step 1  [default: " + _per_kind("init_gain") + "]",
+        ),
+        click.Option(
+            ["--attn-weight-decay"],
+            type=click.FloatRange(min=0),
+            default=None,
+            help="weight decay of the attention parameters  [default: 0 for a retrofit, else --weight-decay "
+            "split as timm does]",
+        ),
         # data
-        click.Option(["--dataset"], type=click.Choice(DATASETS), default=None,
-                     help="digits needs no download (scikit-learn's 8x8 digits)  [required unless --resume]"),
-        click.Option(["--data-dir"], default=None, help="dataset root (fashion-mnist: idx files; imagefolder: train/ "
-                                                        "and val/; cifar: torchvision's folders)"),
+        click.Option(
+            ["--dataset"],
+            type=click.Choice(DATASETS),
+            default=None,
+            help="digits needs no download (scikit-learn's 8x8 digits)  [required unless --resume]",
+        ),
+        click.Option(
+            ["--data-dir"],
+            default=None,
+            help="dataset root (fashion-mnist: idx files; imagefolder: train/ and val/; cifar: torchvision's folders)",
+        ),
         click.Option(["--download"], is_flag=True, help="allow downloading CIFAR into --data-dir"),
-        click.Option(["--img-size"], type=click.IntRange(min=1), default=None,
-                     help="input size  [default: " + ", ".join(f"{k} {v}" for k, v in IMG_SIZE.items()) + "]"),
-        click.Option(["--augment/--no-augment"], default=None,
-                     help="training augmentation  [default: on for cifar/imagefolder, off for digits/fashion-mnist]"),
-        click.Option(["--workers", "-j"], type=click.IntRange(min=0), default=0, show_default=True,
-                     help="data-loading worker processes"),
+        click.Option(
+            ["--img-size"],
+            type=click.IntRange(min=1),
+            default=None,
+            help="input size  [default: " + ", ".join(f"{k} {v}" for k, v in IMG_SIZE.items()) + "]",
+        ),
+        click.Option(
+            ["--augment/--no-augment"],
+            default=None,
+            help="training augmentation  [default: on for cifar/imagefolder, off for digits/fashion-mnist]",
+        ),
+        click.Option(
+            ["--workers", "-j"],
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="data-loading worker processes",
+        ),
         # optimisation
-        click.Option(["--recipe"], type=click.Choice(sorted(RECIPES)), default=None, help="preset: " + "; ".join(
-            f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in RECIPES.items())),
-        click.Option(["--epochs"], type=click.IntRange(min=1), default=None, show_default=_default("epochs"),
-                     help="epochs to train (on --resume: the new total, more than the run has done)"),
-        click.Option(["--batch-size", "-b"], type=click.IntRange(min=1), default=None,
-                     show_default=_default("batch_size"), help="global batch size (split across processes)"),
-        click.Option(["--opt"], default=None, show_default=_default("opt"), help="timm optimizer name (sgd, adamw, ...)"),
+        click.Option(
+            ["--recipe"],
+            type=click.Choice(sorted(RECIPES)),
+            default=None,
+            help="preset: "
+            + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in RECIPES.items()),
+        ),
+        click.Option(
+            ["--epochs"],
+            type=click.IntRange(min=1),
+            default=None,
+            show_default=_default("epochs"),
+            help="epochs to train (on --resume: the new total, more than the run has done)",
+        ),
+        click.Option(
+            ["--batch-size", "-b"],
+            type=click.IntRange(min=1),
+            default=None,
+            show_default=_default("batch_size"),
+            help="global batch size (split across processes)",
+        ),
+        click.Option(
+            ["--opt"], default=None, show_default=_default("opt"), help="timm optimizer name (sgd, adamw, ...)"
+        ),
         click.Option(["--lr"], type=float, default=None, show_default=_default("lr"), help="base learning rate"),
-        click.Option(["--momentum"], type=click.FloatRange(min=0), default=None, show_default=_default("momentum"),
-                     help="optimizer momentum"),
-        click.Option(["--weight-decay"], type=click.FloatRange(min=0), default=None,
-                     show_default=_default("weight_decay"), help="weight decay (none on biases and norms, as in timm)"),
-        click.Option(["--sched"], default=None, show_default=_default("sched"), help="timm scheduler name (step, cosine, ...)"),
-        click.Option(["--decay-epochs"], type=click.FloatRange(min=0, min_open=True), default=None,
-                     show_default=_default("decay_epochs"), help="step scheduler: epochs between decays"),
-        click.Option(["--decay-rate"], type=click.FloatRange(min=0), default=None,
-                     show_default=_default("decay_rate"), help="step scheduler: lr factor at each decay"),
-        click.Option(["--warmup-epochs"], type=click.IntRange(min=0), default=None,
-                     show_default=_default("warmup_epochs"), help="linear lr warm-up epochs"),
-        click.Option(["--smoothing", "--label-smoothing", "label_smoothing"], type=click.FloatRange(0, 1, max_open=True),
-                     default=None, show_default=_default("label_smoothing"), help="label smoothing"),
+        click.Option(
+            ["--momentum"],
+            type=click.FloatRange(min=0),
+            default=None,
+            show_default=_default("momentum"),
+            help="optimizer momentum",
+        ),
+        click.Option(
+            ["--weight-decay"],
+            type=click.FloatRange(min=0),
+            default=None,
+            show_default=_default("weight_decay"),
+            help="weight decay (none on biases and norms, as in timm)",
+        ),
+        click.Option(
+            ["--sched"], default=None, show_default=_default("sched"), help="timm scheduler name (step, cosine, ...)"
+        ),
+        click.Option(
+            ["--decay-epochs"],
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            show_default=_default("decay_epochs"),
+            help="step scheduler: epochs between decays",
+        ),
+        click.Option(
+            ["--decay-rate"],
+            type=click.FloatRange(min=0),
+            default=None,
+            show_default=_default("decay_rate"),
+            help="step scheduler: lr factor at each decay",
+        ),
+        click.Option(
+            ["--warmup-epochs"],
+            type=click.IntRange(min=0),
+            default=None,
+            show_default=_default("warmup_epochs"),
+            help="linear lr warm-up epochs",
+        ),
+        click.Option(
+            ["--smoothing", "--label-smoothing", "label_smoothing"],
+            type=click.FloatRange(0, 1, max_open=True),
+            default=None,
+            show_default=_default("label_smoothing"),
+            help="label smoothing",
+        ),
         # run
-        click.Option(["--output", "--out", "out"], default=None, metavar="RUN_DIR",
-                     help="run folder: checkpoints, metrics.csv/json, curves.png  [required unless --resume]"),
-        click.Option(["--resume"], default=None, metavar="RUN_DIR",
-                     help="continue the run in RUN_DIR from its last checkpoint, with its own options"),
+        click.Option(
+            ["--output", "--out", "out"],
+            default=None,
+            metavar="RUN_DIR",
+            help="run folder: checkpoints, metrics.csv/json, curves.png  [required unless --resume]",
+        ),
+        click.Option(
+            ["--resume"],
+            default=None,
+            metavar="RUN_DIR",
+            help="continue the run in RUN_DIR from its last checkpoint, with its own options",
+        ),
         click.Option(["--seed"], type=int, default=0, show_default=True, help="random seed"),
         click.Option(["--device"], default=None, help="cpu, cuda, cuda:1  [default: cuda when available]"),
         click.Option(["--amp/--no-amp"], default=None, help="bf16 autocast  [default: on with CUDA]"),
-        click.Option(["--channels-last/--no-channels-last"], default=None,
-                     help="channels_last memory format  [default: on; on CPU a resnet50 training step is 1.4x faster "
-                          "with it, see benchmarks/RESULTS.md]"),
+        click.Option(
+            ["--channels-last/--no-channels-last"],
+            default=None,
+            help="channels_last memory format  [default: on; on CPU a resnet50 training step is 1.4x faster "
+            "with it, see benchmarks/RESULTS.md]",
+        ),
         click.Option(["--compile", "--torchcompile", "compile"], is_flag=True, help="torch.compile the model"),
         click.Option(["--no-progress"], is_flag=True, help="no progress bar"),
     ]
@@ -172,8 +319,17 @@ def _finalise(args: argparse.Namespace) -> argparse.Namespace:
 
 
 # float options: every one must be finite (click's ranges let nan and inf through)
-FLOAT_OPTIONS = ("lr", "momentum", "weight_decay", "decay_epochs", "decay_rate", "label_smoothing", "attn_lr_scale",
-                 "attn_weight_decay", "attn_init_gain")
+FLOAT_OPTIONS = (
+    "lr",
+    "momentum",
+    "weight_decay",
+    "decay_epochs",
+    "decay_rate",
+    "label_smoothing",
+    "attn_lr_scale",
+    "attn_weight_decay",
+    "attn_init_gain",
+)
 # timm's create_scheduler_v2 names (timm lists none; checked against it at run time)
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "rsqrt", "constant")
 
@@ -193,19 +349,22 @@ def _check_values(args: argparse.Namespace) -> None:
         raise TrainConfigError(f"--lr must be a positive number, got {args.lr}")
     from timm.optim import list_optimizers
 
-    optimizers = list_optimizers()
+    optimizers = [str(name) for name in list_optimizers()]
     if args.opt.lower() not in optimizers:
-        raise TrainConfigError(f"unknown optimizer --opt {args.opt!r}{_close(args.opt.lower(), optimizers)}; valid: "
-                               f"{', '.join(optimizers)}")
+        raise TrainConfigError(
+            f"unknown optimizer --opt {args.opt!r}{_close(args.opt.lower(), optimizers)}; valid: "
+            f"{', '.join(optimizers)}"
+        )
     if args.sched not in SCHEDULERS:
-        raise TrainConfigError(f"unknown scheduler --sched {args.sched!r}{_close(args.sched, SCHEDULERS)}; valid: "
-                               f"{', '.join(SCHEDULERS)}")
+        raise TrainConfigError(
+            f"unknown scheduler --sched {args.sched!r}{_close(args.sched, SCHEDULERS)}; valid: {', '.join(SCHEDULERS)}"
+        )
     check_model_name(args.model)
     resolve_attention(args.attn)  # UnknownAttentionKindError names the valid kinds
 
 
 def check_model_name(name: str) -> str:
-    """``name`` if timm knows the architecture (a ``.tag`` suffix allowed), else ``TrainConfigError`` with close names."""
+    """``name`` if timm knows the architecture (``.tag`` suffix allowed); else ``TrainConfigError``, close names."""
     import timm
 
     arch, _ = timm.models.split_model_name_tag(name)
@@ -226,14 +385,20 @@ def _resumed(ctx: click.Context) -> argparse.Namespace:
             stored = json.load(f)
     except (OSError, ValueError) as e:
         raise TrainConfigError(f"--resume {run_dir}: args.json is unreadable ({e})") from e
-    given = {name for name in ctx.params if name != "resume"
-             and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    clashing = sorted(name for name in given - set(RESUME_MAY_CHANGE)
-                      if name in stored and stored[name] != ctx.params[name])
+    given = {
+        name
+        for name in ctx.params
+        if name != "resume" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    }
+    clashing = sorted(
+        name for name in given - set(RESUME_MAY_CHANGE) if name in stored and stored[name] != ctx.params[name]
+    )
     if clashing:
         shown = ", ".join(f"--{n.replace('_', '-')} {ctx.params[n]} (run: {stored[n]})" for n in clashing)
-        raise TrainConfigError(f"--resume keeps the run's options; these differ: {shown}. Options that may change "
-                               f"on resume: {', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE)}")
+        raise TrainConfigError(
+            f"--resume keeps the run's options; these differ: {shown}. Options that may change "
+            f"on resume: {', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE)}"
+        )
     args = argparse.Namespace(**{**ctx.params, **stored})
     for name in given & set(RESUME_MAY_CHANGE):
         setattr(args, name, ctx.params[name])

@@ -7,11 +7,12 @@
 | cifar10 / cifar100 | torchvision's CIFAR folders under --data-dir (downloaded only with --download) | 10 / 100 | 3 |
 | imagefolder | torchvision ImageFolder trees --data-dir/train and --data-dir/val (or test) | folders | 3 |
 """
+
 import gzip
 import os
 import pickle
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from ..errors import SalientError
+from ..extras import require
 
 __all__ = ["DataBundle", "DatasetError", "build_datasets", "FASHION_MNIST_DEFAULT_DIR", "read_idx"]
 
@@ -35,8 +37,8 @@ class DatasetError(SalientError, ValueError):
 
 @dataclass
 class DataBundle:
-    train: Dataset
-    test: Dataset
+    train: Any  # map-style datasets with __len__ (torch's Dataset type declares none)
+    test: Any
     num_classes: int
     in_chans: int
     mean: Tuple[float, ...]
@@ -67,20 +69,25 @@ def _gray_transform(size: int, native: int, mean: float, std: float, augment: bo
 
 
 def _digits(img_size: int, augment: bool) -> DataBundle:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    load_digits = require("sklearn.datasets", "train", "the digits dataset").load_digits
+    train_test_split = require("sklearn.model_selection", "train", "the digits dataset").train_test_split
 
     digits = load_digits()
     images = torch.from_numpy((digits.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
     labels = torch.from_numpy(digits.target)
-    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, random_state=0,
-                                           stratify=digits.target)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, random_state=0, stratify=digits.target
+    )
     train_x = images[idx_train].float() / 255
     mean, std = train_x.mean().item(), train_x.std().item()
     return DataBundle(
         TensorImages(images[idx_train], labels[idx_train], _gray_transform(img_size, 8, mean, std, augment)),
         TensorImages(images[idx_test], labels[idx_test], _gray_transform(img_size, 8, mean, std, False)),
-        num_classes=10, in_chans=1, mean=(mean,), std=(std,))
+        num_classes=10,
+        in_chans=1,
+        mean=(mean,),
+        std=(std,),
+    )
 
 
 def read_idx(path: str) -> torch.Tensor:
@@ -91,7 +98,7 @@ def read_idx(path: str) -> torch.Tensor:
     if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DatasetError(f"{path} is not an unsigned-byte idx file")
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise DatasetError(f"{path}: header says {dims}, file holds {body.size} values (truncated?)")
@@ -102,8 +109,10 @@ def _find(folder: str, stem: str) -> str:
     for name in (stem, stem + ".gz"):
         if os.path.isfile(os.path.join(folder, name)):
             return os.path.join(folder, name)
-    raise DatasetError(f"fashion-mnist: {stem}[.gz] not found in {folder} "
-                       "(install Debian's dataset-fashion-mnist or pass --data-dir with the four idx files)")
+    raise DatasetError(
+        f"fashion-mnist: {stem}[.gz] not found in {folder} "
+        "(install Debian's dataset-fashion-mnist or pass --data-dir with the four idx files)"
+    )
 
 
 def _fashion_mnist(data_dir: Optional[str], img_size: int, augment: bool) -> DataBundle:
@@ -120,7 +129,11 @@ def _fashion_mnist(data_dir: Optional[str], img_size: int, augment: bool) -> Dat
     return DataBundle(
         TensorImages(*parts["train"], _gray_transform(img_size, 28, mean, std, augment)),
         TensorImages(*parts["test"], _gray_transform(img_size, 28, mean, std, False)),
-        num_classes=10, in_chans=1, mean=(mean,), std=(std,))
+        num_classes=10,
+        in_chans=1,
+        mean=(mean,),
+        std=(std,),
+    )
 
 
 def _present(self) -> bool:
@@ -157,33 +170,40 @@ def _cifar(name: str, data_dir: Optional[str], img_size: int, augment: bool, dow
     cls = CIFAR10Folder if name == "cifar10" else CIFAR100Folder
     resize = [v2.Resize((img_size, img_size), antialias=True)] if img_size != 32 else []
     tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR_MEAN, CIFAR_STD)]
-    train_tf = v2.Compose(resize + ([v2.RandomCrop(img_size, padding=4 * img_size // 32), v2.RandomHorizontalFlip()]
-                                    if augment else []) + tail)
+    train_tf = v2.Compose(
+        resize
+        + ([v2.RandomCrop(img_size, padding=4 * img_size // 32), v2.RandomHorizontalFlip()] if augment else [])
+        + tail
+    )
     try:
         train = cls(data_dir, train=True, download=download, transform=train_tf)
         test = cls(data_dir, train=False, download=download, transform=v2.Compose(resize + tail))
     except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as e:
-        raise DatasetError(f"{name} not found or unreadable under {data_dir} ({e}); "
-                           "pass --download to fetch it") from e
+        raise DatasetError(f"{name} not found or unreadable under {data_dir} ({e}); pass --download to fetch it") from e
     return DataBundle(train, test, num_classes=len(train.classes), in_chans=3, mean=CIFAR_MEAN, std=CIFAR_STD)
 
 
 def _imagefolder(data_dir: Optional[str], img_size: int, augment: bool) -> DataBundle:
     if not data_dir or not os.path.isdir(os.path.join(data_dir, "train")):
         raise DatasetError(f"imagefolder needs --data-dir with a train/ folder (got {data_dir!r})")
-    test_dir = next((os.path.join(data_dir, d) for d in ("val", "validation", "test")
-                     if os.path.isdir(os.path.join(data_dir, d))), None)
+    test_dir = next(
+        (os.path.join(data_dir, d) for d in ("val", "validation", "test") if os.path.isdir(os.path.join(data_dir, d))),
+        None,
+    )
     if test_dir is None:
         raise DatasetError(f"imagefolder: {data_dir} has train/ but no val/, validation/ or test/ folder")
     train = datasets.ImageFolder(os.path.join(data_dir, "train"), create_transform(img_size, is_training=augment))
     test = datasets.ImageFolder(test_dir, create_transform(img_size, is_training=False))
     if train.classes != test.classes:
         raise DatasetError(f"imagefolder: train/ and {os.path.basename(test_dir)}/ have different class folders")
-    return DataBundle(train, test, num_classes=len(train.classes), in_chans=3,
-                      mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    return DataBundle(
+        train, test, num_classes=len(train.classes), in_chans=3, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD
+    )
 
 
-def build_datasets(name: str, data_dir: Optional[str], img_size: int, augment: bool, download: bool = False) -> DataBundle:
+def build_datasets(
+    name: str, data_dir: Optional[str], img_size: int, augment: bool, download: bool = False
+) -> DataBundle:
     """Train/test datasets and their class and channel counts."""
     if name == "digits":
         return _digits(img_size, augment)

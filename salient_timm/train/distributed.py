@@ -1,4 +1,5 @@
 """Process-group set-up for torchrun launches (DDP: NCCL on GPU, gloo on CPU) and metric reduction."""
+
 import os
 from dataclasses import dataclass
 from typing import Optional

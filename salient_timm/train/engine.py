@@ -1,4 +1,5 @@
 """One training epoch and one evaluation pass; metrics are exact sums over all processes."""
+
 import contextlib
 import time
 from typing import Dict
@@ -21,8 +22,17 @@ def _topk_correct(logits: torch.Tensor, target: torch.Tensor, k: int) -> int:
     return int((logits.topk(k, dim=1).indices == target[:, None]).any(dim=1).sum())
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, loss_fn, device: torch.device, amp: bool,
-                    channels_last: bool, info: DistInfo, progress=None) -> Dict[str, float]:
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer,
+    loss_fn,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool,
+    info: DistInfo,
+    progress=None,
+) -> Dict[str, float]:
     """Train over ``loader`` once; returns mean loss, top-1 (%) and images/s over all processes."""
     model.train()
     sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
@@ -41,18 +51,25 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer, loss_fn, de
         sums += torch.tensor([loss.item() * n, _topk_correct(logits.float(), target, 1), n], dtype=torch.float64)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{100 * sums[1] / sums[2]:.1f}",
-                                 img_s=f"{info.world_size * sums[2] / (time.perf_counter() - start):.0f}")
+            progress.set_postfix(
+                loss=f"{sums[0] / sums[2]:.3f}",
+                acc=f"{100 * sums[1] / sums[2]:.1f}",
+                img_s=f"{info.world_size * sums[2] / (time.perf_counter() - start):.0f}",
+            )
     elapsed = time.perf_counter() - start
     sums = all_sum(sums, info)
     n = max(sums[2].item(), 1.0)
-    return {"train_loss": sums[0].item() / n, "train_top1": 100 * sums[1].item() / n,
-            "img_per_s": sums[2].item() / elapsed}
+    return {
+        "train_loss": sums[0].item() / n,
+        "train_top1": 100 * sums[1].item() / n,
+        "img_per_s": sums[2].item() / elapsed,
+    }
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, loss_fn, device: torch.device, amp: bool, channels_last: bool,
-             info: DistInfo) -> Dict[str, float]:
+def evaluate(
+    model: nn.Module, loader: DataLoader, loss_fn, device: torch.device, amp: bool, channels_last: bool, info: DistInfo
+) -> Dict[str, float]:
     """Loss, top-1 and top-5 (%) over the whole test set (each process evaluates its own shard)."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64)  # loss * n, top1, top5, n
@@ -63,8 +80,14 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn, device: torch.device
         with _autocast(device, amp):
             logits = model(images).float()
         n = target.shape[0]
-        sums += torch.tensor([loss_fn(logits, target).item() * n, _topk_correct(logits, target, 1),
-                              _topk_correct(logits, target, 5), n], dtype=torch.float64)
+        sums += torch.tensor(
+            [loss_fn(logits, target).item() * n, _topk_correct(logits, target, 1), _topk_correct(logits, target, 5), n],
+            dtype=torch.float64,
+        )
     sums = all_sum(sums, info)
     n = max(sums[3].item(), 1.0)
-    return {"test_loss": sums[0].item() / n, "test_top1": 100 * sums[1].item() / n, "test_top5": 100 * sums[2].item() / n}
+    return {
+        "test_loss": sums[0].item() / n,
+        "test_top1": 100 * sums[1].item() / n,
+        "test_top5": 100 * sums[2].item() / n,
+    }

@@ -1,8 +1,11 @@
 """Run-folder outputs: metrics.csv, metrics.json and curves.png (rank 0 only)."""
+
 import csv
 import json
 import os
 from typing import Dict, List
+
+from ..extras import require
 
 __all__ = ["write_metrics", "plot_curves"]
 
@@ -29,8 +32,7 @@ def write_metrics(out: str, history: List[Dict[str, float]]) -> None:
 
 def plot_curves(out: str, history: List[Dict[str, float]], title: str) -> str:
     """curves.png: train/test loss and top-1 accuracy per epoch."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plot", "curves.png")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

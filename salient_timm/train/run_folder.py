@@ -14,6 +14,7 @@ A kill can therefore only leave ``best.pth`` or the metrics one epoch behind it,
 ``lock_run_folder`` holds an exclusive ``fcntl`` lock on ``RUN_DIR/.lock`` for the whole run, so a
 second run on the same folder fails at once instead of overwriting the first.
 """
+
 import contextlib
 import glob
 import os
@@ -54,8 +55,10 @@ def lock_run_folder(path: str, enabled: bool = True) -> Iterator[None]:
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "unknown"
-            raise RunFolderError(f"run folder {path} is in use by another salient-train (pid {holder}); wait for it "
-                                 "to finish or pick another --output") from None
+            raise RunFolderError(
+                f"run folder {path} is in use by another salient-train (pid {holder}); wait for it "
+                "to finish or pick another --output"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -90,7 +93,7 @@ def _copy_atomic(src: str, dst: str) -> None:
 
 
 def repair(path: str, last: Dict[str, Any]) -> List[str]:
-    """Make ``best.pth`` and the metrics agree with ``last.pth`` (already loaded as ``last``); returns what was fixed."""
+    """Make ``best.pth`` and the metrics agree with ``last.pth`` (loaded as ``last``); returns what was fixed."""
     from .checkpoint import load_checkpoint
 
     fixed = []
@@ -110,7 +113,9 @@ def repair(path: str, last: Dict[str, Any]) -> List[str]:
             _copy_atomic(last_path, best_path)
             fixed.append(f"best.pth restored from last.pth (epoch {best_epoch + 1}, the best)")
         elif have != best_epoch:
-            fixed.append(f"best.pth does not hold the best epoch {best_epoch + 1} and cannot be rebuilt "
-                         "(last.pth is a later epoch)")
+            fixed.append(
+                f"best.pth does not hold the best epoch {best_epoch + 1} and cannot be rebuilt "
+                "(last.pth is a later epoch)"
+            )
     write_metrics(path, history)
     return fixed

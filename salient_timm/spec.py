@@ -1,0 +1,233 @@
+"""The one seam that builds models: ``ModelSpec(...).build()`` and ``ModelSpec.from_checkpoint(path)``.
+
+A spec says what to build; ``build`` always does it in this order:
+
+| step | what | how |
+|---|---|---|
+| 1 | the timm model (``salient_*`` / ``ssa_*`` included) | ``timm.create_model(model, num_classes, in_chans)`` |
+| 2 | CIFAR stem | ``cifar_stem=True`` for our variants, ``convert_to_cifar_stem`` otherwise |
+| 3 | weights | ``pretrained``: a file (safetensors, ``torch.save``, a salient-train ``best.pth``) or a timm tag; timm's loader with ``fill_attention_keys`` |
+| 4 | attention | ``inject_attention(model, attn, position, init, init_gain, **attn_kwargs)`` (our variants: ``attn_kwargs`` go to their blocks) |
+| 5 | frozen BatchNorm | ``freeze_bn`` |
+
+``salient-train``, ``salient-analyze`` (spec, claims, maps), the benchmarks and the evidence scripts all
+build through it, so a model means the same everywhere. Errors are ``SalientError`` subclasses.
+"""
+
+import argparse
+import dataclasses
+import functools
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import timm
+import torch
+from timm.layers import freeze_batch_norm_2d
+from timm.models import load_pretrained
+from torch import nn
+
+from .salient_resnet import VARIANTS, fill_attention_keys
+from .stem import convert_to_cifar_stem, has_cifar_stem
+from .surgery import inject_attention
+from .weights import CheckpointError, CheckpointNotFoundError, load_checkpoint, read_state_dict
+
+__all__ = ["ModelSpec", "local_weights_overlay"]
+
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+
+
+def local_weights_overlay(path: str, model: str) -> Dict[str, Any]:
+    """timm ``pretrained_cfg_overlay`` for a local weights file, with its head size and input channels.
+
+    timm drops a checkpoint's head whenever its cfg's num_classes differs from the model's; stating the
+    file's own head size keeps a fine-tuned head when the sizes agree. The file is read once per
+    (path, size, modification time): building a model and labelling its step 0 share the result.
+    """
+    stat = os.stat(path)
+    return dict(_read_overlay(path, stat.st_size, stat.st_mtime_ns, model))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_overlay(path: str, size: int, mtime_ns: int, model: str) -> Tuple[Tuple[str, Any], ...]:
+    state = read_state_dict(path)
+    overlay: Dict[str, Any] = dict(file=path)
+    cfg = timm.models.get_pretrained_cfg(model)
+    head = f"{(cfg.classifier if cfg else None) or 'fc'}.weight"
+    first = f"{(cfg.first_conv if cfg else None) or 'conv1'}.weight"
+    if head in state:
+        overlay["num_classes"] = state[head].shape[0]
+    if first in state and state[first].ndim == 4:
+        overlay["input_size"] = (state[first].shape[1], *(cfg.input_size[1:] if cfg else (224, 224)))
+    return tuple(overlay.items())
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build (see the module docstring for the order). ``attn_kwargs`` may be given as a dict."""
+
+    model: str
+    attn: str = "none"
+    position: str = "post"
+    init: str = "default"
+    init_gain: float = 0.0
+    cifar_stem: bool = False
+    num_classes: Optional[int] = None
+    in_chans: int = 3
+    pretrained: Optional[str] = None
+    freeze_bn: bool = False
+    attn_kwargs: Tuple[Tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attn_kwargs, Mapping):  # hashable, so specs can key caches
+            object.__setattr__(self, "attn_kwargs", tuple(sorted(self.attn_kwargs.items())))
+
+    @property
+    def ours(self) -> bool:
+        """A registered salient_*/ssa_* variant (its attention is built in, not injected)."""
+        return timm.models.split_model_name_tag(self.model)[0] in VARIANTS
+
+    @property
+    def label(self) -> str:
+        """``resnet50+salient``, ``resnet50+se@mid (retrofit)``, ``salient_resnet18``: for logs and titles."""
+        if self.attn.lower() == "none":
+            return self.model
+        label = f"{self.model}+{self.attn}" + ("" if self.position == "post" else f"@{self.position}")
+        return label + (" (retrofit)" if self.pretrained and self.init == "identity" else "")
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)
+
+    def _timm_kwargs(self, load_weights: bool) -> Dict[str, Any]:
+        kwargs: Dict[str, Any] = dict(in_chans=self.in_chans)
+        if self.num_classes is not None:
+            kwargs["num_classes"] = self.num_classes
+        if self.ours:
+            if self.cifar_stem:
+                kwargs["cifar_stem"] = True
+            if self.attn_kwargs:
+                kwargs["attn_kwargs"] = dict(self.attn_kwargs)
+        if self.pretrained and load_weights:
+            if os.path.isfile(self.pretrained):
+                kwargs["pretrained_cfg_overlay"] = local_weights_overlay(self.pretrained, self.model)
+            elif os.path.sep in self.pretrained or self.pretrained.endswith(_WEIGHT_SUFFIXES):
+                raise CheckpointNotFoundError(f"pretrained weights file not found: {self.pretrained}")
+            else:
+                kwargs["pretrained_cfg"] = self.pretrained
+        return kwargs
+
+    def build(self, device: Optional[str] = None, load_weights: bool = True) -> nn.Module:
+        """The model, in train mode, on ``device`` (``"meta"``: shapes only). ``load_weights=False`` builds the
+        same architecture (identity-started gates included) without reading ``pretrained``, e.g. to receive a
+        checkpoint of the same run."""
+        kwargs = self._timm_kwargs(load_weights)
+        with torch.device(device) if device else _no_device():
+            if "pretrained_cfg" in kwargs:
+                model = _create_from_hub(self.model, kwargs)
+            else:
+                model = timm.create_model(self.model, **kwargs)
+            if self.cifar_stem and not has_cifar_stem(model):
+                convert_to_cifar_stem(model)
+            if self.pretrained and load_weights and "pretrained_cfg" not in kwargs:
+                load_pretrained(
+                    model, num_classes=_num_classes(model), in_chans=self.in_chans, filter_fn=fill_attention_keys
+                )
+            if self.attn.lower() != "none":  # (our variants take attn_kwargs at creation, above)
+                inject_attention(
+                    model,
+                    self.attn,
+                    position=self.position,  # type: ignore[arg-type]
+                    init=self.init,  # type: ignore[arg-type]
+                    init_gain=self.init_gain,
+                    **({} if self.ours else dict(self.attn_kwargs)),
+                )
+        if self.freeze_bn:
+            model = freeze_batch_norm_2d(model)
+        return model
+
+    @classmethod
+    def from_train_args(cls, args: argparse.Namespace, num_classes: int, in_chans: int) -> "ModelSpec":
+        """The spec of a salient-train run (its options, as in ``args.json``). A retrofit (``--pretrained`` with
+        ``--attn``) starts the attention at the identity (``--attn-init-gain`` 0) or near it."""
+        retrofit = bool(args.pretrained) and args.attn != "none"
+        return cls(
+            model=args.model,
+            attn=args.attn,
+            position=args.position,
+            init="identity" if retrofit else "default",
+            init_gain=float(getattr(args, "attn_init_gain", None) or 0.0) if retrofit else 0.0,
+            cifar_stem=bool(args.cifar_stem),
+            num_classes=num_classes,
+            in_chans=in_chans,
+            pretrained=args.pretrained,
+            freeze_bn=bool(getattr(args, "freeze_bn", False)),
+        )
+
+    @classmethod
+    def from_checkpoint(cls, path: str) -> Tuple["ModelSpec", nn.Module, Dict[str, Any]]:
+        """Rebuild a salient-train run's model from its checkpoint (options inside) and load its weights.
+
+        Returns the spec, the model in eval mode, and a timm data config (input size, mean, std) to feed it.
+        """
+        state = load_checkpoint(path)
+        args = argparse.Namespace(**state["args"])
+        for key in ("num_classes", "in_chans", "data_mean", "data_std"):
+            if getattr(args, key, None) is None:
+                raise CheckpointError(f"{path} was written by an older salient-train without '{key}'")
+        spec = cls.from_train_args(args, args.num_classes, args.in_chans)
+        model = spec.build(load_weights=False)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit {args.model}: {str(e).splitlines()[0]}") from e
+        data_config = dict(
+            input_size=(args.in_chans, args.img_size, args.img_size),
+            mean=tuple(args.data_mean),
+            std=tuple(args.data_std),
+            crop_pct=1.0,
+            interpolation="bilinear",
+            crop_mode="center",
+        )
+        return spec, model.eval(), data_config
+
+
+def _num_classes(model: nn.Module) -> int:
+    return int(getattr(model, "num_classes"))  # noqa: B009  (timm models set it; nn.Module does not declare it)
+
+
+class _no_device:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _create_from_hub(name: str, kwargs: Dict[str, Any]) -> nn.Module:
+    """``timm.create_model`` for a pretrained tag; any failure (unknown tag, no network) is one CheckpointError."""
+    tag = kwargs["pretrained_cfg"]
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # no page of retry warnings before the one-line error
+    try:
+        model = timm.create_model(name, **kwargs)
+        load_pretrained(
+            model, num_classes=_num_classes(model), in_chans=kwargs["in_chans"], filter_fn=fill_attention_keys
+        )
+        return model
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001  unknown tag, offline, hub errors
+        reason = (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__).rstrip(".")
+        if "Invalid pretrained tag" in reason:
+            tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]
+            raise CheckpointError(
+                f"unknown pretrained tag {tag!r} for {name}; valid: {', '.join(tags) or 'none'}"
+            ) from e
+        raise CheckpointError(
+            f"could not get pretrained weights {name}.{tag}: {reason}. Without network access, "
+            "pass a local weights file instead"
+        ) from e
+    finally:
+        hub_logger.setLevel(level)
