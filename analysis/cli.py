@@ -123,6 +123,9 @@ def _spec(model, attn, position, num_classes, cifar_stem, input_size, batch) -> 
 def main() -> None:
     """Count parameters, FLOPs and size of attention add-ons on ResNets, and check the seed's claims.
 
+    The seed is the SalientNet design note this project reproduces: it proposes the Salient block and
+    states its parameter counts, cost formulas, sizes and accuracies, which `reproduce` checks one by one.
+
     Every command takes --format table|markdown|json|csv (JSON schema: see salient_analysis.render).
     """
 
@@ -176,7 +179,8 @@ def formula(fmt, **spec) -> None:
 @main.command()
 @format_option
 def reproduce(fmt) -> None:
-    """Every numeric claim of the seed text: measured value, verdict and reason."""
+    """Every numeric claim of the seed (the SalientNet design note this project reproduces): measured
+    value and verdict in a table, the whole measurement and the reason below it."""
     from .claims import SEED_CLAIMS
 
     with click.progressbar(length=len(SEED_CLAIMS), label="checking claims", file=sys.stderr) as bar:

@@ -14,6 +14,7 @@ each preceded by a ``# title`` line.
 import csv
 import io
 import json
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -23,6 +24,7 @@ __all__ = ["Table", "Report", "render", "FORMATS"]
 
 FORMATS = ("table", "markdown", "json", "csv")
 SCHEMA_VERSION = 1
+WIDTH = 100  # columns of the table format
 
 
 @dataclass
@@ -97,6 +99,9 @@ def render(report: Report, fmt: str) -> str:
         )
         parts.append((f"### {t.title}\n\n" if fmt == "markdown" else f"{t.title}\n") + body)
     footer = ([f"Convention: {report.convention}"] if report.convention else []) + list(report.notes)
-    if footer:
-        parts.append("\n".join(f"- {line}" if fmt == "markdown" else line for line in footer))
+    if footer:  # a terminal is 100 columns wide: the table format wraps long notes, markdown leaves that to its viewer
+        lines = [
+            f"- {line}" if fmt == "markdown" else textwrap.fill(line, WIDTH, subsequent_indent="  ") for line in footer
+        ]
+        parts.append("\n".join(lines))
     return "\n\n".join(parts)

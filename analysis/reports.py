@@ -8,7 +8,7 @@ from torch import nn
 from salient_timm import attention_modules, find_residual_blocks
 
 from .claims import ABOUT_TOLERANCE, check_claims
-from .counting import ParamReport, count_cost, count_params
+from .counting import OpCount, ParamReport, count_cost, count_params
 from .crosscheck import available_memory, fvcore_count, real_forward_bytes, thop_count
 from .formulas import formula_rows
 from .profiling import timm_units
@@ -89,9 +89,18 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
     model = spec.build()
     report = count_cost(model, spec.input_shape)
     rows = [_cost_row("total", report.total)]
-    for name in ("layer1", "layer2", "layer3", "layer4"):
-        if name in report.modules:
-            rows.append(_cost_row(name, report.module(name)))
+    stages: dict = {}
+    for child, _ in model.named_children():  # stem parts, layer1..4, head: every top-level module in one stage
+        count = report.module(child)
+        acc = stages.setdefault(_stage(child), OpCount())
+        acc.macs, acc.elementwise = acc.macs + count.macs, acc.elementwise + count.elementwise
+    rest = OpCount(
+        report.total.macs - sum(c.macs for c in stages.values()),
+        report.total.elementwise - sum(c.elementwise for c in stages.values()),
+    )
+    rows += [_cost_row(stage, stages[stage]) for stage in STAGES if stage in stages]
+    if rest.macs or rest.elementwise:  # ops of the root's own forward (e.g. a functional head)
+        rows.append(_cost_row("outside the stages", rest))
     if per_block:
         attention = {name.rsplit(".", 1)[0]: name for name, _ in attention_modules(model)}
         for block in find_residual_blocks(model):
@@ -104,7 +113,13 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
             rows,
         )
     ]
-    notes = [f"ops not counted (no formula): {', '.join(report.uncounted_ops)}"] if report.uncounted_ops else []
+    notes = (
+        ["the stage rows (stem, layer1-4, head) add up to the total; block and attention rows are parts of their stage"]
+        if per_block
+        else ["the stage rows (stem, layer1-4, head) add up to the total"]
+    )
+    if report.uncounted_ops:
+        notes.append(f"ops not counted (no formula): {', '.join(report.uncounted_ops)}")
     if crosscheck:
         need, have = real_forward_bytes(model, spec.input_shape), available_memory()
         if have is not None and need > have // 2:
@@ -296,27 +311,38 @@ def formula_report(spec: ModelSpec) -> Report:
     return Report("formula", [Table(title, list(rows[0]), rows)], CONVENTION, notes)
 
 
+SEED = "the SalientNet design note this project reproduces"
+SHORT = 24  # characters of a measured value in the table; the whole value is in the notes below it
+
+
+def _short(text: str) -> str:
+    """The first clause of a measured value, cut to ``SHORT`` characters (the notes have it whole)."""
+    first = text.split(";")[0].split(" (")[0].strip()
+    return first if len(first) <= SHORT else first[: SHORT - 1] + "…"
+
+
 def reproduce_report(progress: Progress = None) -> Report:
     """Every numeric claim of the seed text with the measured value, a verdict and the reason."""
     checks = check_claims(progress=(lambda c: progress(c.id)) if progress else None)
     rows = [
-        {
-            "claim": c.claim.id,
-            "seed says": c.claim.claimed,
-            "measured": c.measured,
-            "verdict": c.verdict,
-            "why": c.explanation,
-        }
+        {"claim": c.claim.id, "seed says": c.claim.claimed, "measured": _short(c.measured), "verdict": c.verdict}
         for c in checks
     ]
+    details = [f"{c.claim.id}: measured {c.measured}. {c.explanation}" for c in checks if c.measured != "-"]
+    unmeasured: dict = {}
+    for c in checks:
+        if c.measured == "-":
+            unmeasured.setdefault(c.explanation, []).append(c.claim.id)
+    details += [f"{', '.join(ids)}: {why}" for why, ids in unmeasured.items()]
     counts = {}
     for c in checks:
         counts[c.verdict] = counts.get(c.verdict, 0) + 1
     return Report(
         "reproduce",
-        [Table("The seed's claims (seed/SalientNet.md)", ["claim", "seed says", "measured", "verdict", "why"], rows)],
+        [Table(f"Claims of the seed ({SEED})", ["claim", "seed says", "measured", "verdict"], rows)],
         notes=[
             ", ".join(f"{n} {v}" for v, n in counts.items()),
+            *details,
             f"'about' claims hold within ±{ABOUT_TOLERANCE:.0%}; every measured value is computed from "
             "models built by timm/salient_timm (only the claims are constants)",
         ],

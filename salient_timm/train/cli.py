@@ -94,6 +94,15 @@ def _warn_tiny_maps(model: nn.Module, args, info: DistInfo) -> None:
         )
 
 
+def _saved_initial(out: str) -> Optional[Dict[str, Any]]:
+    """The step-0 evaluation a fine-tune wrote at its start (a resumed run plots it too)."""
+    path = os.path.join(out, "initial_eval.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def _step0_label(args, num_classes: int) -> str:
     head = pretrained_head_classes(args)
     if head != num_classes:
@@ -286,7 +295,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
             torch.distributed.barrier()
 
     if info.is_main and history:
-        plot_curves(args.out, history, f"{label} on {args.dataset}")
+        plot_curves(args.out, history, f"{label} on {args.dataset}", initial or _saved_initial(args.out))
     best_row = max(history, key=lambda h: h["test_top1"]) if history else None
     summary = {
         "best_top1": best_row["test_top1"] if best_row else float("nan"),

@@ -3,7 +3,7 @@
 import csv
 import json
 import os
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 from ..extras import require
 
@@ -30,25 +30,42 @@ def write_metrics(out: str, history: List[Dict[str, float]]) -> None:
     os.replace(tmp, os.path.join(out, "metrics.csv"))
 
 
-def plot_curves(out: str, history: List[Dict[str, float]], title: str) -> str:
-    """curves.png: train/test loss and top-1 accuracy per epoch."""
+def curves_figure(history: List[Dict[str, float]], title: str, initial: Optional[Dict[str, Any]] = None):
+    """Figure with three panels: train/test loss, train/test top-1 (with the step-0 evaluation of a fine-tune
+    at epoch 0 when ``initial`` is given) and the learning rate of each epoch; integer epoch ticks."""
     matplotlib = require("matplotlib", "plot", "curves.png")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(12, 3.4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train", marker="o", ms=3)
     ax_loss.plot(epochs, [h["test_loss"] for h in history], label="test", marker="o", ms=3)
     ax_loss.set(xlabel="epoch", ylabel="loss")
     ax_acc.plot(epochs, [h["train_top1"] for h in history], label="train", marker="o", ms=3)
     ax_acc.plot(epochs, [h["test_top1"] for h in history], label="test", marker="o", ms=3)
     ax_acc.set(xlabel="epoch", ylabel="top-1 (%)")
-    for ax in (ax_loss, ax_acc):
+    if initial is not None:  # the model before any update (a fine-tune's pretrained start), at epoch 0
+        ax_loss.plot([0], [initial["test_loss"]], marker="*", ms=10, ls="none", color="k", label="step 0 (test)")
+        ax_acc.plot([0], [initial["test_top1"]], marker="*", ms=10, ls="none", color="k", label="step 0 (test)")
+    ax_lr.plot(epochs, [h["lr"] for h in history], marker="o", ms=3, color="tab:green")
+    ax_lr.set(xlabel="epoch", ylabel="learning rate")
+    for ax in (ax_loss, ax_acc, ax_lr):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+    ax_loss.legend()
+    ax_acc.legend()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(out: str, history: List[Dict[str, float]], title: str, initial: Optional[Dict[str, Any]] = None) -> str:
+    """curves.png in the run folder (see ``curves_figure``)."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history, title, initial)
     path = os.path.join(out, "curves.png")
     fig.savefig(path, dpi=90)
     plt.close(fig)
