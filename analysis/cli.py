@@ -272,6 +272,111 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
     "-c",
     default=None,
     type=click.Path(exists=True, dir_okay=False),
+    help="salient-train checkpoint (its own options) or a weights file for --model",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="write ONNX here (dynamic batch), checked against onnxruntime",
+)
+@click.option(
+    "--exported-program",
+    "program_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="write torch.export's ExportedProgram here (.pt2)",
+)
+@click.option(
+    "--hf",
+    "hf_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="write a Hugging Face folder (timm.create_model('local-dir:DIR', pretrained=True) reloads it)",
+)
+@format_option
+def export(
+    fmt, model, attn, position, num_classes, cifar_stem, input_size, checkpoint, onnx_path, program_path, hf_dir
+) -> None:
+    """Deploy a model: ONNX with an onnxruntime parity check, ExportedProgram, Hugging Face folder."""
+    from salient_timm import export as ex
+
+    from . import maps as m
+
+    if not (onnx_path or program_path or hf_dir):
+        raise click.UsageError("give at least one of --onnx, --exported-program, --hf")
+    for path, hint in ((onnx_path, "--onnx"), (program_path, "--exported-program")):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise click.BadParameter(
+                f"folder {os.path.dirname(path)!r} does not exist; create it first", param_hint=hint
+            )
+
+    def build() -> Report:
+        spec = None
+        if model:
+            check_model_name(model)
+            spec = salient_timm.ModelSpec(
+                model,
+                attn=attn,
+                position=position,
+                num_classes=num_classes,
+                cifar_stem=cifar_stem,
+                in_chans=input_size[0] if input_size else 3,
+            )
+        net, config = m.load_for_maps(spec, checkpoint)
+        size = tuple(input_size or config["input_size"])
+        torch.manual_seed(0)
+        probe = torch.randn(3, *size)
+        rows = []
+        if onnx_path:
+            ex.export_onnx(net, onnx_path, size)
+            rows.append(
+                {
+                    "format": "ONNX",
+                    "path": onnx_path,
+                    "MB": os.path.getsize(onnx_path) / 1e6,
+                    "max abs diff": ex.onnx_parity(net, onnx_path, probe),
+                }
+            )
+        if program_path:
+            ex.export_program(net, program_path, size)
+            with torch.no_grad():
+                diff = (torch.export.load(program_path).module()(probe) - net(probe)).abs().max().item()
+            rows.append(
+                {
+                    "format": "ExportedProgram",
+                    "path": program_path,
+                    "MB": os.path.getsize(program_path) / 1e6,
+                    "max abs diff": diff,
+                }
+            )
+        if hf_dir:
+            card = ex.model_card(config.get("label", model), checkpoint)
+            ex.save_hf_folder(net, hf_dir, card)
+            rows.append({"format": "Hugging Face folder", "path": hf_dir, "MB": None, "max abs diff": None})
+        return Report(
+            "export",
+            [
+                Table(
+                    f"Exports of {config.get('label', model)} at input {'x'.join(map(str, size))}",
+                    ["format", "path", "MB", "max abs diff"],
+                    rows,
+                )
+            ],
+            notes=["max abs diff: exported vs eager model on a random batch of 3 (dynamic batch)"],
+        )
+
+    _emit(build, fmt)
+
+
+@main.command()
+@spec_options(maps=True)
+@click.option(
+    "--checkpoint",
+    "-c",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
     help="salient-train checkpoint (best.pth/last.pth) or a weights file",
 )
 @click.option(

@@ -4,6 +4,7 @@
 |---|---|---|
 | ``train`` | scikit-learn | ``salient-train --dataset digits`` |
 | ``plot`` | matplotlib | figures: ``maps --out``, ``profile --plot``, ``curves.png`` |
+| ``onnx`` | onnx, onnxscript, onnxruntime | ``export --onnx`` and its parity check |
 
 ``pip install salient-timm`` alone gives the plugin and ``salient-analyze``'s counting.
 """

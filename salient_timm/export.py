@@ -1,0 +1,148 @@
+"""Deploy a model: ONNX (dynamic batch) with an onnxruntime parity check, and torch.export's ExportedProgram.
+
+| format | function | needs |
+|---|---|---|
+| ONNX | ``export_onnx(model, path, input_size)`` | the ``onnx`` extra (onnx, onnxscript; onnxruntime for ``onnx_parity``) |
+| ExportedProgram | ``export_program(model, path, input_size)`` (``torch.export.save``; load with ``torch.export.load``) | torch only |
+| Hugging Face folder | ``save_hf_folder(model, directory, card)`` (timm's ``save_for_hf`` + a model card) | timm only |
+
+Both trace the model in eval mode. The fused gate is an eager training path: under export it uses its plain
+GEMV ops, so every registered variant and every retrofitted model exports.
+"""
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import SalientError
+from .extras import require
+
+__all__ = ["ExportError", "export_onnx", "export_program", "onnx_parity", "save_hf_folder", "model_card"]
+
+
+class ExportError(SalientError, RuntimeError):
+    """The model could not be exported, or the exported model disagrees with it."""
+
+
+def _example(model: nn.Module, input_size: Sequence[int], batch: int = 2) -> torch.Tensor:
+    ref = next(model.parameters())
+    return torch.zeros(batch, *input_size, device=ref.device, dtype=ref.dtype)
+
+
+def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: int = 18) -> str:
+    """Write ``model`` (eval mode) to ``path`` as ONNX with a dynamic batch dimension; returns ``path``."""
+    require("onnx", "onnx", "ONNX export")
+    require("onnxscript", "onnx", "ONNX export")
+    model = model.eval()
+    x = _example(model, input_size)
+    try:
+        torch.onnx.export(
+            model,
+            (x,),
+            path,
+            dynamo=True,
+            opset_version=opset,
+            verbose=False,
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            input_names=["input"],
+            output_names=["logits"],
+        )
+    except Exception as e:  # noqa: BLE001  the exporter's own errors, one line
+        raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+    return path
+
+
+def onnx_parity(model: nn.Module, path: str, batch: torch.Tensor) -> float:
+    """Max absolute difference between onnxruntime's output for ``batch`` and the model's (eval mode)."""
+    ort = require("onnxruntime", "onnx", "the ONNX parity check")
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    ours = session.run(None, {name: batch.detach().cpu().numpy().astype(np.float32)})[0]
+    with torch.no_grad():
+        reference = model.eval()(batch).detach().cpu().numpy()
+    return float(np.abs(ours - reference).max())
+
+
+def export_program(model: nn.Module, path: str, input_size: Sequence[int]) -> str:
+    """``torch.export`` the model (eval mode, dynamic batch) and save the ExportedProgram to ``path``."""
+    model = model.eval()
+    x = _example(model, input_size)
+    try:
+        program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+        torch.export.save(program, path)
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"torch.export failed: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+    return path
+
+
+def save_hf_folder(model: nn.Module, directory: str, card: str = "") -> str:
+    """timm's ``save_for_hf`` (config.json with the architecture and ``model_args``, safetensors weights) plus a
+    ``README.md`` model card; ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds the model after
+    ``import salient_timm`` (``hf-hub:USER/NAME`` once pushed with ``timm.models.push_to_hf_hub``).
+
+    Registered variants (``salient_*``/``ssa_*``) and plain timm models round-trip; a model retrofitted with
+    ``inject_attention`` has no architecture name timm can rebuild yet and is refused (``ExportError``).
+    """
+    import os
+
+    import timm
+    from timm.models import save_for_hf
+    from timm.models._hub import get_model_args
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    architecture = cfg.get("architecture")
+    if architecture is None:
+        raise ExportError("only timm models can be saved as a Hugging Face folder (this one has no pretrained_cfg)")
+    with torch.device("meta"):  # would timm rebuild exactly these weights from the folder's config?
+        fresh = timm.create_model(architecture, **get_model_args(model))
+    if set(fresh.state_dict()) != set(model.state_dict()):
+        raise ExportError(
+            f"{architecture} with injected attention cannot be rebuilt from a Hugging Face folder yet; save a "
+            "registered variant (salient_*/ssa_*) or export to ONNX / ExportedProgram instead"
+        )
+    save_for_hf(model, directory, safe_serialization=True)
+    with open(os.path.join(directory, "README.md"), "w") as f:
+        f.write(
+            card
+            or f"# {architecture}\n\nSaved with salient-timm. Load with `import salient_timm; "
+            f"timm.create_model('local-dir:{directory}', pretrained=True)`.\n"
+        )
+    return directory
+
+
+def model_card(label: str, checkpoint: Optional[str] = None) -> str:
+    """A short README.md for a Hugging Face folder: what the model is and, for a salient-train checkpoint, its
+    data, epochs, accuracy and attention kind."""
+    from .weights import CheckpointError, load_checkpoint
+
+    lines = [
+        f"# {label}",
+        "",
+        "Exported with salient-timm. Load it with:",
+        "",
+        "```python",
+        "import timm, salient_timm",
+        "model = timm.create_model('local-dir:PATH', pretrained=True)",
+        "```",
+        "",
+    ]
+    if checkpoint:
+        try:
+            state = load_checkpoint(checkpoint)
+        except CheckpointError:
+            state = None
+        if state is not None:
+            args, history = state["args"], state["metrics"]
+            best = max(history, key=lambda h: h["test_top1"]) if history else None
+            lines += [
+                "| trained with | |",
+                "|---|---|",
+                f"| data | {args.get('dataset')} at {args.get('img_size')} px |",
+                f"| epochs | {len(history)} of {args.get('epochs')} |",
+                f"| attention | {args.get('attn')} ({args.get('position')}) |",
+                f"| best test top-1 | {best['test_top1']:.2f}% (epoch {best['epoch']}) |" if best else "",
+                f"| started from | {args.get('pretrained') or 'scratch'} |",
+            ]
+    return "\n".join(line for line in lines if line is not None) + "\n"

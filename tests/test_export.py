@@ -1,0 +1,122 @@
+"""Share and deploy: Hugging Face folder round trips, ONNX with onnxruntime parity, ExportedProgram.
+
+Parity is checked on scikit-image's sample photos (the astronaut and Chelsea the cat), preprocessed with each
+model's timm data config.
+"""
+
+import json
+
+import pytest
+import timm
+import torch
+import torchvision
+from click.testing import CliRunner
+from PIL import Image
+
+import salient_timm
+from salient_analysis.cli import main
+from salient_timm.export import ExportError, export_onnx, export_program, onnx_parity, save_hf_folder
+
+pytest.importorskip("onnxruntime")
+SMALL = ["salient_resnet18", "salient_resnet26", "salient_resnet34", "ssa_resnet18", "ssa_resnet34"]
+LARGE = sorted(set(salient_timm.VARIANTS) - set(SMALL))
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from skimage import data
+
+    return [Image.fromarray(getattr(data, name)()) for name in ("astronaut", "chelsea")]
+
+
+def _batch(model, photos, size=64):
+    config = timm.data.resolve_data_config({"input_size": (3, size, size)}, model=model)
+    transform = timm.data.create_transform(**config)
+    return torch.stack([transform(p.convert("RGB")) for p in photos])
+
+
+@pytest.mark.parametrize("name", SMALL + [pytest.param(n, marks=pytest.mark.slow) for n in LARGE])
+def test_every_registered_variant_exports_to_onnx_with_runtime_parity(name, photos, tmp_path):
+    model = timm.create_model(name, num_classes=10).eval()
+    path = export_onnx(model, str(tmp_path / f"{name}.onnx"), (3, 64, 64))
+    batch = _batch(model, photos)
+    assert onnx_parity(model, path, batch) <= 1e-4
+    assert onnx_parity(model, path, batch[:1]) <= 1e-4  # the batch dimension is dynamic
+
+
+def test_a_retrofitted_torchvision_resnet50_exports_to_onnx(photos, tmp_path):
+    model = torchvision.models.resnet50(num_classes=10)
+    salient_timm.inject_attention(model, "salient", init="identity", init_gain=0.1)
+    path = export_onnx(model, str(tmp_path / "tv.onnx"), (3, 64, 64))
+    assert onnx_parity(model, path, _batch(timm.create_model("resnet50"), photos)) <= 1e-4
+
+
+def test_exported_program_round_trip(tmp_path):
+    model = timm.create_model("ssa_resnet18", cifar_stem=True, num_classes=100).eval()
+    path = export_program(model, str(tmp_path / "m.pt2"), (3, 32, 32))
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(torch.export.load(path).module()(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("salient_resnet18", dict(cifar_stem=True, num_classes=100)),  # CIFAR stem and a 100-class head
+        ("ssa_resnet18", dict(num_classes=10, attn_kwargs=dict(impl="mean"))),
+        ("salient_resnet50d", dict(num_classes=5)),
+    ],
+)
+def test_hugging_face_folder_round_trip(name, kwargs, tmp_path):
+    model = timm.create_model(name, **kwargs)
+    with torch.no_grad():  # non-trivial weights everywhere, gates and BN statistics included
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    model.eval()
+    save_hf_folder(model, str(tmp_path / "hf"))
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architecture"] == name and (tmp_path / "hf" / "model.safetensors").exists()
+    back = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True).eval()
+    assert list(back.state_dict()) == list(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+
+
+def test_an_injected_model_is_refused_as_a_hub_folder_with_the_alternatives(tmp_path):
+    model = timm.create_model("resnet18")
+    salient_timm.inject_attention(model, "salient")
+    with pytest.raises(ExportError, match="cannot be rebuilt from a Hugging Face folder yet.*ONNX"):
+        save_hf_folder(model, str(tmp_path / "hf"))
+    assert not (tmp_path / "hf").exists()
+
+
+def test_export_command_writes_every_format_from_a_model_spec(tmp_path):
+    args = [
+        "export",
+        "-m",
+        "salient_resnet18",
+        "--cifar-stem",
+        "--num-classes",
+        "10",
+        "-s",
+        "32",
+        "--onnx",
+        str(tmp_path / "m.onnx"),
+        "--exported-program",
+        str(tmp_path / "m.pt2"),
+        "--hf",
+        str(tmp_path / "hf"),
+        "-f",
+        "json",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = {r["format"]: r for r in json.loads(result.stdout)["tables"][0]["rows"]}
+    assert rows["ONNX"]["max abs diff"] <= 1e-4 and rows["ExportedProgram"]["max abs diff"] <= 1e-4
+    assert "local-dir" in (tmp_path / "hf" / "README.md").read_text()
+    back = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True)
+    assert back.num_classes == 10
+
+
+def test_export_command_needs_a_format():
+    result = CliRunner().invoke(main, ["export", "-m", "salient_resnet18"])
+    assert result.exit_code == 2 and "give at least one of --onnx, --exported-program, --hf" in result.output
