@@ -134,14 +134,18 @@ def model_card(label: str, checkpoint: Optional[str] = None) -> str:
         except CheckpointError:
             state = None
         if state is not None:
+            from .salient_resnet import VARIANTS
+
             args, history = state["args"], state["metrics"]
+            built_in = VARIANTS[args["model"]].attn if args.get("model") in VARIANTS else None
+            attention = args.get("attn") if args.get("attn") not in (None, "none") else (built_in or "none")
             best = max(history, key=lambda h: h["test_top1"]) if history else None
             lines += [
                 "| trained with | |",
                 "|---|---|",
                 f"| data | {args.get('dataset')} at {args.get('img_size')} px |",
                 f"| epochs | {len(history)} of {args.get('epochs')} |",
-                f"| attention | {args.get('attn')} ({args.get('position')}) |",
+                f"| attention | {attention} ({args.get('position')}) |",
                 f"| best test top-1 | {best['test_top1']:.2f}% (epoch {best['epoch']}) |" if best else "",
                 f"| started from | {args.get('pretrained') or 'scratch'} |",
             ]
