@@ -6,7 +6,10 @@ timm's model registry, so ``timm.create_model("salient_resnet50")`` works.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import salient_resnet  # noqa: F401  (registers the timm variants)
+from . import (
+    retrofit_arch,  # noqa: F401  (registers salient_retrofit in timm)
+    salient_resnet,  # noqa: F401  (registers the timm variants)
+)
 from .blocks import SalientBlock, ScaledSigmoid, SSABlock
 from .errors import RunFolderError, SalientError
 from .gates import capture_gates, gate_neutrals

@@ -82,8 +82,9 @@ def save_hf_folder(model: nn.Module, directory: str, card: str = "") -> str:
     ``README.md`` model card; ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds the model after
     ``import salient_timm`` (``hf-hub:USER/NAME`` once pushed with ``timm.models.push_to_hf_hub``).
 
-    Registered variants (``salient_*``/``ssa_*``) and plain timm models round-trip; a model retrofitted with
-    ``inject_attention`` has no architecture name timm can rebuild yet and is refused (``ExportError``).
+    Registered variants (``salient_*``/``ssa_*``), plain timm models and models that ``ModelSpec`` retrofitted
+    (timm or ``torchvision:`` bases, recorded as ``salient_retrofit``) round-trip; a model changed by a bare
+    ``inject_attention`` call has no record of the change and is refused (``ExportError``).
     """
     import os
 
@@ -99,8 +100,9 @@ def save_hf_folder(model: nn.Module, directory: str, card: str = "") -> str:
         fresh = timm.create_model(architecture, **get_model_args(model))
     if set(fresh.state_dict()) != set(model.state_dict()):
         raise ExportError(
-            f"{architecture} with injected attention cannot be rebuilt from a Hugging Face folder yet; save a "
-            "registered variant (salient_*/ssa_*) or export to ONNX / ExportedProgram instead"
+            f"{architecture} was changed after it was built (inject_attention or a stem conversion outside "
+            "salient_timm.ModelSpec), so timm cannot rebuild it from a Hugging Face folder; build it with "
+            "ModelSpec(base, attn=..., cifar_stem=...) (recorded as salient_retrofit), or export to ONNX / ExportedProgram"
         )
     save_for_hf(model, directory, safe_serialization=True)
     with open(os.path.join(directory, "README.md"), "w") as f:

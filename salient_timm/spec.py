@@ -4,11 +4,15 @@ A spec says what to build; ``build`` always does it in this order:
 
 | step | what | how |
 |---|---|---|
-| 1 | the timm model (``salient_*`` / ``ssa_*`` included) | ``timm.create_model(model, num_classes, in_chans)`` |
+| 1 | the timm model (``salient_*`` / ``ssa_*`` included), or ``torchvision:NAME`` | ``timm.create_model(model, num_classes, in_chans)`` / ``torchvision.models.get_model`` |
 | 2 | CIFAR stem | ``cifar_stem=True`` for our variants, ``convert_to_cifar_stem`` otherwise |
 | 3 | weights | ``pretrained``: a file (safetensors, ``torch.save``, a salient-train ``best.pth``) or a timm tag; timm's loader with ``fill_attention_keys`` |
 | 4 | attention | ``inject_attention(model, attn, position, init, init_gain, **attn_kwargs)`` (our variants: ``attn_kwargs`` go to their blocks) |
 | 5 | frozen BatchNorm | ``freeze_bn`` |
+
+A retrofitted model (attention injected, or a converted stem) is recorded as timm architecture
+``salient_retrofit`` (``retrofit_arch.py``), so timm's ``save_for_hf`` writes a folder that
+``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds after ``import salient_timm``.
 
 ``salient-train``, ``salient-analyze`` (spec, claims, maps), the benchmarks and the evidence scripts all
 build through it, so a model means the same everywhere. Errors are ``SalientError`` subclasses.
@@ -28,6 +32,8 @@ from timm.layers import freeze_batch_norm_2d
 from timm.models import load_pretrained
 from torch import nn
 
+from .errors import SalientError
+from .retrofit_arch import record_retrofit
 from .salient_resnet import VARIANTS, fill_attention_keys
 from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import inject_attention
@@ -36,6 +42,11 @@ from .weights import CheckpointError, CheckpointNotFoundError, load_checkpoint, 
 __all__ = ["ModelSpec", "local_weights_overlay"]
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+TORCHVISION = "torchvision:"
+
+
+class ModelSpecError(SalientError, ValueError):
+    """A spec that cannot be built (unknown torchvision model, unsupported option)."""
 
 
 def local_weights_overlay(path: str, model: str) -> Dict[str, Any]:
@@ -121,15 +132,19 @@ class ModelSpec:
         """The model, in train mode, on ``device`` (``"meta"``: shapes only). ``load_weights=False`` builds the
         same architecture (identity-started gates included) without reading ``pretrained``, e.g. to receive a
         checkpoint of the same run."""
-        kwargs = self._timm_kwargs(load_weights)
+        torchvision_base = self.model.startswith(TORCHVISION)
+        kwargs = {} if torchvision_base else self._timm_kwargs(load_weights)
         with torch.device(device) if device else _no_device():
-            if "pretrained_cfg" in kwargs:
+            if torchvision_base:
+                model = self._torchvision_model(load_weights)
+            elif "pretrained_cfg" in kwargs:
                 model = _create_from_hub(self.model, kwargs)
             else:
                 model = timm.create_model(self.model, **kwargs)
-            if self.cifar_stem and not has_cifar_stem(model):
+            converted = self.cifar_stem and not has_cifar_stem(model)
+            if converted:
                 convert_to_cifar_stem(model)
-            if self.pretrained and load_weights and "pretrained_cfg" not in kwargs:
+            if self.pretrained and load_weights and not torchvision_base and "pretrained_cfg" not in kwargs:
                 load_pretrained(
                     model, num_classes=_num_classes(model), in_chans=self.in_chans, filter_fn=fill_attention_keys
                 )
@@ -142,8 +157,32 @@ class ModelSpec:
                     init_gain=self.init_gain,
                     **({} if self.ours else dict(self.attn_kwargs)),
                 )
+            if not self.ours and (converted or torchvision_base or self.attn.lower() != "none"):
+                surgery = (
+                    []
+                    if self.attn.lower() == "none"
+                    else [dict(attn=self.attn.lower(), position=self.position, kwargs=dict(self.attn_kwargs))]
+                )
+                record_retrofit(model, self.model, self.cifar_stem, surgery)  # reloadable from a hub folder
         if self.freeze_bn:
             model = freeze_batch_norm_2d(model)
+        return model
+
+    def _torchvision_model(self, load_weights: bool) -> nn.Module:
+        """``torchvision:NAME``: torchvision's model (3 input channels); ``pretrained`` may be a local file."""
+        import torchvision
+
+        if self.in_chans != 3:
+            raise ModelSpecError(f"{self.model}: torchvision models take 3 input channels, not {self.in_chans}")
+        name = self.model[len(TORCHVISION) :]
+        try:
+            model = torchvision.models.get_model(name, num_classes=self.num_classes or 1000)
+        except ValueError as e:
+            raise ModelSpecError(f"unknown torchvision model {name!r}: {e}") from e
+        if self.pretrained and load_weights:
+            if not os.path.isfile(self.pretrained):
+                raise CheckpointNotFoundError(f"pretrained weights file not found: {self.pretrained}")
+            model.load_state_dict(fill_attention_keys(read_state_dict(self.pretrained), model))
         return model
 
     @classmethod

@@ -18,7 +18,9 @@ from torch.utils.data.distributed import DistributedSampler
 from .. import __version__
 from ..checks import check_runs
 from ..errors import SalientError
+from ..export import model_card, save_hf_folder
 from ..retrofit import retrofit_param_groups
+from ..spec import ModelSpec
 from ..weights import CheckpointError
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfigError, command_options, is_retrofit, resolve, run_label
@@ -57,7 +59,7 @@ def run(args) -> Dict[str, Any]:
             torch.distributed.destroy_process_group()
 
 
-TRANSIENT = ("epochs_given",)  # parse-time facts, not options of the run
+TRANSIENT = ("epochs_given", "export_hf")  # parse-time facts, not options of the run
 
 
 def _run_options(args) -> dict:
@@ -296,6 +298,14 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
 
     if info.is_main and history:
         plot_curves(args.out, history, f"{label} on {args.dataset}", initial or _saved_initial(args.out))
+    if info.is_main and getattr(args, "export_hf", None) and os.path.exists(best_path):
+        _, best_model, _ = ModelSpec.from_checkpoint(best_path)
+        save_hf_folder(best_model, args.export_hf, model_card(label, best_path))
+        _log(
+            info,
+            f"best model written to {args.export_hf} (timm.create_model('local-dir:{args.export_hf}', "
+            "pretrained=True) reloads it)",
+        )
     best_row = max(history, key=lambda h: h["test_top1"]) if history else None
     summary = {
         "best_top1": best_row["test_top1"] if best_row else float("nan"),

@@ -75,7 +75,7 @@ DEFAULTS: Dict[str, Any] = dict(
     attn_init_gain=None,
 )
 # Options a resumed run may take with a new value: where and how it runs, not what it computes.
-RESUME_MAY_CHANGE = ("epochs", "device", "workers", "no_progress", "compile")
+RESUME_MAY_CHANGE = ("epochs", "device", "workers", "no_progress", "compile", "export_hf")
 
 
 class TrainConfigError(SalientError, ValueError):
@@ -277,6 +277,13 @@ def command_options() -> List[click.Parameter]:
         ),
         click.Option(["--compile", "--torchcompile", "compile"], is_flag=True, help="torch.compile the model"),
         click.Option(["--no-progress"], is_flag=True, help="no progress bar"),
+        click.Option(
+            ["--export-hf"],
+            default=None,
+            metavar="DIR",
+            help="when the run ends, write its best model as a Hugging Face folder (timm's save_for_hf and a "
+            "model card); with --resume RUN_DIR on a finished run, only that",
+        ),
     ]
 
 
