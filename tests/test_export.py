@@ -81,12 +81,76 @@ def test_hugging_face_folder_round_trip(name, kwargs, tmp_path):
     torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
 
 
-def test_an_injected_model_is_refused_as_a_hub_folder_with_the_alternatives(tmp_path):
+def _randomized(model):
+    with torch.no_grad():  # non-trivial weights everywhere: gates, BN statistics, head
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+        for name, b in model.named_buffers():
+            if name.endswith("running_var"):
+                b.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        salient_timm.ModelSpec("resnet26", attn="salient", cifar_stem=True, num_classes=100),
+        salient_timm.ModelSpec("resnet18", attn="se", position="mid", num_classes=10, attn_kwargs={"rd_ratio": 0.25}),
+        salient_timm.ModelSpec("torchvision:resnet50", attn="salient", num_classes=10),
+    ],
+    ids=["timm-cifar-stem", "timm-se-mid", "torchvision-resnet50"],
+)
+def test_a_retrofitted_model_round_trips_through_a_hugging_face_folder(spec, tmp_path):
+    model = _randomized(spec.build())
+    save_hf_folder(model, str(tmp_path / "hf"))
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architecture"] == "salient_retrofit" and config["model_args"]["base"] == spec.model
+    back = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True).eval()
+    assert list(back.state_dict()) == list(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+
+
+def test_a_bare_inject_attention_is_refused_as_a_hub_folder_with_the_alternatives(tmp_path):
     model = timm.create_model("resnet18")
     salient_timm.inject_attention(model, "salient")
-    with pytest.raises(ExportError, match="cannot be rebuilt from a Hugging Face folder yet.*ONNX"):
+    with pytest.raises(ExportError, match="cannot rebuild it from a Hugging Face folder; build it with ModelSpec"):
         save_hf_folder(model, str(tmp_path / "hf"))
     assert not (tmp_path / "hf").exists()
+
+
+def test_salient_train_exports_its_best_model_as_a_hugging_face_folder(tmp_path):
+    from salient_timm.train.cli import run
+    from salient_timm.train.config import parse_args
+
+    out, hf = tmp_path / "run", tmp_path / "hf"
+    run(
+        parse_args(
+            [
+                "--model",
+                "resnet18",
+                "--attn",
+                "salient",
+                "--cifar-stem",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--out",
+                str(out),
+                "--export-hf",
+                str(hf),
+            ]
+        )
+    )
+    _, best, data_config = salient_timm.ModelSpec.from_checkpoint(str(out / "best.pth"))
+    back = timm.create_model(f"local-dir:{hf}", pretrained=True).eval()
+    x = torch.randn(2, *data_config["input_size"])
+    torch.testing.assert_close(back(x), best(x), rtol=0, atol=0)
+    card = (hf / "README.md").read_text()
+    assert "| data | digits at 16 px |" in card and "| attention | salient (post) |" in card
+    assert "export_hf" not in json.loads((out / "args.json").read_text())  # an action, not an option of the run
 
 
 def test_export_command_writes_every_format_from_a_model_spec(tmp_path):
