@@ -75,12 +75,18 @@ def salient_retrofit(
     kwargs.pop("pretrained_cfg_overlay", None)
     kwargs.pop("cache_dir", None)
     spec = ModelSpec(
-        base, cifar_stem=cifar_stem, num_classes=kwargs.pop("num_classes", None), in_chans=kwargs.pop("in_chans", 3)
+        base,
+        cifar_stem=cifar_stem,
+        num_classes=kwargs.pop("num_classes", None),
+        in_chans=kwargs.pop("in_chans", 3),
+        timm_kwargs=() if base.startswith("torchvision:") else tuple(sorted(kwargs.items())),  # global_pool, ...
     )
     model: Any = spec.build()  # carries timm's attributes (pretrained_cfg, num_classes, _model_args)
     steps = list(surgery or [])
     for step in steps:
         inject_attention(model, step["attn"], position=step.get("position", "post"), **step.get("kwargs", {}))
+    if kwargs.get("features_only"):  # a feature extractor: timm's FeatureListNet around the retrofitted trunk
+        return model
     record_retrofit(model, base, cifar_stem, steps)
     if pretrained:
         cfg = dict(pretrained_cfg or {})  # e.g. local-dir: {"file": DIR, "source": "local-dir", ...}

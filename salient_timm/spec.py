@@ -89,10 +89,13 @@ class ModelSpec:
     pretrained: Optional[str] = None
     freeze_bn: bool = False
     attn_kwargs: Tuple[Tuple[str, Any], ...] = field(default=())
+    timm_kwargs: Tuple[Tuple[str, Any], ...] = field(default=())  # more timm.create_model options (global_pool, ...)
 
     def __post_init__(self) -> None:
-        if isinstance(self.attn_kwargs, Mapping):  # hashable, so specs can key caches
-            object.__setattr__(self, "attn_kwargs", tuple(sorted(self.attn_kwargs.items())))
+        for name in ("attn_kwargs", "timm_kwargs"):  # hashable, so specs can key caches
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, tuple(sorted(value.items())))
 
     @property
     def ours(self) -> bool:
@@ -111,7 +114,7 @@ class ModelSpec:
         return dataclasses.replace(self, **changes)
 
     def _timm_kwargs(self, load_weights: bool) -> Dict[str, Any]:
-        kwargs: Dict[str, Any] = dict(in_chans=self.in_chans)
+        kwargs: Dict[str, Any] = dict(self.timm_kwargs, in_chans=self.in_chans)
         if self.num_classes is not None:
             kwargs["num_classes"] = self.num_classes
         if self.ours:
@@ -157,7 +160,8 @@ class ModelSpec:
                     init_gain=self.init_gain,
                     **({} if self.ours else dict(self.attn_kwargs)),
                 )
-            if not self.ours and (converted or torchvision_base or self.attn.lower() != "none"):
+            features_only = dict(self.timm_kwargs).get("features_only", False)
+            if not self.ours and not features_only and (converted or torchvision_base or self.attn.lower() != "none"):
                 surgery = (
                     []
                     if self.attn.lower() == "none"
