@@ -3,7 +3,7 @@
 import functools
 import os
 import sys
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import click
 import torch
@@ -101,6 +101,38 @@ def spec_options(multi: bool = False, maps: bool = False) -> Callable:
 
 
 format_option = click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+checkpoint_option = click.option(
+    "--checkpoint",
+    "-c",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="salient-train checkpoint (best.pth/last.pth, its own options) or a weights file for --model",
+)
+
+
+def _check_output(path: Optional[str], hint: str, figure: bool = False) -> None:
+    """A file to write: its folder must exist; a figure is PNG or PDF (one-line usage errors)."""
+    if not path:
+        return
+    if figure and not path.lower().endswith((".png", ".pdf")):
+        raise click.BadParameter(f"the figure is written as PNG or PDF: end {hint} with .png or .pdf", param_hint=hint)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise click.BadParameter(f"folder {os.path.dirname(path)!r} does not exist; create it first", param_hint=hint)
+
+
+def _optional_spec(model, attn, position, num_classes, cifar_stem, input_size) -> Optional[salient_timm.ModelSpec]:
+    """The model options of ``maps`` / ``export`` as a build spec (None without --model: a checkpoint names it)."""
+    if not model:
+        return None
+    check_model_name(model)
+    return salient_timm.ModelSpec(
+        model,
+        attn=attn,
+        position=position,
+        num_classes=num_classes,
+        cifar_stem=cifar_stem,
+        in_chans=input_size[0] if input_size else 3,
+    )
 
 
 def _emit(build: Callable[[], Report], fmt: str) -> None:
@@ -229,14 +261,7 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
             "give both --peak-gflops and --bandwidth-gbs, or neither (then both are measured)",
             param_hint="--peak-gflops/--bandwidth-gbs",
         )
-    if plot and not plot.lower().endswith((".png", ".pdf")):
-        raise click.BadParameter(
-            "the figure is written as PNG or PDF: end --plot with .png or .pdf", param_hint="--plot"
-        )
-    if plot and not os.path.isdir(os.path.dirname(os.path.abspath(plot))):
-        raise click.BadParameter(
-            f"folder {os.path.dirname(plot)!r} does not exist; create it first", param_hint="--plot"
-        )
+    _check_output(plot, "--plot", figure=True)
     if plot and no_measure:
         raise click.BadParameter("the figure shows measured time: drop --no-measure", param_hint="--plot")
     try:
@@ -267,13 +292,7 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
 
 @main.command()
 @spec_options(maps=True)
-@click.option(
-    "--checkpoint",
-    "-c",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False),
-    help="salient-train checkpoint (its own options) or a weights file for --model",
-)
+@checkpoint_option
 @click.option(
     "--onnx",
     "onnx_path",
@@ -306,24 +325,11 @@ def export(
 
     if not (onnx_path or program_path or hf_dir):
         raise click.UsageError("give at least one of --onnx, --exported-program, --hf")
-    for path, hint in ((onnx_path, "--onnx"), (program_path, "--exported-program")):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise click.BadParameter(
-                f"folder {os.path.dirname(path)!r} does not exist; create it first", param_hint=hint
-            )
+    _check_output(onnx_path, "--onnx")
+    _check_output(program_path, "--exported-program")
 
     def build() -> Report:
-        spec = None
-        if model:
-            check_model_name(model)
-            spec = salient_timm.ModelSpec(
-                model,
-                attn=attn,
-                position=position,
-                num_classes=num_classes,
-                cifar_stem=cifar_stem,
-                in_chans=input_size[0] if input_size else 3,
-            )
+        spec = _optional_spec(model, attn, position, num_classes, cifar_stem, input_size)
         net, config = m.load_for_maps(spec, checkpoint)
         size = tuple(input_size or config["input_size"])
         torch.manual_seed(0)
@@ -372,13 +378,7 @@ def export(
 
 @main.command()
 @spec_options(maps=True)
-@click.option(
-    "--checkpoint",
-    "-c",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False),
-    help="salient-train checkpoint (best.pth/last.pth) or a weights file",
-)
+@checkpoint_option
 @click.option(
     "--image",
     "-i",
@@ -398,23 +398,10 @@ def maps(
     """Saliency maps: every gate's map for each image; statistics always, a figure with --out."""
     from . import maps as m
 
-    if out and not out.lower().endswith((".png", ".pdf")):
-        raise click.BadParameter("the figure is written as PNG or PDF: end --out with .png or .pdf", param_hint="--out")
-    if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise click.BadParameter(f"folder {os.path.dirname(out)!r} does not exist; create it first", param_hint="--out")
+    _check_output(out, "--out", figure=True)
 
     def build() -> Report:
-        spec = None
-        if model:
-            check_model_name(model)
-            spec = salient_timm.ModelSpec(
-                model,
-                attn=attn,
-                position=position,
-                num_classes=num_classes,
-                cifar_stem=cifar_stem,
-                in_chans=input_size[0] if input_size else 3,
-            )
+        spec = _optional_spec(model, attn, position, num_classes, cifar_stem, input_size)
         net, config = m.load_for_maps(spec, checkpoint)
         if input_size:
             config = {**config, "input_size": input_size}

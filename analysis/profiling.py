@@ -70,6 +70,7 @@ class ModelProfile:
     step_seconds: Optional[float]
     step_spread: Optional[Tuple[float, float]]
     peak_bytes: Optional[int]
+    units: Dict[str, float]  # timm benchmark-CSV units of the inference forward (``timm_units``)
 
     def scope(self, name: str) -> Optional[ScopeCost]:
         return next((s for s in self.scopes if s.name == name), None)
@@ -149,16 +150,20 @@ def _check_fits(meta_model: nn.Module, spec: ModelSpec, device: torch.device, tr
 def profile_models(spec: ModelSpec, options: ProfileOptions) -> Tuple[List[ModelProfile], Optional[Peaks]]:
     """Count (meta device) and measure (``options.device``) the base model and ``spec``'s variant."""
     specs = [replace(spec, attn="none")] + ([spec] if spec.attn.lower() != "none" else [])
-    traffic = {s.label: count_traffic(s.build("meta"), spec.input_shape, train=options.train) for s in specs}
+    meta = {s.label: s.build("meta") for s in specs}  # counts, scope names and the memory check
+    traffic = {label: count_traffic(m, spec.input_shape, train=options.train) for label, m in meta.items()}
+    inference = (
+        traffic
+        if not options.train
+        else {label: count_traffic(m, spec.input_shape, train=False) for label, m in meta.items()}
+    )
     timings: Dict = {}
     peaks_bytes: Dict[str, Optional[int]] = {s.label: None for s in specs}
     peaks = options.peaks
-    built = {s.label: s.build("meta") for s in specs}
     if options.measure:
         device = torch.device(options.device)
-        _check_fits(built[specs[-1].label], spec, device, options.train)
+        _check_fits(meta[specs[-1].label], spec, device, options.train)
         models = {s.label: s.build(str(device)) for s in specs}
-        built = models
         x = torch.randn(spec.input_shape, device=device)
         names = {label: [n for group in _scope_names(m).values() for n in group] for label, m in models.items()}
         timings = time_modules(models, names, x, options.train, options.repeats, options.warmup)
@@ -167,10 +172,11 @@ def profile_models(spec: ModelSpec, options: ProfileOptions) -> Tuple[List[Model
             peaks = device_peaks(device)
     profiles = []
     for s in specs:
-        scopes = _scopes(s.label, built[s.label], traffic[s.label], timings, options.train)
+        scopes = _scopes(s.label, meta[s.label], traffic[s.label], timings, options.train)
         total = scopes[-1]
+        units = timm_units(inference[s.label])
         profiles.append(
-            ModelProfile(s.label, traffic[s.label], scopes, total.seconds, total.spread, peaks_bytes[s.label])
+            ModelProfile(s.label, traffic[s.label], scopes, total.seconds, total.spread, peaks_bytes[s.label], units)
         )
     return profiles, peaks
 
@@ -220,6 +226,21 @@ def _attention_rows(variant: ModelProfile, peaks: Optional[Peaks]) -> List[dict]
             }
         )
     return rows
+
+
+SIDE_BY_SIDE_COLUMNS = [
+    "scope",
+    "GFLOPs base",
+    "GFLOPs variant",
+    "MB moved base",
+    "MB moved variant",
+    "saved MB base",
+    "saved MB variant",
+    "ms base",
+    "ms variant",
+    "x time",
+    "roofline ms variant",
+]
 
 
 def _side_by_side(base: ModelProfile, variant: ModelProfile, kind: str, peaks: Optional[Peaks]) -> List[dict]:
@@ -283,52 +304,19 @@ def profile_report(
     tables.append(
         Table(
             f"Stages, {base.label} -> {variant.label} (rows add up to the total)",
-            [
-                "scope",
-                "GFLOPs base",
-                "GFLOPs variant",
-                "MB moved base",
-                "MB moved variant",
-                "saved MB base",
-                "saved MB variant",
-                "ms base",
-                "ms variant",
-                "x time",
-                "roofline ms variant",
-            ],
+            SIDE_BY_SIDE_COLUMNS,
             _side_by_side(base, variant, ("stage", "total"), peaks),
         )
     )
     tables.append(
         Table(
             f"Residual blocks, {base.label} -> {variant.label}",
-            [
-                "scope",
-                "GFLOPs base",
-                "GFLOPs variant",
-                "MB moved base",
-                "MB moved variant",
-                "saved MB base",
-                "saved MB variant",
-                "ms base",
-                "ms variant",
-                "x time",
-                "roofline ms variant",
-            ],
+            SIDE_BY_SIDE_COLUMNS,
             _side_by_side(base, variant, ("block",), peaks),
         )
     )
     step_rows = []
     for p in profiles:
-        units = (
-            timm_units(p.traffic)
-            if not options.train
-            else timm_units(
-                count_traffic(
-                    (replace(spec, attn="none") if p is base else spec).build("meta"), spec.input_shape, train=False
-                )
-            )
-        )
         step_rows.append(
             {
                 "model": p.label,
@@ -339,7 +327,7 @@ def profile_report(
                 "step ms": _ms(p.step_seconds),
                 "min-max ms": f"{1e3 * p.step_spread[0]:.1f}-{1e3 * p.step_spread[1]:.1f}" if p.step_spread else None,
                 "x base time": p.step_seconds / base.step_seconds if p.step_seconds and base.step_seconds else None,
-                **units,
+                **p.units,
             }
         )
     tables.append(

@@ -104,33 +104,32 @@ def test_stage_rows_add_up_to_the_total_and_attention_rows_are_inside_their_bloc
     assert variant.total.saved > base.total.saved and variant.total.bytes > base.total.bytes
 
 
+def _profile_json(*args: str) -> dict:
+    """``salient-analyze profile`` of resnet18 + salient at 16 px, batch 2, no warm-up, as parsed JSON."""
+    command = [
+        "profile",
+        "-m",
+        "resnet18",
+        "-a",
+        "salient",
+        "-s",
+        "16",
+        "-b",
+        "2",
+        "--warmup",
+        "0",
+        *args,
+        "-f",
+        "json",
+    ]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
 def test_profile_command_measures_and_plots(tmp_path):
     figure = tmp_path / "profile.png"
-    result = CliRunner().invoke(
-        main,
-        [
-            "profile",
-            "-m",
-            "resnet18",
-            "-a",
-            "salient",
-            "--cifar-stem",
-            "-s",
-            "16",
-            "-b",
-            "2",
-            "--repeats",
-            "2",
-            "--warmup",
-            "0",
-            "--plot",
-            str(figure),
-            "-f",
-            "json",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = _profile_json("--cifar-stem", "--repeats", "2", "--plot", str(figure))
     attention, stages, blocks, step = data["tables"]
     assert [r["block"] for r in attention["rows"]][-1] == "all attention" and len(attention["rows"]) == 9
     assert all(r["ms"] > 0 and 0 < r["% time"] < 100 for r in attention["rows"])
@@ -154,32 +153,7 @@ def test_profile_rejects_bad_options_in_one_line(args, message):
 
 
 def test_given_peaks_set_the_roofline():
-    result = CliRunner().invoke(
-        main,
-        [
-            "profile",
-            "-m",
-            "resnet18",
-            "-a",
-            "salient",
-            "-s",
-            "16",
-            "-b",
-            "2",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--peak-gflops",
-            "100",
-            "--bandwidth-gbs",
-            "10",
-            "-f",
-            "json",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = _profile_json("--repeats", "1", "--peak-gflops", "100", "--bandwidth-gbs", "10")
     gate = data["tables"][0]["rows"][0]
     expected_ms = 1e3 * max(gate["FLOPs"] / 100e9, gate["MB moved"] * 1e6 / 10e9)
     assert gate["roofline ms"] == pytest.approx(expected_ms)

@@ -64,6 +64,20 @@ def _resume(out, *extra, check=True):
     )
 
 
+def _start_until(out: Path, name: str, *extra: str, timeout: float = 120) -> subprocess.Popen:
+    """Start salient-train on ``out`` in the background; return once ``out/name`` exists (or ``timeout`` passed)."""
+    proc = subprocess.Popen(
+        [str(BIN / "salient-train"), *FAST, "--out", str(out), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + timeout
+    while not (out / name).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 def _consistent(out: Path, epochs: int) -> None:
     """last.pth, best.pth and the metrics agree, and no temp file is left."""
     last = load_checkpoint(str(out / "last.pth"))
@@ -106,15 +120,7 @@ def test_the_lock_is_exclusive_in_the_library_too(tmp_path):
 @pytest.mark.slow
 def test_two_concurrent_runs_on_one_folder_cannot_overwrite_each_other(tmp_path):
     out = tmp_path / "shared"
-    first = subprocess.Popen(
-        [str(BIN / "salient-train"), *FAST, "--out", str(out), "--epochs", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 60
-    while not (out / "args.json").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    first = _start_until(out, "args.json", "--epochs", "2")
     second = _run(out, "--epochs", "2", check=False)
     assert second.returncode == 1 and "is in use by another salient-train" in second.stderr
     assert "Traceback" not in second.stderr
@@ -153,15 +159,7 @@ def test_a_run_killed_before_its_first_epoch_restarts_with_its_options(two_epoch
 @pytest.mark.slow
 def test_ctrl_c_ends_with_one_line_and_the_run_resumes(tmp_path):
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen(
-        [str(BIN / "salient-train"), *FAST, "--out", str(out), "--epochs", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while not (out / "metrics.json").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    proc = _start_until(out, "metrics.json", "--epochs", "3")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
