@@ -32,6 +32,9 @@ __all__ = [
     "MAC_OPS",
     "ELEMENTWISE_FORMULAS",
     "OpCount",
+    "VIEW_OPS",
+    "COPY_OPS",
+    "FREE_OPS",
     "CostReport",
     "count_cost",
     "count_params",
@@ -150,11 +153,12 @@ ELEMENTWISE_FORMULAS: Dict[object, Callable[..., int]] = {
     },
     **{op: _window for op in (aten.max_pool2d_with_indices, aten.avg_pool2d, aten.max_pool2d)},
 }
-# Ops that move or view data but compute nothing.
-FREE_OPS = frozenset(
+# Ops that only reinterpret metadata or allocate: no data moves, nothing is computed.
+VIEW_OPS = frozenset(
     {
         aten.view,
         aten._unsafe_view,
+        aten._reshape_alias,
         aten.reshape,
         aten.t,
         aten.transpose,
@@ -163,36 +167,52 @@ FREE_OPS = frozenset(
         aten.squeeze,
         aten.unsqueeze,
         aten.flatten,
-        aten.clone,
-        aten.contiguous,
         aten.detach,
-        aten.empty,
-        aten.zeros,
-        aten.ones,
+        aten.alias,
+        aten.as_strided,
         aten.select,
         aten.slice,
         aten.split,
         aten.split_with_sizes,
-        aten.cat,
-        aten.stack,
-        aten.alias,
-        aten.copy_,
-        aten._to_copy,
-        aten.empty_like,
-        aten.zeros_like,
-        aten.ones_like,
-        aten.new_empty,
-        aten.new_zeros,
-        aten.pad,
-        aten.constant_pad_nd,
+        aten.unsafe_split,
         aten.unbind,
         aten.chunk,
-        aten.as_strided,
         aten.lift_fresh,
+        aten.empty,
+        aten.empty_like,
+        aten.empty_strided,
+        aten.new_empty,
+        aten.new_empty_strided,
+    }
+)
+# Ops that write data (copies, fills, concatenation) but compute nothing.
+COPY_OPS = frozenset(
+    {
+        aten.clone,
+        aten.contiguous,
+        aten.copy_,
+        aten._to_copy,
+        aten.cat,
+        aten.stack,
+        aten.pad,
+        aten.constant_pad_nd,
+        aten.zeros,
+        aten.zeros_like,
+        aten.new_zeros,
+        aten.ones,
+        aten.ones_like,
+        aten.new_ones,
+        aten.full,
+        aten.full_like,
+        aten.new_full,
         aten.fill_,
+        aten.zero_,
+        aten.scalar_tensor,
+        aten._local_scalar_dense,
         aten.randn,
     }
 )
+FREE_OPS = VIEW_OPS | COPY_OPS
 
 
 @dataclass

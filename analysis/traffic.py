@@ -31,7 +31,7 @@ from torch.utils.module_tracker import ModuleTracker
 
 from salient_timm.errors import SalientError
 
-from .counting import ELEMENTWISE_FORMULAS, _first_output, _per_output
+from .counting import COPY_OPS, ELEMENTWISE_FORMULAS, VIEW_OPS, _first_output, _per_output
 
 __all__ = [
     "TrainCountError",
@@ -83,38 +83,6 @@ BACKWARD_FORMULAS: Dict[object, Callable[..., int]] = {
 }
 # GEMM ops torch's registry lacks (in-place forms): 2 FLOPs per MAC, like the registry.
 EXTRA_MAC_FORMULAS = {aten.baddbmm_: flop_registry[aten.baddbmm]}
-# Ops that only reinterpret metadata: no bytes move.
-VIEW_OPS = frozenset(
-    {
-        aten.view,
-        aten._unsafe_view,
-        aten.reshape,
-        aten.t,
-        aten.transpose,
-        aten.permute,
-        aten.expand,
-        aten.squeeze,
-        aten.unsqueeze,
-        aten.flatten,
-        aten.detach,
-        aten.alias,
-        aten.as_strided,
-        aten.select,
-        aten.slice,
-        aten.split,
-        aten.split_with_sizes,
-        aten.unbind,
-        aten.chunk,
-        aten.lift_fresh,
-        aten.empty,
-        aten.empty_like,
-        aten.new_empty,
-        aten.empty_strided,
-        aten.new_empty_strided,
-        aten._reshape_alias,
-        aten.unsafe_split,
-    }
-)
 # Output elements of these forward ops are fvcore's / timm's "activations".
 ACTIVATION_OPS = frozenset({aten.convolution, aten._convolution, aten.addmm, aten.mm, aten.bmm, aten.baddbmm})
 
@@ -230,35 +198,8 @@ class _TrafficMode(TorchDispatchMode):
         return out
 
 
-# Ops that move data without computing (bytes counted, no op count expected).
-_COPY_OPS = frozenset(
-    {
-        aten.copy_,
-        aten.clone,
-        aten.contiguous,
-        aten._to_copy,
-        aten.cat,
-        aten.stack,
-        aten.zeros,
-        aten.ones,
-        aten.zeros_like,
-        aten.ones_like,
-        aten.new_zeros,
-        aten.new_ones,
-        aten.fill_,
-        aten.zero_,
-        aten.pad,
-        aten.constant_pad_nd,
-        aten.full,
-        aten.full_like,
-        aten.scalar_tensor,
-        aten.new_full,
-        aten._local_scalar_dense,
-        aten.index,
-        aten.masked_fill,
-        aten.masked_fill_,
-    }
-)
+# Selective reads and writes: bytes counted, no op count expected.
+_COPY_OPS = COPY_OPS | {aten.index, aten.masked_fill, aten.masked_fill_}
 
 
 @dataclass
