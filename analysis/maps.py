@@ -30,7 +30,7 @@ from salient_timm.extras import require
 from salient_timm.gates import gate_neutrals
 from salient_timm.spec import ModelSpec
 from salient_timm.surgery import attention_modules
-from salient_timm.weights import CheckpointError, load_checkpoint, read_state_dict
+from salient_timm.weights import NotATrainingCheckpointError
 
 __all__ = [
     "PANEL_INCHES",
@@ -54,13 +54,11 @@ def load_for_maps(spec: Optional[ModelSpec], checkpoint: Optional[str]) -> Tuple
     """Model in eval mode and its data config (with a ``label``), from a salient-train checkpoint (its own
     options), a weights file loaded into ``spec``'s model, or ``spec`` alone."""
     if checkpoint:
-        read_state_dict(checkpoint)  # unreadable files fail here, with the reason, whatever --model says
-        try:
-            trained = "args" in load_checkpoint(checkpoint)
-        except CheckpointError:
-            trained = False  # a plain weights file: built into spec's model below
-        if trained:
+        try:  # a salient-train checkpoint carries its own options; unreadable files fail here, with the reason
             run_spec, model, config = ModelSpec.from_checkpoint(checkpoint)
+        except NotATrainingCheckpointError:
+            run_spec = None  # a plain weights file: built into spec's model below
+        if run_spec is not None:
             if spec is not None and spec.model != run_spec.model:
                 raise MapsError(f"--model {spec.model} does not match the checkpoint's model {run_spec.model}")
             return model, {**config, "model": run_spec.model, "label": run_spec.label}

@@ -4,18 +4,18 @@
 allocated, so even resnet152 builds in a fraction of a second).
 """
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-import timm
 import torch
 from torch import nn
 
 import salient_timm
 from salient_timm import attention_kinds
 from salient_timm.errors import SalientError
+from salient_timm.spec import ModelSpecError
+from salient_timm.spec import check_model_name as _check_model_name
 
 __all__ = ["SpecError", "ModelSpec", "parse_input_size", "check_model_name"]
 
@@ -39,12 +39,11 @@ def parse_input_size(text: str) -> Tuple[int, int, int]:
 
 
 def check_model_name(name: str) -> str:
-    """Return ``name`` if timm knows it (ours included), else raise with close matches."""
-    if timm.is_model(name):
-        return name
-    close = difflib.get_close_matches(name, timm.list_models(), n=4, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
-    raise SpecError(f"unknown model {name!r}{hint}")
+    """``salient_timm.spec.check_model_name`` (close names suggested), raised as this toolkit's ``SpecError``."""
+    try:
+        return _check_model_name(name)
+    except ModelSpecError as e:
+        raise SpecError(str(e)) from e
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ build through it, so a model means the same everywhere. Errors are ``SalientErro
 
 import argparse
 import dataclasses
+import difflib
 import functools
 import logging
 import os
@@ -39,7 +40,7 @@ from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import inject_attention
 from .weights import CheckpointError, CheckpointNotFoundError, load_checkpoint, read_state_dict
 
-__all__ = ["ModelSpec", "local_weights_overlay"]
+__all__ = ["ModelSpec", "ModelSpecError", "check_model_name", "local_weights_overlay"]
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
 TORCHVISION = "torchvision:"
@@ -47,6 +48,17 @@ TORCHVISION = "torchvision:"
 
 class ModelSpecError(SalientError, ValueError):
     """A spec that cannot be built (unknown torchvision model, unsupported option)."""
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if timm knows the architecture (ours included, a ``.tag`` suffix allowed); else ``ModelSpecError``
+    with close names."""
+    if timm.is_model(name):
+        return name
+    arch, _ = timm.models.split_model_name_tag(name)
+    close = difflib.get_close_matches(arch, timm.list_models(), n=4, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+    raise ModelSpecError(f"unknown model {name!r}{hint}")
 
 
 def local_weights_overlay(path: str, model: str) -> Dict[str, Any]:

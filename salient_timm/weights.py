@@ -16,7 +16,14 @@ from timm.models import load_state_dict
 
 from .errors import SalientError
 
-__all__ = ["CheckpointError", "CheckpointNotFoundError", "read_state_dict", "describe_unreadable", "load_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "read_state_dict",
+    "describe_unreadable",
+    "load_checkpoint",
+    "NotATrainingCheckpointError",
+]
 
 
 class CheckpointError(SalientError, RuntimeError):
@@ -25,6 +32,10 @@ class CheckpointError(SalientError, RuntimeError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A weights file that does not exist."""
+
+
+class NotATrainingCheckpointError(CheckpointError):
+    """A readable weights file that is not a salient-train checkpoint (no options, optimizer, ... inside)."""
 
 
 def _first_line(e: BaseException) -> str:
@@ -86,5 +97,5 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise CheckpointError(describe_unreadable(path, e)) from e
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(f"{path} is not a salient-train checkpoint (missing {', '.join(missing)})")
+        raise NotATrainingCheckpointError(f"{path} is not a salient-train checkpoint (missing {', '.join(missing)})")
     return state

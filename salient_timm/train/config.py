@@ -371,14 +371,14 @@ def _check_values(args: argparse.Namespace) -> None:
 
 
 def check_model_name(name: str) -> str:
-    """``name`` if timm knows the architecture (``.tag`` suffix allowed); else ``TrainConfigError``, close names."""
-    import timm
+    """``salient_timm.spec.check_model_name`` as a usage error of salient-train."""
+    from ..spec import ModelSpecError
+    from ..spec import check_model_name as check
 
-    arch, _ = timm.models.split_model_name_tag(name)
-    if not timm.is_model(arch):
-        known = timm.list_models()
-        raise TrainConfigError(f"unknown model {name!r}{_close(arch, known)}; see timm.list_models()")
-    return name
+    try:
+        return check(name)
+    except ModelSpecError as e:
+        raise TrainConfigError(str(e)) from e
 
 
 def _resumed(ctx: click.Context) -> argparse.Namespace:
