@@ -7,6 +7,7 @@ stem converted) is recorded as ``architecture="salient_retrofit"`` with ``model_
     cifar_stem: whether the stem was converted
     surgery:   [{"attn": kind, "position": "post"|"mid", "kwargs": {...}}, ...]  in the order applied
     num_classes, in_chans
+    and the base's own timm arguments, if any (``channels``, ``stem_width``, ...)
 
 so timm's ``save_for_hf`` writes a ``config.json`` from which ``timm.create_model("local-dir:DIR",
 pretrained=True)`` (or ``hf-hub:...``) rebuilds the same architecture through this builder, then loads the
@@ -35,8 +36,15 @@ IMAGENET_CFG: Dict[str, Any] = dict(  # torchvision bases carry no timm cfg: Ima
 )
 
 
-def record_retrofit(model: nn.Module, base: str, cifar_stem: bool, surgery: Sequence[Dict[str, Any]]) -> nn.Module:
-    """Mark ``model`` as a ``salient_retrofit`` so timm's ``save_for_hf`` records how to rebuild it."""
+def record_retrofit(
+    model: nn.Module,
+    base: str,
+    cifar_stem: bool,
+    surgery: Sequence[Dict[str, Any]],
+    base_kwargs: Optional[Dict[str, Any]] = None,
+) -> nn.Module:
+    """Mark ``model`` as a ``salient_retrofit`` so timm's ``save_for_hf`` records how to rebuild it.
+    ``base_kwargs``: the base's own ``timm.create_model`` arguments (``channels``, ``stem_width``, ...)."""
     m: Any = model  # timm's attributes on an nn.Module: pretrained_cfg, num_classes, num_features, _model_args
     fc = getattr(m, "fc", None)
     if not hasattr(m, "num_classes") and isinstance(fc, nn.Linear):  # torchvision: the attributes timm reads
@@ -49,6 +57,7 @@ def record_retrofit(model: nn.Module, base: str, cifar_stem: bool, surgery: Sequ
     first = getattr(m, "conv1", None)
     in_chans = first.in_channels if isinstance(first, nn.Conv2d) else 3
     m._model_args = dict(
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in (base_kwargs or {}).items()},
         base=base,
         cifar_stem=bool(cifar_stem),
         surgery=[dict(s) for s in surgery],
@@ -87,7 +96,7 @@ def salient_retrofit(
         inject_attention(model, step["attn"], position=step.get("position", "post"), **step.get("kwargs", {}))
     if kwargs.get("features_only"):  # a feature extractor: timm's FeatureListNet around the retrofitted trunk
         return model
-    record_retrofit(model, base, cifar_stem, steps)
+    record_retrofit(model, base, cifar_stem, steps, dict(spec.timm_kwargs))
     if pretrained:
         cfg = dict(pretrained_cfg or {})  # e.g. local-dir: {"file": DIR, "source": "local-dir", ...}
         model.pretrained_cfg = {**model.pretrained_cfg, **cfg}

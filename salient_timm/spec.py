@@ -107,7 +107,8 @@ class ModelSpec:
         for name in ("attn_kwargs", "timm_kwargs"):  # hashable, so specs can key caches
             value = getattr(self, name)
             if isinstance(value, Mapping):
-                object.__setattr__(self, name, tuple(sorted(value.items())))
+                value = tuple(sorted(value.items()))
+            object.__setattr__(self, name, tuple((k, _hashable(v)) for k, v in value))
 
     @property
     def ours(self) -> bool:
@@ -155,7 +156,10 @@ class ModelSpec:
             elif "pretrained_cfg" in kwargs:
                 model = _create_from_hub(self.model, kwargs)
             else:
-                model = timm.create_model(self.model, **kwargs)
+                try:
+                    model = timm.create_model(self.model, **kwargs)
+                except TypeError as e:  # an argument the architecture does not take (e.g. --model-kwargs)
+                    raise ModelSpecError(f"{self.model} does not take these arguments: {e}") from e
             converted = self.cifar_stem and not has_cifar_stem(model)
             if converted:
                 convert_to_cifar_stem(model)
@@ -179,7 +183,8 @@ class ModelSpec:
                     if self.attn.lower() == "none"
                     else [dict(attn=self.attn.lower(), position=self.position, kwargs=dict(self.attn_kwargs))]
                 )
-                record_retrofit(model, self.model, self.cifar_stem, surgery)  # reloadable from a hub folder
+                # reloadable from a hub folder (timm_kwargs: the base's own arguments, e.g. narrower channels)
+                record_retrofit(model, self.model, self.cifar_stem, surgery, dict(self.timm_kwargs))
         if self.freeze_bn:
             model = freeze_batch_norm_2d(model)
         return model
@@ -217,6 +222,7 @@ class ModelSpec:
             in_chans=in_chans,
             pretrained=args.pretrained,
             freeze_bn=bool(getattr(args, "freeze_bn", False)),
+            timm_kwargs=tuple(sorted((getattr(args, "model_kwargs", None) or {}).items())),
         )
 
     @classmethod
@@ -245,6 +251,11 @@ class ModelSpec:
             crop_mode="center",
         )
         return spec, model.eval(), data_config
+
+
+def _hashable(value: Any) -> Any:
+    """Lists (as JSON gives them back) as tuples, so a spec read from args.json equals the one that was saved."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _num_classes(model: nn.Module) -> int:

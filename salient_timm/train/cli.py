@@ -23,7 +23,7 @@ from ..retrofit import retrofit_param_groups
 from ..spec import ModelSpec
 from ..weights import CheckpointError
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfigError, command_options, is_retrofit, resolve, run_label
+from .config import TrainConfigError, command_options, is_retrofit, item_options, resolve, run_label
 from .data import build_datasets
 from .distributed import DistInfo, init_distributed, pick_device
 from .engine import evaluate, train_one_epoch
@@ -147,7 +147,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
                 f"ask for more than {done} to extend it"
             )
     random_seed(args.seed)
-    data = build_datasets(args.dataset, args.data_dir, args.img_size, args.augment, args.download)
+    data = build_datasets(args.dataset, args.data_dir, args.img_size, args.augment, args.download, item_options(args))
     num_classes = args.num_classes or data.num_classes
     if num_classes < data.num_classes:
         raise TrainConfigError(

@@ -7,6 +7,7 @@ With ``--resume RUN_DIR`` the run's saved options (``args.json``) are used; only
 """
 
 import argparse
+import ast
 import difflib
 import json
 import math
@@ -18,6 +19,7 @@ import click
 from ..errors import SalientError
 from ..kinds import attention_kinds, resolve_attention
 from ..retrofit import RETROFIT_DEFAULTS, retrofit_defaults
+from .data import DATASET_NAMES, ItemOptions
 
 __all__ = [
     "RECIPES",
@@ -30,10 +32,21 @@ __all__ = [
     "parse_args",
     "is_retrofit",
     "run_label",
+    "item_options",
+    "parse_model_kwargs",
 ]
 
-DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
-IMG_SIZE = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
+DATASETS = DATASET_NAMES
+IMG_SIZE = {
+    "digits": 16,
+    "fashion-mnist": 28,
+    "cluttered-fashion-mnist": 64,
+    "cifar10": 32,
+    "cifar100": 32,
+    "imagefolder": 224,
+}
+CANVAS_DATASETS = ("fashion-mnist", "cluttered-fashion-mnist")  # --canvas: the items are 28x28
+DEFAULT_CANVAS, DEFAULT_CLUTTER, ITEM_SIZE = 64, 8, 28
 
 RECIPES: Dict[str, Dict[str, Any]] = {
     # The seed's CIFAR recipe: batch 100, SGD lr 0.1 (momentum 0.9), lr /10 every 50 epochs, 240 epochs.
@@ -128,6 +141,13 @@ def command_options() -> List[click.Parameter]:
             ["--cifar-stem"], is_flag=True, help="3x3 stride-1 stem without max-pool (for inputs of 32 px or less)"
         ),
         click.Option(["--freeze-bn"], is_flag=True, help="freeze every BatchNorm (statistics and affine)"),
+        click.Option(
+            ["--model-kwargs"],
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="more timm.create_model arguments, as timm's train.py takes them, values read as Python "
+            "literals (repeatable; e.g. --model-kwargs channels=16,32,64,128 --model-kwargs stem_width=16)",
+        ),
         # retrofit
         click.Option(
             ["--attn-lr-scale"],
@@ -164,6 +184,33 @@ def command_options() -> List[click.Parameter]:
             help="dataset root (fashion-mnist: idx files; imagefolder: train/ and val/; cifar: torchvision's folders)",
         ),
         click.Option(["--download"], is_flag=True, help="allow downloading CIFAR into --data-dir"),
+        click.Option(
+            ["--canvas"],
+            type=int,
+            default=None,
+            help="fashion-mnist: centre each 28x28 item on a black canvas of this size; cluttered-fashion-mnist: "
+            f"the canvas the items are scattered on  [default: none; cluttered {DEFAULT_CANVAS}]",
+        ),
+        click.Option(
+            ["--clutter"],
+            type=int,
+            default=None,
+            help=f"cluttered-fashion-mnist: 8x8 patches of other items on each canvas  [default: {DEFAULT_CLUTTER}]",
+        ),
+        click.Option(
+            ["--train-subset"],
+            type=int,
+            default=None,
+            metavar="N",
+            help="train on the first N items of the training split  [default: all]",
+        ),
+        click.Option(
+            ["--test-subset"],
+            type=int,
+            default=None,
+            metavar="N",
+            help="evaluate on the first N items of the test split  [default: all]",
+        ),
         click.Option(
             ["--img-size"],
             type=click.IntRange(min=1),
@@ -305,8 +352,10 @@ def _finalise(args: argparse.Namespace) -> argparse.Namespace:
     for key, default in DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, recipe.get(key, default))
+    args.model_kwargs = parse_model_kwargs(args.model_kwargs)
+    _check_items(args)
     if args.img_size is None:
-        args.img_size = IMG_SIZE[args.dataset]
+        args.img_size = args.canvas or IMG_SIZE[args.dataset]
     if args.augment is None:
         args.augment = args.dataset in ("cifar10", "cifar100", "imagefolder")
     if args.channels_last is None:  # faster on CPU as well as CUDA (benchmarks/RESULTS.md)
@@ -344,6 +393,53 @@ SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "rsqrt",
 def _close(name: str, valid: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def parse_model_kwargs(given: Any) -> Dict[str, Any]:
+    """``("channels=16,32 stem_width=16", ...)`` -> ``{"channels": (16, 32), "stem_width": 16}``: values as Python
+    literals, else strings (timm's ``ParseKwargs``); a dict (a saved run's) is returned as it is."""
+    if isinstance(given, dict):
+        return given
+    out: Dict[str, Any] = {}
+    for token in (t for item in given or () for t in str(item).split()):
+        key, sep, value = token.partition("=")
+        if not sep or not key.isidentifier():
+            raise TrainConfigError(f"--model-kwargs takes KEY=VALUE items, got {token!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _check_items(args: argparse.Namespace) -> None:
+    """--canvas, --clutter and the subsets: only where they apply, with sizes that work."""
+    canvas_ok = args.dataset in CANVAS_DATASETS
+    if args.canvas is not None and not canvas_ok:
+        raise TrainConfigError(f"--canvas applies to {' and '.join(CANVAS_DATASETS)}, not {args.dataset}")
+    if args.clutter is not None and args.dataset != "cluttered-fashion-mnist":
+        raise TrainConfigError(f"--clutter applies to cluttered-fashion-mnist, not {args.dataset}")
+    if args.dataset == "cluttered-fashion-mnist":
+        args.canvas = DEFAULT_CANVAS if args.canvas is None else args.canvas
+        args.clutter = DEFAULT_CLUTTER if args.clutter is None else args.clutter
+    if args.canvas is not None and not ITEM_SIZE <= args.canvas <= 1024:
+        raise TrainConfigError(f"--canvas must be {ITEM_SIZE} to 1024 pixels (the items are 28x28), got {args.canvas}")
+    if args.clutter is not None and not 0 <= args.clutter <= 256:
+        raise TrainConfigError(f"--clutter must be 0 to 256 patches, got {args.clutter}")
+    for split in ("train", "test"):
+        keep = getattr(args, f"{split}_subset")
+        if keep is not None and keep < 1:
+            raise TrainConfigError(f"--{split}-subset must be at least 1 item, got {keep}")
+
+
+def item_options(args: argparse.Namespace) -> ItemOptions:
+    """The data-set layout options of a run (runs saved before they existed: none)."""
+    return ItemOptions(
+        canvas=getattr(args, "canvas", None),
+        clutter=getattr(args, "clutter", None) or 0,
+        train_subset=getattr(args, "train_subset", None),
+        test_subset=getattr(args, "test_subset", None),
+    )
 
 
 def _check_values(args: argparse.Namespace) -> None:

@@ -3,11 +3,13 @@
 | name | source | classes | channels |
 |---|---|---|---|
 | digits | scikit-learn's 1797 real 8x8 handwritten digits, fixed stratified split 1437/360, upsampled | 10 | 1 |
-| fashion-mnist | the standard idx files (optionally .gz); default folder /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist) | 10 | 1 |
+| fashion-mnist | the standard idx files (optionally .gz); default folder /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist); with ``canvas`` each item centred on a canvas x canvas black image | 10 | 1 |
+| cluttered-fashion-mnist | the same items at random positions on a canvas (default 64) with ``clutter`` 8x8 patches of other items (``make_cluttered``); the test set yields object boxes | 10 | 1 |
 | cifar10 / cifar100 | torchvision's CIFAR folders under --data-dir (downloaded only with --download) | 10 / 100 | 3 |
 | imagefolder | torchvision ImageFolder trees --data-dir/train and --data-dir/val (or test) | folders | 3 |
 """
 
+import dataclasses
 import gzip
 import os
 import pickle
@@ -17,18 +19,32 @@ from typing import Any, Callable, Optional, Tuple
 import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
 from ..errors import SalientError
 from ..extras import require
 
-__all__ = ["DataBundle", "DatasetError", "build_datasets", "FASHION_MNIST_DEFAULT_DIR", "read_idx"]
+__all__ = [
+    "DataBundle",
+    "DatasetError",
+    "TensorImages",
+    "build_datasets",
+    "center_on_canvas",
+    "make_cluttered",
+    "DATASET_NAMES",
+    "FASHION_MNIST_DEFAULT_DIR",
+    "ItemOptions",
+    "CLUTTER_SEEDS",
+    "read_idx",
+]
 
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 DIGITS_TEST_SIZE = 360
+# cluttered canvases are one fixed data set, whatever a run's --seed: the same canvases for every arm and seed
+CLUTTER_SEEDS = {"train": 0, "test": 1}
 
 
 class DatasetError(SalientError, ValueError):
@@ -46,16 +62,37 @@ class DataBundle:
 
 
 class TensorImages(Dataset):
-    """Images held in memory as a uint8/float tensor (N, C, H, W) with labels, and a per-item transform."""
+    """Images held in memory as a uint8/float tensor (N, C, H, W) with labels, and a per-item transform.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
+    ``boxes`` (N, 4) int64, optional: each image's object box ``x0, y0, x1, y1`` in input pixels (x1, y1
+    exclusive). ``with_boxes()`` is the same data yielding ``(image, label, box)`` for localization metrics."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable,
+        boxes: Optional[torch.Tensor] = None,
+        yield_boxes: bool = False,
+    ) -> None:
         self.images, self.labels, self.transform = images, labels, transform
+        self.boxes, self.yield_boxes = boxes, yield_boxes
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
-        return self.transform(self.images[i]), int(self.labels[i])
+    def __getitem__(self, i: int) -> Any:
+        item = (self.transform(self.images[i]), int(self.labels[i]))
+        if self.yield_boxes:
+            assert self.boxes is not None
+            return (*item, self.boxes[i])
+        return item
+
+    def with_boxes(self) -> "TensorImages":
+        """This data set yielding ``(image, label, box)``; ``DatasetError`` if it has no boxes."""
+        if self.boxes is None:
+            raise DatasetError("this data set has no object boxes (only cluttered-fashion-mnist has them)")
+        return TensorImages(self.images, self.labels, self.transform, self.boxes, yield_boxes=True)
 
 
 def _gray_transform(size: int, native: int, mean: float, std: float, augment: bool) -> Callable:
@@ -115,20 +152,111 @@ def _find(folder: str, stem: str) -> str:
     )
 
 
-def _fashion_mnist(data_dir: Optional[str], img_size: int, augment: bool) -> DataBundle:
+def _check_items(images: torch.Tensor, canvas: int) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 1:
+        raise DatasetError(f"items must be uint8 (N, 1, H, W), got {images.dtype} {tuple(images.shape)}")
+    if canvas < max(images.shape[2:]):
+        raise DatasetError(f"canvas {canvas} is smaller than the {images.shape[2]}x{images.shape[3]} items")
+
+
+def center_on_canvas(images: torch.Tensor, canvas: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Items (N, 1, h, w) uint8 centred on black canvas x canvas images; returns the canvases and their boxes
+    (N, 4) int64 as ``x0, y0, x1, y1`` (x1, y1 exclusive)."""
+    _check_items(images, canvas)
+    n, _, h, w = images.shape
+    y0, x0 = (canvas - h) // 2, (canvas - w) // 2
+    out = torch.zeros(n, 1, canvas, canvas, dtype=torch.uint8)
+    out[:, :, y0 : y0 + h, x0 : x0 + w] = images
+    return out, torch.tensor([x0, y0, x0 + w, y0 + h], dtype=torch.int64).repeat(n, 1)
+
+
+def make_cluttered(
+    images: torch.Tensor, labels: torch.Tensor, *, canvas: int = 64, clutter: int = 8, patch: int = 8, seed: int = 0
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cluttered, translated items: the protocol of Mnih et al. 2014 ("Recurrent Models of Visual Attention",
+    cluttered translated MNIST) for any (N, 1, h, w) uint8 items, e.g. Fashion-MNIST's 28x28.
+
+    Each item sits at a uniformly random position fully inside a black ``canvas`` x ``canvas`` image; ``clutter``
+    patches of ``patch`` x ``patch`` pixels, each cut at a random place from another item of the same set, sit at
+    random positions (overlapping patches keep the brighter pixel); the item is drawn last, so inside its box every
+    non-zero item pixel is the item's. Deterministic from ``seed``.
+
+    Returns ``(canvases uint8 (N, 1, canvas, canvas), labels (N,), boxes int64 (N, 4))``, boxes as ``x0, y0, x1,
+    y1`` in canvas pixels (x1, y1 exclusive). Raises ``DatasetError`` for items that are not uint8 (N, 1, h, w),
+    a canvas smaller than an item, a patch larger than an item, a negative clutter or clutter without other items.
+    """
+    _check_items(images, canvas)
+    n, _, h, w = images.shape
+    if clutter < 0:
+        raise DatasetError(f"clutter must be 0 or more patches, got {clutter}")
+    if not 1 <= patch <= min(h, w):
+        raise DatasetError(f"patch must be 1 to {min(h, w)} pixels (the item size), got {patch}")
+    if clutter and n < 2:
+        raise DatasetError("clutter is cut from other items: give at least 2 items")
+    g = torch.Generator().manual_seed(seed)
+    out = torch.zeros(n, 1, canvas, canvas, dtype=torch.uint8)
+    rows = torch.arange(n)[:, None, None]
+    span = torch.arange(patch)
+    for _ in range(clutter):
+        source = torch.randint(0, n - 1, (n,), generator=g)
+        source += source >= torch.arange(n)  # another item, never the item itself
+        sy = torch.randint(0, h - patch + 1, (n,), generator=g)[:, None] + span
+        sx = torch.randint(0, w - patch + 1, (n,), generator=g)[:, None] + span
+        cut = images[source[:, None, None], 0, sy[:, :, None], sx[:, None, :]]  # (n, patch, patch)
+        cy = torch.randint(0, canvas - patch + 1, (n,), generator=g)[:, None] + span
+        cx = torch.randint(0, canvas - patch + 1, (n,), generator=g)[:, None] + span
+        where = (rows, 0, cy[:, :, None], cx[:, None, :])
+        out[where] = torch.maximum(out[where], cut)
+    y0 = torch.randint(0, canvas - h + 1, (n,), generator=g)
+    x0 = torch.randint(0, canvas - w + 1, (n,), generator=g)
+    where = (rows, 0, (y0[:, None] + torch.arange(h))[:, :, None], (x0[:, None] + torch.arange(w))[:, None, :])
+    item = images[:, 0]
+    out[where] = torch.where(item > 0, item, out[where])
+    boxes = torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
+    return out, labels.clone(), boxes
+
+
+@dataclass(frozen=True)
+class ItemOptions:
+    """How Fashion-MNIST items are laid out and how many are used (salient-train's --canvas, --clutter,
+    --train-subset, --test-subset)."""
+
+    canvas: Optional[int] = None  # None: the native 28x28 items
+    clutter: int = 0
+    cluttered: bool = False
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+
+
+def _fashion_mnist(data_dir: Optional[str], img_size: int, augment: bool, items: ItemOptions) -> DataBundle:
     folder = data_dir or FASHION_MNIST_DEFAULT_DIR
     parts = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
+    for split, prefix, keep in (("train", "train", items.train_subset), ("test", "t10k", items.test_subset)):
         images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte")).unsqueeze(1)
         labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte")).long()
         if len(images) != len(labels):
             raise DatasetError(f"fashion-mnist {split}: {len(images)} images but {len(labels)} labels")
-        parts[split] = (images, labels)
+        if keep is not None:
+            if keep > len(labels):
+                raise DatasetError(f"--{split}-subset {keep} is larger than the {split} split ({len(labels)} items)")
+            images, labels = images[:keep], labels[:keep]
+        boxes = None
+        if items.cluttered:  # each split from its own items only, with a fixed seed
+            images, labels, boxes = make_cluttered(
+                images, labels, canvas=items.canvas or 64, clutter=items.clutter, seed=CLUTTER_SEEDS[split]
+            )
+        elif items.canvas:
+            images, boxes = center_on_canvas(images, items.canvas)
+        if boxes is not None and img_size != images.shape[-1]:  # boxes in input pixels
+            boxes = (boxes.double() * img_size / images.shape[-1]).round().long()
+        parts[split] = (images, labels, boxes)
+    native = parts["train"][0].shape[-1]
     train_x = parts["train"][0].float() / 255
     mean, std = train_x.mean().item(), train_x.std().item()
+    train, test = parts["train"], parts["test"]
     return DataBundle(
-        TensorImages(*parts["train"], _gray_transform(img_size, 28, mean, std, augment)),
-        TensorImages(*parts["test"], _gray_transform(img_size, 28, mean, std, False)),
+        TensorImages(train[0], train[1], _gray_transform(img_size, native, mean, std, augment), train[2]),
+        TensorImages(test[0], test[1], _gray_transform(img_size, native, mean, std, False), test[2]),
         num_classes=10,
         in_chans=1,
         mean=(mean,),
@@ -201,16 +329,39 @@ def _imagefolder(data_dir: Optional[str], img_size: int, augment: bool) -> DataB
     )
 
 
+DATASET_NAMES = ("digits", "fashion-mnist", "cluttered-fashion-mnist", "cifar10", "cifar100", "imagefolder")
+
+
+def _subset(data: Any, keep: Optional[int], split: str) -> Any:
+    if keep is None:
+        return data
+    if keep > len(data):
+        raise DatasetError(f"--{split}-subset {keep} is larger than the {split} split ({len(data)} items)")
+    return Subset(data, range(keep))
+
+
 def build_datasets(
-    name: str, data_dir: Optional[str], img_size: int, augment: bool, download: bool = False
+    name: str,
+    data_dir: Optional[str],
+    img_size: int,
+    augment: bool,
+    download: bool = False,
+    items: Optional[ItemOptions] = None,
 ) -> DataBundle:
-    """Train/test datasets and their class and channel counts."""
+    """Train/test datasets and their class and channel counts. ``items``: canvas, clutter and subsets (canvas and
+    clutter apply to the Fashion-MNIST data sets; subsets keep the first N items of a split, for any data set)."""
+    items = items or ItemOptions()
+    if name in ("fashion-mnist", "cluttered-fashion-mnist"):
+        cluttered = name == "cluttered-fashion-mnist"
+        return _fashion_mnist(data_dir, img_size, augment, dataclasses.replace(items, cluttered=cluttered))
     if name == "digits":
-        return _digits(img_size, augment)
-    if name == "fashion-mnist":
-        return _fashion_mnist(data_dir, img_size, augment)
-    if name in ("cifar10", "cifar100"):
-        return _cifar(name, data_dir, img_size, augment, download)
-    if name == "imagefolder":
-        return _imagefolder(data_dir, img_size, augment)
-    raise DatasetError(f"unknown dataset {name!r}; valid: digits, fashion-mnist, cifar10, cifar100, imagefolder")
+        data = _digits(img_size, augment)
+    elif name in ("cifar10", "cifar100"):
+        data = _cifar(name, data_dir, img_size, augment, download)
+    elif name == "imagefolder":
+        data = _imagefolder(data_dir, img_size, augment)
+    else:
+        raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+    data.train = _subset(data.train, items.train_subset, "train")
+    data.test = _subset(data.test, items.test_subset, "test")
+    return data
