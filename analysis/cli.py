@@ -384,52 +384,100 @@ def export(
     "-i",
     "images",
     multiple=True,
-    required=True,
     type=click.Path(exists=True, dir_okay=False),
     help="image file (repeat for one row per image)",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["cluttered-fashion-mnist", "fashion-mnist"]),
+    default=None,
+    help="instead of --image: a test split with object boxes; adds pointing game and energy in box per block",
+)
+@click.option("--data-dir", default=None, help="the Fashion-MNIST idx files  [default: Debian's folder]")
+@click.option("--canvas", type=click.IntRange(min=28), default=None, help="canvas size  [default: cluttered 64]")
+@click.option("--clutter", type=click.IntRange(min=0), default=None, help="clutter patches  [default: 8]")
+@click.option("--test-subset", type=click.IntRange(min=1), default=None, metavar="N", help="first N test items")
+@click.option(
+    "--rows", type=click.IntRange(min=1, max=64), default=6, show_default=True, help="--dataset: images drawn"
 )
 @click.option("--out", "-o", default=None, type=click.Path(dir_okay=False), help="write the figure here (.png or .pdf)")
 @click.option("--all-blocks", is_flag=True, help="one overlay per block instead of one per stage")
 @click.option("--dpi", type=click.IntRange(min=20, max=600), default=100, show_default=True)
 @format_option
 def maps(
-    fmt, model, attn, position, num_classes, cifar_stem, input_size, checkpoint, images, out, all_blocks, dpi
+    fmt,
+    model,
+    attn,
+    position,
+    num_classes,
+    cifar_stem,
+    input_size,
+    checkpoint,
+    images,
+    dataset,
+    data_dir,
+    canvas,
+    clutter,
+    test_subset,
+    rows,
+    out,
+    all_blocks,
+    dpi,
 ) -> None:
-    """Saliency maps: every gate's map for each image; statistics always, a figure with --out."""
+    """Saliency maps: every gate's map for each image; statistics always, a figure with --out. With --dataset:
+    how well each gate localizes the object (pointing game, energy in box, chance)."""
     from . import maps as m
 
     _check_output(out, "--out", figure=True)
+    if bool(images) == bool(dataset):
+        raise click.UsageError("give --image (one or more) or --dataset, not both")
 
     def build() -> Report:
         spec = _optional_spec(model, attn, position, num_classes, cifar_stem, input_size)
         net, config = m.load_for_maps(spec, checkpoint)
         if input_size:
             config = {**config, "input_size": input_size}
+        label = config.get("label", model)
+        if dataset:
+            return _localization_report(m, net, config, label, dataset, data_dir, canvas, clutter, test_subset, rows)
         batch, views = m.read_images(images, config)
         if out:
-            gates, _ = m.draw_maps(
-                net, batch, views, images, out, all_blocks=all_blocks, dpi=dpi, title=config.get("label", model)
-            )
+            gates, _ = m.draw_maps(net, batch, views, images, out, all_blocks=all_blocks, dpi=dpi, title=label)
         else:
             with torch.no_grad(), salient_timm.capture_gates(net) as gates:
                 net(batch)
-        rows = m.gate_stats(gates, [os.path.basename(p) for p in images], salient_timm.gate_neutrals(net))
+        stats = m.gate_stats(gates, [os.path.basename(p) for p in images], salient_timm.gate_neutrals(net))
         notes = [f"figure written to {out}"] if out else []
-        return Report(
-            "maps",
-            [Table(f"Gate statistics of {config.get('label', model)}", list(rows[0]), rows)],
-            notes=notes
-            + [
-                "neutral: the gate's value for a zero input (0.5 for sigmoid, 1 for an "
-                "identity-started 2*sigmoid); dev = gate - neutral; rel std = std / mean",
-                "entropy: of the map as a distribution over its positions, 1 = uniform",
-            ],
-        )
+        return Report("maps", [Table(f"Gate statistics of {label}", list(stats[0]), stats)], notes=notes + MAPS_NOTES)
+
+    def _localization_report(m, net, config, label, dataset, data_dir, canvas, clutter, test_subset, rows) -> Report:
+        x, labels, boxes, views = m.boxed_test_images(dataset, config, data_dir, canvas, clutter, test_subset)
+        table, top1 = m.localization(net, x, boxes, labels)
+        notes = [
+            f"{len(labels)} test images of {dataset}; the model's top-1 on them: {top1:.2f}%",
+            "pointing game: share of images whose gate maximum (upsampled to the input) is inside the object box "
+            "(Zhang et al. 2016); energy in box: share of |gate - neutral| inside the box; chance: the box's "
+            "share of the image",
+        ]
+        if out:
+            names = [f"test {i}: class {int(labels[i])}" for i in range(min(rows, len(labels)))]
+            m.draw_maps(
+                net, x[: len(names)], views[: len(names)], names, out, all_blocks, dpi, label, boxes[: len(names)]
+            )
+            notes.append(f"figure written to {out}")
+        return Report("maps", [Table(f"Localization of {label}", list(table[0]), table)], notes=notes)
 
     try:
         _emit(build, fmt)
     except (m.MapsError, salient_timm.CheckpointError) as e:
         raise click.ClickException(str(e)) from e
+
+
+MAPS_NOTES = [
+    "neutral: the gate's value for a zero input (0.5 for sigmoid, 1 for an "
+    "identity-started 2*sigmoid); dev = gate - neutral; rel std = std / mean",
+    "entropy: of the map as a distribution over its positions, 1 = uniform",
+]
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ models use their timm pretrained cfg). The figure has one row per image: the inp
 sees it, then one overlay per stage (its last block's gate) or per block (``all_blocks``): the
 gate map upsampled onto the image, with a colour bar and the map's min/mean/max.
 
+Localization, on images with a known object box (``cluttered-fashion-mnist``): ``pointing_game`` (Zhang et
+al. 2016, "Top-down Neural Attention by Excitation Backprop": does the map's maximum fall inside the box) and
+``energy_in_box`` (the share of the map's deviation from neutral inside the box), each beside its chance level,
+the box's share of the image.
+
 Statistics are read against each gate's neutral value ``gate(0)`` (0.5 for the seed's sigmoid,
 1.0 for an identity-started ``2*sigmoid`` gate): ``mean |dev|`` is how far the gate is from
 doing nothing, ``rel std`` (std / mean) how much it modulates the features from pixel to pixel
@@ -14,7 +19,7 @@ doing nothing, ``rel std`` (std / mean) how much it modulates the features from 
 
 import math
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,9 +32,9 @@ from salient_timm import capture_gates
 from salient_timm.blocks import ScaledSigmoid
 from salient_timm.errors import SalientError
 from salient_timm.extras import require
-from salient_timm.gates import gate_neutrals
+from salient_timm.gates import gate_modules, gate_neutrals
 from salient_timm.spec import ModelSpec
-from salient_timm.surgery import attention_modules
+from salient_timm.train.data import DatasetError, ItemOptions, build_datasets  # data sets only, not the trainer
 from salient_timm.weights import NotATrainingCheckpointError
 
 __all__ = [
@@ -41,6 +46,10 @@ __all__ = [
     "stage_blocks",
     "draw_maps",
     "MapsError",
+    "pointing_game",
+    "energy_in_box",
+    "box_share",
+    "localization",
 ]
 
 PANEL_INCHES = 2.4  # every panel is PANEL_INCHES square: a figure is (1 + blocks) x images panels
@@ -167,6 +176,155 @@ def gate_variation(model: nn.Module, batches: Iterable[torch.Tensor]) -> Dict[st
     return {block: dict(zip(("std", "rel std", "mean |dev|"), (s / count).tolist())) for block, s in sums.items()}
 
 
+def _upsampled(maps: torch.Tensor, boxes: torch.Tensor, input_size: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Maps (N, 1, h, w) bilinearly upsampled to the input (N, H, W), and a mask (N, H, W) of each box."""
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)[-2:]
+    if maps.ndim != 4 or maps.shape[1] != 1:
+        raise MapsError(f"maps must be (N, 1, h, w) spatial maps, got {tuple(maps.shape)}")
+    if boxes.shape != (maps.shape[0], 4):
+        raise MapsError(f"boxes must be (N, 4) = ({maps.shape[0]}, 4) as x0, y0, x1, y1, got {tuple(boxes.shape)}")
+    up = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    ys = torch.arange(size[0])[None, :, None]
+    xs = torch.arange(size[1])[None, None, :]
+    b = boxes.long()[:, :, None, None]
+    inside = (xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3])
+    return up, inside
+
+
+def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, input_size: Any) -> float:
+    """Fraction of images whose map maximum, upsampled (bilinear) to the input, lies inside the object box.
+
+    ``maps`` (N, 1, h, w); ``boxes`` (N, 4) int as x0, y0, x1, y1 in input pixels (x1, y1 exclusive);
+    ``input_size`` H, (H, W) or (C, H, W). Ties go to the first maximum in row-major order. Chance for a
+    map that points at random: ``box_share``. Source: Zhang et al. 2016, "Top-down Neural Attention by
+    Excitation Backprop". Raises ``MapsError`` for maps that are not spatial or boxes of the wrong shape."""
+    up, inside = _upsampled(maps, boxes, input_size)
+    peak = up.flatten(1).argmax(1)
+    return float(inside.flatten(1).gather(1, peak[:, None]).float().mean())
+
+
+def energy_in_box(maps: torch.Tensor, boxes: torch.Tensor, input_size: Any, neutral: float) -> float:
+    """Mean over images of the share of ``|map - neutral|``, upsampled (bilinear) to the input, that lies inside
+    the object box (0..1). A map that does nothing anywhere counts as its box's area share. Chance (a map whose
+    deviation is spread evenly): ``box_share``. Shapes as in ``pointing_game``."""
+    up, inside = _upsampled(maps, boxes, input_size)
+    dev = (up - neutral).abs().flatten(1).double()
+    total = dev.sum(1)
+    share_in = (dev * inside.flatten(1)).sum(1) / total.clamp_min(1e-30)
+    area = inside.flatten(1).double().mean(1)
+    return float(torch.where(total > 0, share_in, area).mean())
+
+
+def box_share(boxes: torch.Tensor, input_size: Any) -> float:
+    """Mean share of the input covered by the box: the chance level of both localization metrics."""
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)[-2:]
+    b = boxes.double()
+    return float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).mean() / (size[0] * size[1]))
+
+
+@torch.no_grad()
+def localization(
+    model: nn.Module, images: torch.Tensor, boxes: torch.Tensor, labels: Optional[torch.Tensor] = None, batch: int = 256
+) -> Tuple[List[dict], Optional[float]]:
+    """Per spatial gate (salient, ssa, CBAM's spatial gate) of ``model`` in eval mode: pointing game, energy in
+    box and their chance level over ``images`` (N, C, H, W, preprocessed) with ``boxes`` (N, 4) in input pixels.
+    Baseline rows (``block`` = "input brightness HxW"): the input itself averaged to each map size, i.e. a map
+    that follows brightness alone (the object is bright on black, but so is the clutter).
+    Returns the rows (one per block, then the baselines) and, given ``labels``, the model's top-1 (%) on these
+    images. The model's mode is restored. Raises ``MapsError`` if the model has no spatial gate."""
+    was_training = model.training
+    model.eval()
+    maps: Dict[str, List[torch.Tensor]] = {}
+    correct = 0
+    try:
+        with capture_gates(model) as gates:
+            for start in range(0, len(images), batch):
+                logits = model(images[start : start + batch])
+                if labels is not None:
+                    correct += int((logits.argmax(1) == labels[start : start + batch]).sum())
+                for block, g in gates.items():
+                    maps.setdefault(block, []).append(g)
+    finally:
+        model.train(was_training)
+    neutral = gate_neutrals(model)
+    size = tuple(images.shape[-2:])
+    chance = box_share(boxes, size)
+    last = set(stage_blocks(list(maps)))
+    rows = []
+    for block, parts in maps.items():
+        m = torch.cat(parts)
+        if m.shape[1] != 1:
+            continue
+        rows.append(
+            {
+                "block": block,
+                "stage end": block in last,
+                "map": f"{m.shape[2]}x{m.shape[3]}",
+                "pointing game": pointing_game(m, boxes, size),
+                "energy in box": energy_in_box(m, boxes, size, neutral[block]),
+                "chance": chance,
+            }
+        )
+    if not rows:
+        raise MapsError("the model's gates are not spatial (SE-like channel gates): no map to localize")
+    background = float(images.min())  # the canvas's black, preprocessed
+    for hw in sorted({r["map"] for r in rows}, key=lambda t: -int(t.split("x")[0])):
+        h, w = map(int, hw.split("x"))
+        brightness = F.adaptive_avg_pool2d(images.mean(1, keepdim=True), (h, w))
+        rows.append(
+            {
+                "block": f"{INPUT_BASELINE} {hw}",
+                "stage end": False,
+                "map": hw,
+                "pointing game": pointing_game(brightness, boxes, size),
+                "energy in box": energy_in_box(brightness, boxes, size, background),
+                "chance": chance,
+            }
+        )
+    return rows, (100.0 * correct / len(images) if labels is not None else None)
+
+
+INPUT_BASELINE = "input brightness"
+BOXED_DATASETS = ("cluttered-fashion-mnist", "fashion-mnist")
+
+
+def boxed_test_images(
+    dataset: str,
+    config: dict,
+    data_dir: Optional[str] = None,
+    canvas: Optional[int] = None,
+    clutter: Optional[int] = None,
+    test_subset: Optional[int] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[np.ndarray]]:
+    """The test split of a data set with object boxes, preprocessed as ``config`` (the model's input size,
+    mean, std) says: ``(images (N, C, H, W), labels (N,), boxes (N, 4) in input pixels, views in 0..1)``.
+    ``cluttered-fashion-mnist`` (canvas 64, clutter 8 unless given) or ``fashion-mnist`` with ``canvas`` (the
+    item centred). Raises ``MapsError`` for another data set, a model with other input channels, or bad sizes."""
+    if dataset not in BOXED_DATASETS:
+        raise MapsError(f"{dataset} has no object boxes; valid: {', '.join(BOXED_DATASETS)} (with --canvas)")
+    if dataset == "fashion-mnist" and not canvas:
+        raise MapsError("fashion-mnist has object boxes only on a canvas: give --canvas (e.g. 64)")
+    chans, height, width = config["input_size"]
+    if chans != 1 or height != width:
+        raise MapsError(f"{dataset} is 1-channel square images; the model takes {chans}x{height}x{width}")
+    cluttered = dataset == "cluttered-fashion-mnist"
+    items = ItemOptions(
+        canvas=canvas or (64 if cluttered else None),
+        clutter=(8 if clutter is None else clutter) if cluttered else 0,
+        train_subset=2,  # the training split is not used here (statistics come from the model's config)
+        test_subset=test_subset,
+    )
+    try:
+        test = build_datasets(dataset, data_dir, height, False, items=items).test
+    except DatasetError as e:
+        raise MapsError(str(e)) from e
+    shown = test.images.float() / 255
+    if shown.shape[-1] != height:
+        shown = F.interpolate(shown, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    mean, std = torch.tensor(config["mean"]).view(1, -1, 1, 1), torch.tensor(config["std"]).view(1, -1, 1, 1)
+    return (shown - mean) / std, test.labels, test.boxes, [v[0].clamp(0, 1).numpy() for v in shown]
+
+
 def stage_blocks(names: Sequence[str]) -> List[str]:
     """The last gated block of each stage (``layer1.1.se``, ``layer2.1.se``, ...)."""
     last: Dict[str, str] = {}
@@ -176,7 +334,7 @@ def stage_blocks(names: Sequence[str]) -> List[str]:
 
 
 def _gate_range(model: nn.Module, name: str) -> float:
-    gate = dict(attention_modules(model))[name].gate
+    gate = gate_modules(model)[name]
     return float(gate.scale) if isinstance(gate, ScaledSigmoid) else 1.0
 
 
@@ -189,12 +347,15 @@ def draw_maps(
     all_blocks: bool = False,
     dpi: int = 100,
     title: str = "",
+    boxes: Optional[torch.Tensor] = None,
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Forward ``batch``, capture the gates, draw the figure to ``out`` (.png or .pdf).
+    """Forward ``batch``, capture the gates, draw the figure to ``out`` (.png or .pdf); ``boxes`` (N, 4) in input
+    pixels: each image's object box, drawn on every panel of its row.
 
     Returns the gates and the blocks drawn."""
     matplotlib = require("matplotlib", "plot", "the maps figure")
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
 
     with torch.no_grad(), capture_gates(model) as gates:
@@ -210,9 +371,17 @@ def draw_maps(
     rows, cols = len(views), 1 + len(blocks)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES), squeeze=False)
     cmap_img = "gray" if views[0].ndim == 2 else None
+
+    def outline(ax: Any, r: int) -> None:
+        if boxes is not None:
+            x0, y0, x1, y1 = (float(v) for v in boxes[r])
+            rect = matplotlib.patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="w", lw=1)
+            ax.add_patch(rect)
+
     for r, view in enumerate(views):
         axes[r][0].imshow(view, cmap=cmap_img, vmin=0, vmax=1)
         axes[r][0].set_title(os.path.basename(names[r]), fontsize=7)
+        outline(axes[r][0], r)
         for c, block in enumerate(blocks, start=1):
             g = gates[block][r : r + 1]
             up = F.interpolate(g, size=view.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
@@ -220,6 +389,7 @@ def draw_maps(
             ax.imshow(view, cmap=cmap_img, vmin=0, vmax=1)
             im = ax.imshow(up, cmap="jet", alpha=0.5, vmin=0, vmax=_gate_range(model, block))
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+            outline(ax, r)
             ax.set_title(
                 f"{block} ({g.shape[2]}x{g.shape[3]})\nmin {g.min():.2f} mean {g.mean():.2f} max {g.max():.2f}"
                 f" | neutral {neutral[block]:g}",

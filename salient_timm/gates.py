@@ -6,6 +6,8 @@
 
 A gate is the ``gate`` submodule of an attention module (``ScaledSigmoid`` for salient/ssa,
 timm's sigmoid or our identity gate for se/eca); its output is what multiplies the features.
+For timm's CBAM (``cbam``, ``lcbam``), which gates channels and then pixels, it is the spatial
+gate (``spatial.gate``, (N, 1, H, W)): the map that says where the block looks.
 Forward hooks only read (detached copies); they are removed on exit, also after an error.
 
 A gate's *neutral* value is what it outputs for a zero pre-activation: 0.5 for the seed's
@@ -26,15 +28,15 @@ __all__ = ["capture_gates", "gate_modules", "gate_neutrals"]
 
 def gate_modules(model: nn.Module) -> Dict[str, nn.Module]:
     """``{attention module name: its gate module}``; raises ``ValueError`` if the model has none."""
-    gates: Dict[str, nn.Module] = {
-        name: cast(nn.Module, module.gate)
-        for name, module in attention_modules(model)
-        if isinstance(getattr(module, "gate", None), nn.Module)
-    }
+    gates: Dict[str, nn.Module] = {}
+    for name, module in attention_modules(model):
+        owner = module if isinstance(getattr(module, "gate", None), nn.Module) else getattr(module, "spatial", None)
+        if isinstance(getattr(owner, "gate", None), nn.Module):
+            gates[name] = cast(nn.Module, cast(nn.Module, owner).gate)
     if not gates:
         raise ValueError(
             f"{type(model).__name__} has no attention gates to capture "
-            "(inject salient/ssa/se first, or use a salient_*/ssa_* model)"
+            "(inject salient/ssa/se/cbam first, or use a salient_*/ssa_* model)"
         )
     return gates
 
