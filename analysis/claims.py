@@ -300,7 +300,9 @@ def _accuracy(claim: Claim) -> ClaimCheck:
         "-",
         NOT_CHECKED,
         "needs CIFAR data: run the recipe (CIFAR-100/10, batch 100, SGD lr 0.1 /10 every 50 epochs, "
-        "240 epochs); no data set or training run is part of this analysis",
+        "240 epochs); no data set or training run is part of this analysis. The same comparison on the "
+        "data we can read offline (ResNet / SE / Salient / SSA, several seeds, paired intervals): "
+        "results/fashion.md (Fashion-MNIST) and results/cluttered.md (cluttered Fashion-MNIST, with localization)",
     )
 
 

@@ -84,6 +84,7 @@ def test_reproduce_markdown_has_a_verdict_per_claim():
     for claim in SEED_CLAIMS:
         assert f"| {claim.id} " in out
     assert "refuted" in out and "needs CIFAR data" in out
+    assert "results/fashion.md" in out and "results/cluttered.md" in out  # where the accuracy question is answered
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,293 @@
+"""Cluttered Fashion-MNIST, the localization metrics and the study script (issue 18).
+
+Tests never need the Fashion-MNIST files: scikit-learn's real digits, upsampled to 28x28 and written as idx
+files, stand in for them.
+"""
+
+import gzip
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from salient_analysis.cli import main as analyze
+from salient_analysis.maps import box_share, energy_in_box, localization, pointing_game
+from salient_timm import ModelSpec, capture_gates
+from salient_timm.train.cli import main as train_main
+from salient_timm.train.cli import run
+from salient_timm.train.config import parse_args
+from salient_timm.train.data import DatasetError, ItemOptions, build_datasets, make_cluttered
+
+ROOT = Path(__file__).resolve().parents[1]
+NARROW = ["--model-kwargs", "channels=8,16,32,64", "--model-kwargs", "stem_width=8"]
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def digit_items(tmp_path_factory):
+    """A Fashion-MNIST-format folder holding scikit-learn's digits as 28x28 items (train 1437, test 360); the
+    test items are made 1 brighter than any train item can be at its brightest (train <= 200, test >= 201)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    items = F.interpolate(torch.tensor(digits.images, dtype=torch.float32)[:, None], size=(24, 24), mode="nearest")
+    items = F.pad(items, (2, 2, 2, 2))[:, 0] / 16.0  # 28x28 with a black border, 0..1
+    folder = tmp_path_factory.mktemp("fm")
+    order = np.random.default_rng(0).permutation(len(items))
+    train, test = order[:1437], order[1437:]
+    _write_idx(folder / "train-images-idx3-ubyte.gz", (items[train] * 200).round().numpy())
+    _write_idx(folder / "train-labels-idx1-ubyte.gz", digits.target[train])
+    test_items = torch.where(items[test] > 0, 201 + items[test] * 54, 0)
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", test_items.round().numpy())
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", digits.target[test])
+    return str(folder)
+
+
+def _items(n=6, size=28, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, 256, (n, 1, size, size), generator=g, dtype=torch.uint8), torch.arange(n) % 10
+
+
+# -- the data set ---------------------------------------------------------------------------------------------
+
+
+def test_cluttered_canvases_are_deterministic_and_the_seed_moves_the_items():
+    images, labels = _items(20)
+    a = make_cluttered(images, labels, seed=3)
+    b = make_cluttered(images, labels, seed=3)
+    c = make_cluttered(images, labels, seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[2], c[2])  # other positions
+    assert a[0].shape == (20, 1, 64, 64) and a[0].dtype == torch.uint8
+    assert a[2].dtype == torch.int64 and torch.equal(a[1], labels)
+
+
+def test_every_box_is_inside_the_canvas_and_shows_its_whole_item():
+    images, labels = _items(50)
+    images[:, :, 10:14] = 0  # items with black pixels: the clutter may show there, never over the item
+    canvases, _, boxes = make_cluttered(images, labels, canvas=48, clutter=12, seed=1)
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 48).all()
+    assert ((boxes[:, 2] - boxes[:, 0]) == 28).all() and ((boxes[:, 3] - boxes[:, 1]) == 28).all()
+    for canvas, item, (x0, y0, x1, y1) in zip(canvases, images, boxes.tolist()):
+        inside = canvas[:, y0:y1, x0:x1]
+        assert torch.equal(inside[item > 0], item[item > 0])
+
+
+def test_clutter_is_cut_from_other_items():
+    items = torch.stack([torch.full((1, 28, 28), 10), torch.full((1, 28, 28), 20)]).to(torch.uint8)
+    canvases, _, boxes = make_cluttered(items, torch.tensor([0, 1]), clutter=8, seed=0)
+    for i, other in ((0, 20), (1, 10)):
+        x0, y0, x1, y1 = boxes[i].tolist()
+        outside = canvases[i, 0].clone()
+        outside[y0:y1, x0:x1] = 0
+        assert set(outside.unique().tolist()) == {0, other}  # 8 patches of the other item, none of its own
+
+
+def test_test_canvases_are_built_from_test_items_only(digit_items):
+    data = build_datasets("cluttered-fashion-mnist", digit_items, 64, False, items=ItemOptions(canvas=64, clutter=8))
+    test, train = data.test.images, data.train.images
+    assert int(train.max()) <= 200  # train items never reach test brightness
+    assert int(test[test > 0].min()) >= 201  # every pixel, clutter included, comes from a test item
+    x, label, box = data.test.with_boxes()[0]
+    assert x.shape == (1, 64, 64) and box.shape == (4,)
+    again = build_datasets("cluttered-fashion-mnist", digit_items, 64, False, items=ItemOptions(canvas=64, clutter=8))
+    assert torch.equal(again.test.images, test)  # the same test set for every run
+
+
+def test_boxes_follow_a_resized_input(digit_items):
+    data = build_datasets("cluttered-fashion-mnist", digit_items, 32, False, items=ItemOptions(canvas=64, clutter=2))
+    big = build_datasets("cluttered-fashion-mnist", digit_items, 64, False, items=ItemOptions(canvas=64, clutter=2))
+    assert data.test[0][0].shape == (1, 32, 32)
+    assert torch.equal(data.test.boxes, (big.test.boxes / 2).round().long())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(canvas=20), "smaller than the 28x28 items"),
+        (dict(patch=40), "patch must be 1 to 28"),
+        (dict(clutter=-1), "clutter must be 0 or more"),
+    ],
+)
+def test_make_cluttered_refuses_bad_sizes(kwargs, message):
+    with pytest.raises(DatasetError, match=message):
+        make_cluttered(*_items(4), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "digits", "--canvas", "40"], "--canvas applies to fashion-mnist and cluttered"),
+        (["--dataset", "fashion-mnist", "--clutter", "3"], "--clutter applies to cluttered-fashion-mnist"),
+        (["--dataset", "cluttered-fashion-mnist", "--canvas", "20"], "--canvas must be 28 to 1024"),
+        (["--dataset", "cluttered-fashion-mnist", "--clutter", "-2"], "--clutter must be 0 to 256"),
+        (["--dataset", "digits", "--train-subset", "0"], "--train-subset must be at least 1"),
+        (["--dataset", "digits", "--model-kwargs", "channels"], "--model-kwargs takes KEY=VALUE"),
+    ],
+)
+def test_salient_train_refuses_bad_data_options_in_one_line(tmp_path, argv, message):
+    result = CliRunner().invoke(train_main, ["-m", "resnet18", "--out", str(tmp_path / "r"), *argv])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_subset_larger_than_the_split_is_one_line(tmp_path, digit_items):
+    argv = ["-m", "resnet18", "--dataset", "fashion-mnist", "--data-dir", digit_items, "--test-subset", "9999"]
+    result = CliRunner().invoke(train_main, [*argv, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "--test-subset 9999 is larger than the test split (360 items)" in result.output
+
+
+# -- the metrics ----------------------------------------------------------------------------------------------
+
+
+def test_pointing_game_scores_a_peak_inside_the_box_and_not_one_outside():
+    boxes = torch.tensor([[8, 8, 24, 24]] * 2)
+    maps = torch.zeros(2, 1, 4, 4)
+    maps[0, 0, 1, 2] = 1  # cell (row 1, col 2) of a 4x4 map over 32 px: pixels 8..15 x 16..23, inside
+    maps[1, 0, 3, 0] = 1  # bottom-left corner: outside
+    assert pointing_game(maps[:1], boxes[:1], 32) == 1.0
+    assert pointing_game(maps[1:], boxes[1:], 32) == 0.0
+    assert pointing_game(maps, boxes, (1, 32, 32)) == 0.5
+
+
+def test_energy_in_box_of_a_uniform_map_is_the_box_share_and_of_a_box_map_is_one():
+    boxes = torch.tensor([[0, 0, 28, 28], [36, 36, 64, 64]])
+    uniform = torch.full((2, 1, 16, 16), 0.8)
+    assert energy_in_box(uniform, boxes, 64, neutral=0.5) == pytest.approx(28 * 28 / 64 / 64, abs=1e-6)
+    assert box_share(boxes, 64) == pytest.approx(28 * 28 / 64 / 64)
+    inside_only = torch.full((2, 1, 64, 64), 0.5)
+    inside_only[0, 0, :28, :28] = 0.1  # a deviation below neutral counts as much as one above
+    inside_only[1, 0, 36:, 36:] = 0.9
+    assert energy_in_box(inside_only, boxes, 64, neutral=0.5) == pytest.approx(1.0)
+    assert energy_in_box(torch.full((2, 1, 8, 8), 0.5), boxes, 64, neutral=0.5) == pytest.approx(0.19140625)
+
+
+def test_metrics_refuse_channel_maps_and_misshapen_boxes():
+    from salient_analysis.maps import MapsError
+
+    with pytest.raises(MapsError, match=r"\(N, 1, h, w\)"):
+        pointing_game(torch.rand(2, 8, 1, 1), torch.zeros(2, 4), 32)
+    with pytest.raises(MapsError, match=r"boxes must be \(N, 4\)"):
+        energy_in_box(torch.rand(2, 1, 4, 4), torch.zeros(3, 4), 32, 0.5)
+
+
+def test_cbam_exposes_its_spatial_map_and_localization_scores_it():
+    model = ModelSpec("resnet18", attn="cbam", num_classes=10, in_chans=1).build().eval()
+    with capture_gates(model) as gates, torch.no_grad():
+        model(torch.randn(2, 1, 64, 64))
+    assert gates["layer1.0.se"].shape == (2, 1, 16, 16)  # CBAM's spatial gate, not its channel gate
+    x = torch.zeros(4, 1, 64, 64)
+    x[:, :, 4:32, 30:58] = 1.0
+    rows, top1 = localization(model, x, torch.tensor([[30, 4, 58, 32]] * 4), torch.zeros(4, dtype=torch.long))
+    blocks = [r["block"] for r in rows]
+    assert "layer4.1.se" in blocks and "input brightness 16x16" in blocks and 0 <= top1 <= 100
+    brightness = next(r for r in rows if r["block"] == "input brightness 16x16")
+    assert brightness["pointing game"] == 1.0 and brightness["energy in box"] > 0.85  # bilinear edges blur a little
+
+
+def test_se_has_no_map_to_localize():
+    from salient_analysis.maps import MapsError
+
+    model = ModelSpec("resnet18", attn="se", num_classes=10, in_chans=1).build()
+    with pytest.raises(MapsError, match="not spatial"):
+        localization(model, torch.randn(2, 1, 32, 32), torch.tensor([[0, 0, 8, 8]] * 2))
+
+
+# -- salient-train and salient-analyze on it ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluttered_run(digit_items, tmp_path_factory):
+    """A narrowed resnet18 + salient trained briefly on cluttered digits by salient-train."""
+    out = tmp_path_factory.mktemp("cl") / "run"
+    argv = ["-m", "resnet18", "--attn", "salient", *NARROW, "--dataset", "cluttered-fashion-mnist"]
+    argv += ["--data-dir", digit_items, "--train-subset", "256", "--test-subset", "64", "--epochs", "1"]
+    run(parse_args([*argv, "--out", str(out), "--no-progress"]))
+    return out
+
+
+def test_a_narrowed_model_reloads_as_itself(cluttered_run, tmp_path):
+    spec, model, config = ModelSpec.from_checkpoint(str(cluttered_run / "best.pth"))
+    assert dict(spec.timm_kwargs) == {"channels": (8, 16, 32, 64), "stem_width": 8}
+    assert model.layer4[0].conv1.out_channels == 64 and config["input_size"] == (1, 64, 64)
+    import timm
+
+    from salient_timm.export import save_hf_folder
+
+    save_hf_folder(model, str(tmp_path / "hf"), "card")
+    again = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True).eval()
+    x = torch.randn(2, 1, 64, 64)
+    assert torch.equal(again(x), model(x))  # the folder rebuilds the narrowed model, not a full-width one
+
+
+def test_maps_on_a_boxed_dataset_prints_localization_and_draws_boxes(cluttered_run, digit_items, tmp_path):
+    fig = tmp_path / "maps.png"
+    args = ["maps", "-c", str(cluttered_run / "best.pth"), "--dataset", "cluttered-fashion-mnist"]
+    args += ["--data-dir", digit_items, "--test-subset", "64", "--rows", "2", "--out", str(fig), "-f", "json"]
+    result = CliRunner().invoke(analyze, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["tables"][0]["rows"]
+    gates = [r for r in rows if r["block"].endswith(".se")]
+    assert len(gates) == 8 and all(0 <= r["pointing game"] <= 1 and 0 <= r["energy in box"] <= 1 for r in gates)
+    assert {r["chance"] for r in rows} == {pytest.approx(28 * 28 / 64 / 64)}
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_maps_refuses_a_dataset_without_boxes_in_one_line(cluttered_run, digit_items):
+    result = CliRunner().invoke(
+        analyze,
+        ["maps", "-c", str(cluttered_run / "best.pth"), "--dataset", "fashion-mnist", "--data-dir", digit_items],
+    )
+    assert result.exit_code == 1 and "give --canvas" in result.output and "Traceback" not in result.output
+
+
+# -- the study ------------------------------------------------------------------------------------------------
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("cluttered_study", ROOT / "scripts" / "cluttered_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_interval_is_a_t_interval_over_seeds():
+    mean, lo, hi = _study().paired_interval([2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
+    assert mean == 2.0 and (lo, hi) == pytest.approx((2.0 - 2.4841, 2.0 + 2.4841), abs=1e-3)  # t(0.975, 2) = 4.303
+
+
+@pytest.mark.slow
+def test_study_runs_end_to_end_and_resumes(digit_items, tmp_path):
+    study = _study()
+    argv = ["--data-dir", digit_items, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")]
+    argv += ["--seeds", "2", "--train-subset", "128", "--test-subset", "48", "--batch-size", "32", "--epochs", "3"]
+    argv += ["--pretrain-epochs", "1", "--finetune-epochs", "1", "--fashion-epochs", "1", "--channels", "8,16,32,64"]
+    argv += ["--stem-width", "8"]
+    study.main(argv)
+    cluttered = (tmp_path / "res" / "cluttered.md").read_text()
+    fashion = (tmp_path / "res" / "fashion.md").read_text()
+    for arm in ("plain", "+se", "+salient", "+ssa", "+cbam"):
+        assert f"| {arm} | " in cluttered
+    for arm in ("plain fine-tune", "+salient retrofit", "+se retrofit", "+ssa retrofit", "+cbam retrofit"):
+        assert f"| {arm} | 2 | " in cluttered
+    assert "| +salient | 2 | " in fashion and "python scripts/cluttered_study.py" in fashion
+    assert "input brightness (baseline)" in cluttered and "chance (box share of the canvas)" in cluttered
+    for name in ("cluttered_curves.png", "cluttered_maps.png"):
+        assert (tmp_path / "res" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a second sitting trains nothing again: every finished run is read back
+    last = sorted((tmp_path / "runs").rglob("last.pth"))
+    stamps = [os.stat(p).st_mtime_ns for p in last]
+    study.main(argv)
+    assert [os.stat(p).st_mtime_ns for p in last] == stamps
+    assert (tmp_path / "res" / "cluttered.md").read_text().count("| +salient |") == cluttered.count("| +salient |")
