@@ -291,3 +291,10 @@ def test_study_runs_end_to_end_and_resumes(digit_items, tmp_path):
     study.main(argv)
     assert [os.stat(p).st_mtime_ns for p in last] == stamps
     assert (tmp_path / "res" / "cluttered.md").read_text().count("| +salient |") == cluttered.count("| +salient |")
+
+
+def test_resume_accepts_the_same_model_kwargs_and_names_other_ones(cluttered_run):
+    same = parse_args(["--resume", str(cluttered_run), *NARROW, "--epochs", "2"])
+    assert same.model_kwargs == {"channels": [8, 16, 32, 64], "stem_width": 8}
+    result = CliRunner().invoke(train_main, ["--resume", str(cluttered_run), "--model-kwargs", "stem_width=16"])
+    assert result.exit_code == 2 and "--model-kwargs" in result.output and "run:" in result.output

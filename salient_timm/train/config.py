@@ -477,6 +477,14 @@ def check_model_name(name: str) -> str:
         raise TrainConfigError(str(e)) from e
 
 
+def _comparable(name: str, value: Any) -> Any:
+    """An option's value as given and as saved in args.json, in one form (JSON turns tuples into lists)."""
+    if name == "model_kwargs":
+        value = parse_model_kwargs(value)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+    return value
+
+
 def _resumed(ctx: click.Context) -> argparse.Namespace:
     """The run's saved options, with what this command line may change applied (see ``RESUME_MAY_CHANGE``)."""
     run_dir = ctx.params["resume"]
@@ -494,7 +502,9 @@ def _resumed(ctx: click.Context) -> argparse.Namespace:
         if name != "resume" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
     }
     clashing = sorted(
-        name for name in given - set(RESUME_MAY_CHANGE) if name in stored and stored[name] != ctx.params[name]
+        name
+        for name in given - set(RESUME_MAY_CHANGE)
+        if name in stored and _comparable(name, stored[name]) != _comparable(name, ctx.params[name])
     )
     if clashing:
         shown = ", ".join(f"--{n.replace('_', '-')} {ctx.params[n]} (run: {stored[n]})" for n in clashing)
