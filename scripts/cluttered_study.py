@@ -100,7 +100,11 @@ def _run(run_dir: str, argv: List[str], a: argparse.Namespace) -> Dict[str, Any]
     """One salient-train run: fresh, resumed after a kill, or read back when finished."""
     common = ["--no-progress"] + (["--device", a.device] if a.device else [])
     if os.path.exists(os.path.join(run_dir, "last.pth")):
-        run(parse_args(["--resume", run_dir, *common]))
+        with open(os.path.join(run_dir, "args.json")) as f:
+            planned = json.load(f)["epochs"]
+        wanted = int(argv[argv.index("--epochs") + 1])
+        # a larger --epochs than the run was made with extends it (salient-train continues on the longer schedule)
+        run(parse_args(["--resume", run_dir, *common, *(["--epochs", str(wanted)] if wanted > planned else [])]))
     else:
         run(parse_args([*argv, "--out", run_dir, *common]))
     with open(os.path.join(run_dir, "metrics.json")) as f:
@@ -110,7 +114,10 @@ def _run(run_dir: str, argv: List[str], a: argparse.Namespace) -> Dict[str, Any]
     if os.path.exists(initial):
         with open(initial) as f:
             step0 = json.load(f)["test_top1"]
-    return {"history": history, "step0": step0, "dir": run_dir}
+    with open(os.path.join(run_dir, "args.json")) as f:
+        resumes = json.load(f).get("resumes") or []
+    first = (resumes[0]["epochs_before"],) if resumes else None  # an extended run: its first schedule's length
+    return {"history": history, "step0": step0, "dir": run_dir, "first_schedule": first}
 
 
 def _data_options(a: argparse.Namespace) -> List[str]:
@@ -120,7 +127,8 @@ def _data_options(a: argparse.Namespace) -> List[str]:
 def _localize(run_dir: str, a: argparse.Namespace, c: Dict[str, Any], checkpoint: str = "last.pth") -> List[dict]:
     """Localization rows of a finished cluttered run's model (cached in the run folder)."""
     cache = os.path.join(run_dir, f"localization_{checkpoint.split('.')[0]}.json")
-    if os.path.exists(cache):
+    weights = os.path.join(run_dir, checkpoint)
+    if os.path.exists(cache) and os.path.getmtime(cache) >= os.path.getmtime(weights):  # not for an extended run
         with open(cache) as f:
             return json.load(f)
     spec, model, config = ModelSpec.from_checkpoint(os.path.join(run_dir, checkpoint))
@@ -214,9 +222,20 @@ def _last(r: Dict[str, Any]) -> float:
 
 
 def _plateau(runs: List[Dict[str, Any]]) -> str:
-    """The plain arm's mean gain over its last two epochs (levelled off when near 0)."""
+    """The plain arm's mean gain over its last two epochs (levelled off when near 0), and for runs extended by a
+    later sitting, its accuracy at the end of the first schedule against the end of the extended one."""
     gains = [r["history"][-1]["test_top1"] - r["history"][-3]["test_top1"] for r in runs if len(r["history"]) >= 3]
-    return f"{statistics.mean(gains):+.2f} points" if gains else "n/a (fewer than 3 epochs)"
+    text = f"{statistics.mean(gains):+.2f} points" if gains else "n/a (fewer than 3 epochs)"
+    firsts = [r["first_schedule"] for r in runs if r.get("first_schedule")]
+    if firsts and len(firsts) == len(runs):
+        epochs = firsts[0][0]
+        before = [r["history"][epochs - 1]["test_top1"] for r in runs]
+        after = [_last(r) for r in runs]
+        text += (
+            f"; end of its first {epochs}-epoch schedule {_ms(before)}, after the extension to "
+            f"{len(runs[0]['history'])} epochs {_ms(after)} (gain {statistics.mean(after) - statistics.mean(before):+.2f})"
+        )
+    return text
 
 
 def _stage_localization(rows_by_seed: List[List[dict]]) -> Dict[str, Tuple[float, float, float, float]]:
@@ -277,9 +296,13 @@ def _accuracy_table(
     arms: Sequence[str], runs: Dict[str, List[Dict[str, Any]]], c: Dict[str, Any], cifar_stem: bool, times: Dict
 ) -> List[str]:
     plain = [_last(r) for r in runs["none"]]
+    extended = all(r.get("first_schedule") for rs in runs.values() for r in rs)
+    first = runs["none"][0]["first_schedule"][0] if extended and runs["none"] else 0
+    extra = f" top-1 after {first} epochs (first schedule) | paired diff. after {first} [95 % CI] |" if first else ""
     lines = [
-        "| arm | params | seeds | test top-1 (mean ± sd) | paired diff. to plain [95 % CI] | step time x plain |",
-        "|---|---|---|---|---|---|",
+        "| arm | params | seeds | test top-1 (mean ± sd) | paired diff. to plain [95 % CI] | step time x plain |"
+        + extra,
+        "|---|---|---|---|---|---|" + ("---|---|" if first else ""),
     ]
     base_t = statistics.median(times["none"]) if times else None
     for arm in arms:
@@ -294,9 +317,12 @@ def _accuracy_table(
             ratios = sorted(x / base_t for x in t)
             ratio = f"{statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})"
         label = "plain" if arm == "none" else f"+{arm}"
-        lines.append(
-            f"| {label} | {_n_params(_spec(c, arm, cifar_stem)):,} | {len(acc)} | {_ms(acc)} | {diff} | {ratio} |"
-        )
+        row = f"| {label} | {_n_params(_spec(c, arm, cifar_stem)):,} | {len(acc)} | {_ms(acc)} | {diff} | {ratio} |"
+        if first:
+            early = [r["history"][first - 1]["test_top1"] for r in runs[arm]]
+            early_plain = [r["history"][first - 1]["test_top1"] for r in runs["none"]]
+            row += f" {_ms(early)} | " + ("-" if arm == "none" else _diff_cell(early[:n], early_plain[:n])) + " |"
+        lines.append(row)
     return lines
 
 
