@@ -275,7 +275,7 @@ def _header(a: argparse.Namespace, c: Dict[str, Any], title: str, wall: float) -
         if (a.device or "").startswith("cuda")
         else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     )
-    command = "python scripts/cluttered_study.py " + " ".join(sys.argv[1:])
+    command = "python scripts/cluttered_study.py " + " ".join(a.argv)
     return [
         f"# {title}",
         "",
@@ -421,6 +421,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for key, value in CONFIGS["cpu"].items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value) if value is not None else int, default=None)
     a = p.parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)  # stamped on the tables
     kind = "cuda" if (a.device or "cpu").startswith("cuda") else "cpu"
     c = {k: (getattr(a, k) if getattr(a, k) is not None else v) for k, v in CONFIGS[kind].items()}
     runs_dir = a.runs_dir or os.path.join("runs", f"cluttered-{kind}")
