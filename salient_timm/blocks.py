@@ -25,7 +25,8 @@ in another order, equal to float rounding, tested):
 | ``"mean"`` | - | ``mean_c(GAP(x) * x)`` | SSA's literal form |
 
 ``"fused"`` falls back to its plain GEMV ops under TorchScript, FX, ``torch.compile``,
-``torch.export``, ONNX export, autocast and ``no_grad`` (see ``salient_timm.fused``). Measured on
+``torch.export``, ONNX export, autocast, ``no_grad``, forward-mode AD and ``torch.func``, and
+differentiates them under ``create_graph`` (see ``salient_timm.fused``). Measured on
 CPU in ``benchmarks/block_overhead.py`` / ``benchmarks/RESULTS.md``.
 
 One addition to the seed: the gate is ``scale * sigmoid(.)`` where ``scale`` is a
@@ -81,23 +82,21 @@ class _SpatialGate(nn.Module):
                 return self._fused_forward(x)
         return x * self.gate(self.bn(self.saliency(x)))
 
-    def _gate_from_saliency(self, s: torch.Tensor) -> torch.Tensor:
-        # .forward, not __call__: global module hooks (ModuleTracker, FlopCounterMode) must not hook the
-        # fused function's inner graph; blocks whose bn/gate carry their own hooks take the plain path
-        return self.gate.forward(self.bn.forward(s))
-
     @torch.jit.unused
     def _fused_applies(self, x: torch.Tensor) -> bool:
+        # the fused backward replays exactly nn.BatchNorm2d + ScaledSigmoid; a converted BN (SyncBatchNorm,
+        # FrozenBatchNorm2d) or a hooked bn/gate takes the plain ops. Global module hooks (ModuleTracker,
+        # FlopCounterMode) see the block, not the function's inner calls (bn.forward, not bn.__call__).
+        if type(self.bn) is not nn.BatchNorm2d or type(self.gate) is not ScaledSigmoid:
+            return False
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (self.bn, self.gate))
-        return not hooked and use_fused(x, self._gate_params())
+        weight = self.conv.weight if hasattr(self, "conv") else None
+        return not hooked and use_fused(x, (weight, self.bn.weight, self.bn.bias))
 
     @torch.jit.unused
     def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.conv.weight.view(-1) if hasattr(self, "conv") else None
-        return spatial_gate(x, weight, self._gate_from_saliency, self._gate_params())
-
-    def _gate_params(self):
-        return tuple(p for p in (self.bn.weight, self.bn.bias) if p is not None)
+        return spatial_gate(x, weight, self.bn, self.gate.forward)
 
     @torch.no_grad()
     def init_identity(self, gain: float = 0.0) -> None:

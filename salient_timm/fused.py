@@ -3,29 +3,36 @@
 A spatial gate computes, for x of shape (N, C, H, W) and per-sample channel weights v (N or 1, C):
 
     s = sum_c v_c x_c                  # (N, 1, H, W)  saliency; v = w (Salient) or GAP(x)/C (SSA)
-    g = gate_fn(s)                     # (N, 1, H, W)  BN + (scaled) sigmoid, run by autograd
+    g = gate(bn(s))                    # (N, 1, H, W)  BN + (scaled) sigmoid
     y = x * g                          # (N, C, H, W)
 
 Plain autograd materialises several N·C·H·W temporaries in backward (``dy*x`` before its channel
 sum, ``ds*w`` broadcast, ``ds*x`` before the weight's reduction, the sum of two ``dx`` terms).
-``spatial_gate`` instead saves only x (plus the small gate graph) and computes
+``spatial_gate`` instead saves only x and the (N, 1, H, W) saliency, and computes
 
     dg = sum_c dy_c x_c                          # one read of dy and x, no N·C·H·W temporary
-    ds, d(gate params) = autograd of gate_fn     # on (N, 1, H, W) tensors only
+    ds, d(gate params) = autograd of the gate    # replayed on (N, 1, H, W) tensors only
     dx = dy * g  +  v ⊗ ds  [+ (dv_from_GAP / HW) ⊗ 1 for SSA]   # one product, then an in-place rank-1/2 GEMM
     dw = sum_{n,hw} ds * x                       # a GEMV (Salient)
 
 Every reduction is a batched GEMV/GEMM over views of x, so it works on NCHW and channels_last
-alike without copies. It is exact up to float summation order (fp64 tests against the seed's
-conv block, ``gradcheck``). It is an eager-mode path: TorchScript, FX, ``torch.compile``,
-``torch.export``, ONNX export and autocast use the blocks' plain ops instead (see
-``use_fused``), which those tools trace and fuse themselves. Second derivatives are not supported.
+alike without copies; the incoming gradient may have any strides. It is exact up to float summation
+order (fp64 tests against the seed's conv block, ``gradcheck``, ``gradgradcheck``).
+
+The forward calls the gate's BatchNorm once, as plain ops do, and keeps no graph; the backward replays
+the small gate with that forward's normalisation, so a checkpointed region recomputes once. Where the
+fast backward cannot serve, the function differentiates the plain ops instead: ``create_graph=True``
+(double backward) and batched grad_outputs. Forward-mode AD, ``torch.func`` transforms, TorchScript, FX,
+``torch.compile``, ``torch.export``, ONNX export and autocast never enter it (see ``use_fused``): they
+run the blocks' plain ops, which they support, trace and fuse themselves.
 """
 
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch import nn
 
 __all__ = ["spatial_gate", "use_fused", "pixel_dot"]
 
@@ -72,65 +79,111 @@ def _add_outer_(dx: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> No
         dx.view(n, c, h * w).baddbmm_(left, right)
 
 
+def _batch_norm(s: torch.Tensor, stats: Optional[Tuple[torch.Tensor, torch.Tensor]], weight, bias, eps: float):
+    """BatchNorm of the (N, 1, H, W) saliency without touching running statistics: batch statistics when
+    ``stats`` is None (training, or no running stats), else the running (mean, var) captured at forward."""
+    if stats is None:
+        return F.batch_norm(s, None, None, weight, bias, True, 0.0, eps)
+    return F.batch_norm(s, stats[0], stats[1], weight, bias, False, 0.0, eps)
+
+
 class _SpatialGateFn(torch.autograd.Function):
-    """y = x * gate_fn(pixel_dot(x, v)); v = weight (Salient) or GAP(x)/C (SSA, weight None)."""
+    """y = x * gate(bn(pixel_dot(x, v))); v = weight (Salient) or GAP(x)/C (SSA, weight None).
+
+    Forward calls ``bn`` once (its running statistics update exactly as in plain ops) and keeps no graph.
+    Backward replays the (N, 1, H, W) gate from the saved saliency with ``bn``'s statistics of that forward,
+    so nothing in the saved state re-enters a checkpointed region, and with ``create_graph`` it recomputes
+    the whole gate in plain ops (twice differentiable, as autograd would be).
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, gate_fn, *gate_params):
+    def forward(ctx, x, weight, bn, gate, bn_weight, bn_bias):
         n, c = x.shape[:2]
         v = x.mean((2, 3)) * (1.0 / c) if weight is None else weight.reshape(1, c)
         s = pixel_dot(x, v)
-        with torch.enable_grad():  # the small gate graph: BN (running stats update here, once) + sigmoid
-            s_leaf = s.detach().requires_grad_()
-            g = gate_fn(s_leaf)
-        ctx.save_for_backward(x, v)
-        ctx.gate_graph = (s_leaf, g, gate_params)
-        ctx.ssa = weight is None
-        return x * g.detach()
+        batch_stats = bn.training or bn.running_mean is None
+        stats = None if batch_stats else (bn.running_mean.clone(), bn.running_var.clone())
+        g = gate(bn.forward(s))  # the one call that updates the running statistics
+        ctx.save_for_backward(x, weight, s, bn_weight, bn_bias)
+        ctx.stats, ctx.eps, ctx.gate = stats, bn.eps, gate
+        return x * g
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
-        x, v = ctx.saved_tensors
-        s_leaf, g, gate_params = ctx.gate_graph
+        x, weight, s, bn_weight, bn_bias = ctx.saved_tensors
+        if torch.is_grad_enabled() or _batched(dy):
+            # create_graph=True (the grads must be differentiable) or batched grad_outputs
+            # (autograd.grad(is_grads_batched=True), jacobian(vectorize=True)): differentiate the plain ops
+            return _SpatialGateFn._plain_backward(ctx, dy, x, weight, bn_weight, bn_bias)
         n, c, h, w = x.shape
         needs_x, needs_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        wanted = [p for p, need in zip(gate_params, ctx.needs_input_grad[3:]) if need]
-        # retain_graph: a retained outer graph (retain_graph=True, gradcheck) may call backward again
-        grads = torch.autograd.grad(g, [s_leaf, *wanted], _channel_dot(dy, x), retain_graph=True)
+        params = (bn_weight, bn_bias)
+        wanted = [p for p, need in zip(params, ctx.needs_input_grad[4:]) if need]
+        with torch.enable_grad():  # the small gate graph, on (N, 1, H, W) tensors only
+            s_leaf = s.detach().requires_grad_()
+            g = ctx.gate(_batch_norm(s_leaf, ctx.stats, bn_weight, bn_bias, ctx.eps))
+        grads = torch.autograd.grad(g, [s_leaf, *wanted], _channel_dot(dy, x))
+        g = g.detach()
         ds = grads[0].reshape(n, 1, h * w)
         by_param = iter(grads[1:])
-        param_grads = tuple(next(by_param) if need else None for need in ctx.needs_input_grad[3:])
+        param_grads = tuple(next(by_param) if need else None for need in ctx.needs_input_grad[4:])
         dx = dw = None
-        if ctx.ssa:  # s = sum_c v_c x_c with v = mean_hw(x) / C: ds also reaches x through v
-            dv = _pixel_weighted_sum(x, ds).view(n, c, 1)
+        if needs_x:  # dy may have any strides (transposed, expanded...); dx takes x's layout for the GEMMs
+            dx = torch.mul(dy, g, out=torch.empty_like(x))
+        if weight is None:  # s = sum_c v_c x_c with v = mean_hw(x) / C: ds also reaches x through v
             if needs_x:
-                dx = dy * g
+                v = x.mean((2, 3)) * (1.0 / c)
+                dv = _pixel_weighted_sum(x, ds).view(n, c, 1)
                 left = torch.cat([v.view(n, c, 1), dv * (1.0 / (c * h * w))], dim=2)
                 right = torch.cat([ds, torch.ones_like(ds)], dim=1)
                 _add_outer_(dx, left, right)
         else:
             if needs_x:
-                dx = dy * g
-                _add_outer_(dx, v.view(1, c, 1), ds)
+                _add_outer_(dx, weight.reshape(1, c, 1), ds)
             if needs_w:  # sum over n and hw of ds * x
-                dw = _pixel_weighted_sum(x, ds).sum(0)
-        return (dx, dw, None) + param_grads
+                dw = _pixel_weighted_sum(x, ds).sum(0).view_as(weight)
+        return (dx, dw, None, None) + param_grads
+
+    @staticmethod
+    def _plain_backward(ctx, dy, x, weight, bn_weight, bn_bias):
+        create_graph = torch.is_grad_enabled()
+        c = x.shape[1]
+        with torch.enable_grad():
+            v = x.mean((2, 3)) * (1.0 / c) if weight is None else weight.reshape(1, c)
+            y = x * ctx.gate(_batch_norm(pixel_dot(x, v), ctx.stats, bn_weight, bn_bias, ctx.eps))
+        inputs = (x, weight, None, None, bn_weight, bn_bias)
+        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad) if need]
+        grads = iter(torch.autograd.grad(y, wanted, dy, create_graph=create_graph, allow_unused=True))
+        return tuple(next(grads) if need else None for need in ctx.needs_input_grad)
 
 
-def use_fused(x: torch.Tensor, gate_params: Sequence[torch.Tensor]) -> bool:
-    """Whether the fused path applies: eager autograd that will run backward, no tracer, no autocast."""
+def _batched(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_batchedtensor(t) or torch._C._functorch.is_legacy_batchedtensor(t)
+
+
+def _transformed(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
+    """Whether a torch.func transform (grad, vmap, jvp...) is active or any tensor carries a forward-AD tangent."""
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def use_fused(x: torch.Tensor, params: Sequence[Optional[torch.Tensor]]) -> bool:
+    """Whether the fused path applies: eager reverse-mode autograd that will run backward, no tracer, no autocast,
+    no torch.func transform or forward-mode AD (those take the plain ops, which support them)."""
     if not isinstance(x, torch.Tensor) or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
         return False  # an FX proxy: trace the plain ops
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
         return False
     if not torch.is_grad_enabled() or x.dim() != 4:
         return False
-    if not (x.requires_grad or any(p.requires_grad for p in gate_params)):
+    if not (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
         return False
     if torch.onnx.is_in_onnx_export() or x.layout != torch.strided:
         return False
     if torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type):
+        return False
+    if _transformed((x, *params)):
         return False
     return x.is_contiguous() or _is_channels_last(x)
 
@@ -138,11 +191,12 @@ def use_fused(x: torch.Tensor, gate_params: Sequence[torch.Tensor]) -> bool:
 def spatial_gate(
     x: torch.Tensor,
     weight: Optional[torch.Tensor],
-    gate_fn: Callable[[torch.Tensor], torch.Tensor],
-    gate_params: Tuple[torch.Tensor, ...],
+    bn: nn.BatchNorm2d,
+    gate: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """Fused ``x * gate_fn(sum_c v_c x_c)`` (see module docstring); ``weight`` (C,) or ``None`` for SSA's GAP(x)/C.
+    """Fused ``x * gate(bn(sum_c v_c x_c))`` (see module docstring); ``weight`` (C,) or ``None`` for SSA's GAP(x)/C.
 
-    ``gate_params`` are the parameters ``gate_fn`` uses (their gradients come back through autograd).
+    ``bn`` is a 1-channel ``nn.BatchNorm2d`` (called once per forward, as plain ops would); ``gate`` a pure
+    elementwise function (``ScaledSigmoid.forward``). Shapes: x (N, C, H, W) contiguous or channels_last.
     """
-    return _SpatialGateFn.apply(x, weight, gate_fn, *gate_params)
+    return _SpatialGateFn.apply(x, weight, bn, gate, bn.weight, bn.bias)
