@@ -10,7 +10,8 @@ Both trace the model in eval mode. The fused gate is an eager training path: und
 GEMV ops, so every registered variant and every retrofitted model exports.
 """
 
-from typing import Optional, Sequence
+import copy
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -83,26 +84,37 @@ def save_hf_folder(model: nn.Module, directory: str, card: str = "") -> str:
     ``import salient_timm`` (``hf-hub:USER/NAME`` once pushed with ``timm.models.push_to_hf_hub``).
 
     Registered variants (``salient_*``/``ssa_*``), plain timm models and models that ``ModelSpec`` retrofitted
-    (timm or ``torchvision:`` bases, recorded as ``salient_retrofit``) round-trip; a model changed by a bare
-    ``inject_attention`` call has no record of the change and is refused (``ExportError``).
+    (timm or ``torchvision:`` bases, recorded as ``salient_retrofit``; every kind, init and ``freeze_bn``)
+    round-trip; frozen BatchNorm is written as the ``BatchNorm2d`` a rebuild creates (equal in eval mode). A model
+    changed after it was built (a bare ``inject_attention`` call, a stem conversion, any module or tensor shape a
+    rebuild would not reproduce) has no record of the change and is refused (``ExportError`` naming the first
+    difference).
     """
     import os
 
     import timm
+    from timm.layers import FrozenBatchNormAct2d, unfreeze_batch_norm_2d
     from timm.models import save_for_hf
     from timm.models._hub import get_model_args
+    from torchvision.ops.misc import FrozenBatchNorm2d  # what timm's freeze_batch_norm_2d puts in
 
+    if any(
+        isinstance(m, (FrozenBatchNorm2d, FrozenBatchNormAct2d)) for m in model.modules()
+    ):  # ModelSpec(freeze_bn=True) / --freeze-bn
+        model = unfreeze_batch_norm_2d(copy.deepcopy(model))  # the BatchNorm2d a rebuild creates, same statistics
     cfg = getattr(model, "pretrained_cfg", None) or {}
     architecture = cfg.get("architecture")
     if architecture is None:
         raise ExportError("only timm models can be saved as a Hugging Face folder (this one has no pretrained_cfg)")
-    with torch.device("meta"):  # would timm rebuild exactly these weights from the folder's config?
+    with torch.device("meta"):  # would timm rebuild exactly this model from the folder's config?
         fresh = timm.create_model(architecture, **get_model_args(model))
-    if set(fresh.state_dict()) != set(model.state_dict()):
+    difference = _first_difference(_structure(model), _structure(fresh))
+    if difference:
         raise ExportError(
-            f"{architecture} was changed after it was built (inject_attention or a stem conversion outside "
-            "salient_timm.ModelSpec), so timm cannot rebuild it from a Hugging Face folder; build it with "
-            "ModelSpec(base, attn=..., cifar_stem=...) (recorded as salient_retrofit), or export to ONNX / ExportedProgram"
+            f"{architecture} was changed after it was built ({difference}): inject_attention, a stem conversion "
+            "or another edit outside salient_timm.ModelSpec, so timm cannot rebuild it from a Hugging Face folder; "
+            "build it with ModelSpec(base, attn=..., cifar_stem=...) (recorded as salient_retrofit), or export to "
+            "ONNX / ExportedProgram"
         )
     save_for_hf(model, directory, safe_serialization=True)
     with open(os.path.join(directory, "README.md"), "w") as f:
@@ -112,6 +124,21 @@ def save_hf_folder(model: nn.Module, directory: str, card: str = "") -> str:
             f"timm.create_model('local-dir:{directory}', pretrained=True)`.\n"
         )
     return directory
+
+
+def _structure(model: nn.Module) -> Dict[str, str]:
+    """What a rebuild must reproduce: each module's type and settings (strides, pooling, sizes), each tensor's
+    shape. Not dtype, device, memory format or train/eval mode, which a reload sets again."""
+    out = {f"module {name or '(root)'}": f"{type(m).__name__}({m.extra_repr()})" for name, m in model.named_modules()}
+    out.update({f"tensor {k}": str(tuple(v.shape)) for k, v in model.state_dict().items()})
+    return out
+
+
+def _first_difference(ours: Dict[str, str], rebuilt: Dict[str, str]) -> Optional[str]:
+    for key in sorted(set(ours) | set(rebuilt), key=lambda k: (k.split(" ", 1)[1], k)):
+        if ours.get(key) != rebuilt.get(key):
+            return f"{key} is {ours.get(key, 'absent')}, a rebuild gives {rebuilt.get(key, 'none')}"
+    return None
 
 
 def model_card(label: str, checkpoint: Optional[str] = None) -> str:

@@ -11,7 +11,7 @@ A spec says what to build; ``build`` always does it in this order:
 | 5 | frozen BatchNorm | ``freeze_bn`` |
 
 A retrofitted model (attention injected, or a converted stem) is recorded as timm architecture
-``salient_retrofit`` (``retrofit_arch.py``), so timm's ``save_for_hf`` writes a folder that
+``salient_retrofit`` (``retrofit_record.py``; rebuilt by ``retrofit_arch.py``), so timm's ``save_for_hf`` writes a folder that
 ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds after ``import salient_timm``.
 
 ``salient-train``, ``salient-analyze`` (spec, claims, maps), the benchmarks and the evidence scripts all
@@ -34,7 +34,7 @@ from timm.models import load_pretrained
 from torch import nn
 
 from .errors import SalientError
-from .retrofit_arch import record_retrofit
+from .retrofit_record import record_retrofit
 from .salient_resnet import VARIANTS, fill_attention_keys
 from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import inject_attention
@@ -178,11 +178,14 @@ class ModelSpec:
                 )
             features_only = dict(self.timm_kwargs).get("features_only", False)
             if not self.ours and not features_only and (converted or torchvision_base or self.attn.lower() != "none"):
-                surgery = (
-                    []
-                    if self.attn.lower() == "none"
-                    else [dict(attn=self.attn.lower(), position=self.position, kwargs=dict(self.attn_kwargs))]
-                )
+                surgery = []
+                if self.attn.lower() != "none":
+                    step: Dict[str, Any] = dict(
+                        attn=self.attn.lower(), position=self.position, kwargs=dict(self.attn_kwargs)
+                    )
+                    if self.init != "default":  # an identity start may add modules (SE's scaled gate)
+                        step.update(init=self.init, init_gain=self.init_gain)
+                    surgery.append(step)
                 # reloadable from a hub folder (timm_kwargs: the base's own arguments, e.g. narrower channels)
                 record_retrofit(model, self.model, self.cifar_stem, surgery, dict(self.timm_kwargs))
         if self.freeze_bn:

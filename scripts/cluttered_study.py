@@ -40,8 +40,7 @@ from torch import nn
 import salient_timm
 from salient_analysis.maps import boxed_test_images, draw_maps, localization, stage_blocks
 from salient_timm import ModelSpec
-from salient_timm.train.cli import run
-from salient_timm.train.config import parse_args
+from salient_timm.train.cli import parse_args, run
 
 # per device: the size of the study. CPU: a resnet18 narrowed to channels 16-128, training subsets, 3 seeds,
 # about 150 minutes on 2 cores; CUDA: full-width resnet18, every image, 5 seeds, sized for about 8 minutes on

@@ -21,8 +21,7 @@ import timm
 import torch
 
 from salient_timm import convert_to_cifar_stem
-from salient_timm.train.cli import run
-from salient_timm.train.config import parse_args
+from salient_timm.train.cli import parse_args, run
 
 MODELS = (("resnet18", "none"), ("seresnet18", "none"), ("salient_resnet18", "none"))
 

@@ -21,8 +21,7 @@ from salient_analysis.cli import main as analyze
 from salient_analysis.maps import box_share, energy_in_box, localization, pointing_game
 from salient_timm import ModelSpec, capture_gates
 from salient_timm.train.cli import main as train_main
-from salient_timm.train.cli import run
-from salient_timm.train.config import parse_args
+from salient_timm.train.cli import parse_args, run
 from salient_timm.train.data import DatasetError, ItemOptions, build_datasets, make_cluttered
 
 ROOT = Path(__file__).resolve().parents[1]

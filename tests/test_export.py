@@ -111,6 +111,71 @@ def test_a_retrofitted_model_round_trips_through_a_hugging_face_folder(spec, tmp
     torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
 
 
+NARROW = dict(channels=(16, 32, 64, 128))  # resnet18's layout at a quarter of the width: fast, same structure
+REFUSED_KINDS = {"ge", "bottleneck"}  # ModelSpec refuses them (SurgeryError): nothing to share
+SIZED_KINDS = {"halo", "bat"}  # run only where every map divides their block size (not at 64 px)
+CORE_KINDS = {"none", *salient_timm.IDENTITY_KINDS}
+
+
+def _spec_cases():
+    from salient_timm.kinds import attention_kinds
+
+    for kind in attention_kinds():
+        if kind in REFUSED_KINDS:
+            continue
+        inits = ["default", "identity"] if kind in salient_timm.IDENTITY_KINDS else ["default"]
+        for init in inits:
+            marks = () if kind in CORE_KINDS else (pytest.mark.slow,)
+            yield pytest.param(kind, init, marks=marks, id=f"{kind}-{init}")
+
+
+@pytest.mark.parametrize("kind, init", list(_spec_cases()))
+def test_every_kind_and_init_model_spec_builds_round_trips_through_a_hugging_face_folder(kind, init, tmp_path):
+    """Whatever ModelSpec accepts, it can share: same structure, same weights, same outputs after the reload."""
+    spec = salient_timm.ModelSpec(
+        "resnet18", attn=kind, init=init, init_gain=0.1 * (init == "identity"), num_classes=3, timm_kwargs=NARROW
+    )
+    model = _randomized(spec.build())
+    save_hf_folder(model, str(tmp_path / "hf"))
+    back = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True).eval()
+    assert repr(back) == repr(model)
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+    if kind not in SIZED_KINDS:
+        x = torch.randn(2, 3, 64, 64)
+        torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+
+
+def test_a_frozen_batchnorm_model_is_shared_as_the_batchnorm_model_a_rebuild_creates(tmp_path):
+    model = _randomized(salient_timm.ModelSpec("resnet18", attn="se", num_classes=3, freeze_bn=True).build())
+    save_hf_folder(model, str(tmp_path / "hf"))
+    back = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(back(x), model(x))
+    assert type(model.bn1).__name__ == "FrozenBatchNorm2d"  # the caller's model is not converted
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["cifar_stem", "weight_reshaped_by_hand", "pool_swapped"],
+)
+def test_a_model_changed_after_it_was_built_is_refused_naming_the_change(change, tmp_path):
+    model = timm.create_model("resnet26d", num_classes=3)
+    if change == "cifar_stem":  # same keys as the rebuild, another stride and no max-pool: outputs differ by ~5
+        salient_timm.convert_to_cifar_stem(model)
+        where = "conv1.0 is Conv2d(3, 32, kernel_size=(3, 3), stride=(1, 1)"
+    elif change == "weight_reshaped_by_hand":  # same keys and modules, another tensor shape
+        model.conv1[0].weight.data = torch.zeros(32, 3, 5, 5)
+        where = "conv1.0.weight is (32, 3, 5, 5)"
+    else:  # same keys and shapes, another module
+        model.global_pool.pool = torch.nn.AdaptiveMaxPool2d(1)
+        where = "global_pool.pool is AdaptiveMaxPool2d"
+    with pytest.raises(ExportError, match="was changed after it was built") as error:
+        save_hf_folder(model.eval(), str(tmp_path / "hf"))
+    assert where in str(error.value)
+    assert not (tmp_path / "hf").exists()
+
+
 def test_a_bare_inject_attention_is_refused_as_a_hub_folder_with_the_alternatives(tmp_path):
     model = timm.create_model("resnet18")
     salient_timm.inject_attention(model, "salient")
@@ -120,8 +185,7 @@ def test_a_bare_inject_attention_is_refused_as_a_hub_folder_with_the_alternative
 
 
 def test_salient_train_exports_its_best_model_as_a_hugging_face_folder(tmp_path):
-    from salient_timm.train.cli import run
-    from salient_timm.train.config import parse_args
+    from salient_timm.train.cli import parse_args, run
 
     out, hf = tmp_path / "run", tmp_path / "hf"
     run(

@@ -11,8 +11,7 @@ from PIL import Image
 from salient_analysis.cli import main
 from salient_analysis.maps import PANEL_INCHES
 from salient_timm import capture_gates, inject_attention
-from salient_timm.train.cli import run
-from salient_timm.train.config import parse_args
+from salient_timm.train.cli import parse_args, run
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,7 @@ import pytest
 import torch
 
 from salient_timm.train.checkpoint import load_checkpoint
-from salient_timm.train.cli import main, run
-from salient_timm.train.config import parse_args
+from salient_timm.train.cli import main, parse_args, run
 from salient_timm.train.data import DatasetError, read_idx
 
 FAST = ["--dataset", "digits", "--img-size", "16", "--no-progress"]

@@ -1,10 +1,11 @@
 """salient-train entry point: one process, or one of many under torchrun (DDP)."""
 
+import argparse
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import click
 import torch
@@ -31,7 +32,7 @@ from .model import build_model, final_feature_size, pretrained_head_classes
 from .report import plot_curves, write_metrics
 from .run_folder import lock_run_folder, remove_stale_temps, repair
 
-__all__ = ["main", "run"]
+__all__ = ["main", "run", "parse_args"]
 
 
 def _log(info: DistInfo, text: str, err: bool = False) -> None:
@@ -365,3 +366,9 @@ main = click.version_option(__version__, prog_name="salient-train")(
 
 if __name__ == "__main__":
     main()
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse a salient-train command line (without the program name) into the run's options."""
+    with main.make_context("salient-train", list(argv or [])) as ctx:
+        return resolve(ctx)

@@ -12,13 +12,15 @@ import difflib
 import json
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import click
 
 from ..errors import SalientError
 from ..kinds import attention_kinds, resolve_attention
 from ..retrofit import RETROFIT_DEFAULTS, retrofit_defaults
+from ..spec import ModelSpecError
+from ..spec import check_model_name as check
 from .data import DATASET_NAMES, ItemOptions
 
 __all__ = [
@@ -29,7 +31,6 @@ __all__ = [
     "TrainConfigError",
     "command_options",
     "resolve",
-    "parse_args",
     "is_retrofit",
     "run_label",
     "item_options",
@@ -468,9 +469,6 @@ def _check_values(args: argparse.Namespace) -> None:
 
 def check_model_name(name: str) -> str:
     """``salient_timm.spec.check_model_name`` as a usage error of salient-train."""
-    from ..spec import ModelSpecError
-    from ..spec import check_model_name as check
-
     try:
         return check(name)
     except ModelSpecError as e:
@@ -531,11 +529,3 @@ def resolve(ctx: click.Context) -> argparse.Namespace:
     args = _finalise(argparse.Namespace(**ctx.params))
     args.epochs_given = True
     return args
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse a salient-train command line (without the program name) into the run's options."""
-    from .cli import main
-
-    with main.make_context("salient-train", list(argv or [])) as ctx:
-        return resolve(ctx)
