@@ -337,11 +337,12 @@ def export(
         rows = []
         if onnx_path:
             ex.export_onnx(net, onnx_path, size)
+            files = ex.onnx_files(onnx_path)  # one file below 2 GB; else the graph and its external data
             rows.append(
                 {
                     "format": "ONNX",
-                    "path": onnx_path,
-                    "MB": os.path.getsize(onnx_path) / 1e6,
+                    "path": " + ".join(files),
+                    "MB": sum(os.path.getsize(f) for f in files) / 1e6,
                     "max abs diff": ex.onnx_parity(net, onnx_path, probe),
                 }
             )

@@ -11,7 +11,8 @@ GEMV ops, so every registered variant and every retrofitted model exports.
 """
 
 import copy
-from typing import Dict, Optional, Sequence
+import os
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +21,16 @@ from torch import nn
 from .errors import SalientError
 from .extras import require
 
-__all__ = ["ExportError", "export_onnx", "export_program", "onnx_parity", "save_hf_folder", "model_card"]
+__all__ = [
+    "ExportError",
+    "ONNX_FILE_LIMIT",
+    "export_onnx",
+    "onnx_files",
+    "export_program",
+    "onnx_parity",
+    "save_hf_folder",
+    "model_card",
+]
 
 
 class ExportError(SalientError, RuntimeError):
@@ -32,12 +42,21 @@ def _example(model: nn.Module, input_size: Sequence[int], batch: int = 2) -> tor
     return torch.zeros(batch, *input_size, device=ref.device, dtype=ref.dtype)
 
 
+ONNX_FILE_LIMIT = 2**31 - 1  # protobuf's limit on one serialised ONNX model, in bytes
+_ONNX_HEADROOM = 64 * 2**20  # graph, names and attributes beside the weights
+
+
 def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: int = 18) -> str:
-    """Write ``model`` (eval mode) to ``path`` as ONNX with a dynamic batch dimension; returns ``path``."""
+    """Write ``model`` (eval mode) to ``path`` as ONNX with a dynamic batch dimension; returns ``path``.
+
+    One self-contained file when the weights fit protobuf's 2 GB limit; otherwise the weights go to external
+    data beside it (``onnx_files(path)`` lists every file the model needs). Raises ``ExportError``.
+    """
     require("onnx", "onnx", "ONNX export")
     require("onnxscript", "onnx", "ONNX export")
     model = model.eval()
     x = _example(model, input_size)
+    weight_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     try:
         torch.onnx.export(
             model,
@@ -49,10 +68,25 @@ def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: i
             dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
             input_names=["input"],
             output_names=["logits"],
+            external_data=weight_bytes > ONNX_FILE_LIMIT - _ONNX_HEADROOM,
         )
     except Exception as e:  # noqa: BLE001  the exporter's own errors, one line
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
     return path
+
+
+def onnx_files(path: str) -> List[str]:
+    """Every file the ONNX model at ``path`` needs: ``path`` and the external data files its tensors name."""
+    onnx = require("onnx", "onnx", "reading ONNX files")
+    proto = onnx.load(path, load_external_data=False)
+    external = {
+        entry.value
+        for tensor in proto.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [path, *(os.path.join(os.path.dirname(path), name) for name in sorted(external))]
 
 
 def onnx_parity(model: nn.Module, path: str, batch: torch.Tensor) -> float:
@@ -90,8 +124,6 @@ def save_hf_folder(model: nn.Module, directory: str, card: str = "") -> str:
     rebuild would not reproduce) has no record of the change and is refused (``ExportError`` naming the first
     difference).
     """
-    import os
-
     import timm
     from timm.layers import FrozenBatchNormAct2d, unfreeze_batch_norm_2d
     from timm.models import save_for_hf

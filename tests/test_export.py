@@ -5,6 +5,7 @@ model's timm data config.
 """
 
 import json
+import os
 
 import pytest
 import timm
@@ -243,6 +244,39 @@ def test_export_command_writes_every_format_from_a_model_spec(tmp_path):
     assert "local-dir" in (tmp_path / "hf" / "README.md").read_text()
     back = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True)
     assert back.num_classes == 10
+    assert rows["ONNX"]["MB"] * 1e6 == (tmp_path / "m.onnx").stat().st_size > 44e6  # the weights are in the file
+
+
+def _onnx_export_command(path):
+    args = ["export", "-m", "salient_resnet18", "--num-classes", "10", "-s", "64", "--onnx", str(path), "-f", "json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["tables"][0]["rows"][0]
+
+
+def test_an_onnx_file_below_2gb_is_self_contained(tmp_path, photos):
+    import onnxruntime
+
+    row = _onnx_export_command(tmp_path / "m.onnx")
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (tmp_path / "m.onnx").rename(moved / "m.onnx")  # shipped alone, it still loads and runs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"] and row["path"] == str(tmp_path / "m.onnx")
+    session = onnxruntime.InferenceSession(str(moved / "m.onnx"), providers=["CPUExecutionProvider"])
+    model = timm.create_model("salient_resnet18", num_classes=10).eval()
+    batch = _batch(model, photos)
+    assert session.run(None, {"input": batch.numpy()})[0].shape == (2, 10)
+
+
+def test_an_onnx_model_over_the_limit_lists_its_external_data_and_their_total(tmp_path, monkeypatch):
+    from salient_timm import export
+
+    monkeypatch.setattr(export, "ONNX_FILE_LIMIT", 0)  # as if the weights were over protobuf's 2 GB
+    row = _onnx_export_command(tmp_path / "m.onnx")
+    files = export.onnx_files(str(tmp_path / "m.onnx"))
+    assert len(files) == 2 and row["path"] == " + ".join(files)
+    assert row["MB"] * 1e6 == sum(os.path.getsize(f) for f in files)
+    assert row["MB"] > 44 and row["max abs diff"] <= 1e-4
 
 
 def test_export_command_needs_a_format():
