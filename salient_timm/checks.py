@@ -4,19 +4,21 @@ Some attention kinds only run at certain feature sizes: timm's ``halo`` and ``ba
 divisible by their ``block_size`` and fail with a bare ``AssertionError`` deep inside their forward.
 ``explain_forward_errors`` turns such failures into a ``ModelInputError`` that names the module, its
 type, the input size and the constraint; ``check_runs`` dry-runs a model on the meta device (nothing
-allocated, the caller's model untouched) so a bad size is refused before anything is trained or counted.
+allocated, the caller's model untouched) so a bad size is refused before anything is trained or counted;
+``check_runs(..., train=True)`` also refuses a training batch on which a BatchNorm would see one value per
+channel (batch 1 with a 1x1 map), which torch only reports mid-step with a traceback.
 """
 
 import contextlib
 import copy
-from typing import Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import torch
 from torch import nn
 
 from .errors import SalientError
 
-__all__ = ["ModelInputError", "explain_forward_errors", "check_runs"]
+__all__ = ["ModelInputError", "SingleValueBatchNormError", "explain_forward_errors", "check_runs"]
 
 
 class ModelInputError(SalientError, ValueError):
@@ -65,8 +67,34 @@ def explain_forward_errors(model: nn.Module, input_shape: Sequence[int]) -> Iter
         post.remove()
 
 
-def check_runs(model: nn.Module, input_shape: Sequence[int]) -> None:
-    """One eval forward of a meta-device copy of ``model`` on ``input_shape``; ``ModelInputError`` if it fails."""
-    probe = copy.deepcopy(model).to("meta").eval()
+class SingleValueBatchNormError(ModelInputError):
+    """A BatchNorm would see one value per channel in training (batch 1 with a 1x1 map): it cannot train."""
+
+
+def _refuse_single_values(names: Dict[int, str], input_shape: Sequence[int]):
+    def hook(module: nn.Module, args) -> None:
+        x = args[0]
+        if module.training and x.dim() >= 2 and x.numel() == x.shape[1]:
+            spatial = "x".join(map(str, x.shape[2:])) or "1"
+            raise SingleValueBatchNormError(
+                f"at input {'x'.join(map(str, input_shape))}, {names[id(module)]} ({type(module).__name__}) "
+                f"would see one value per channel (batch {x.shape[0]} with a {spatial} map): BatchNorm cannot "
+                "train on that"
+            )
+
+    return hook
+
+
+def check_runs(model: nn.Module, input_shape: Sequence[int], train: bool = False) -> None:
+    """One forward of a meta-device copy of ``model`` on ``input_shape`` (nothing allocated, ``model`` untouched):
+    eval mode, or ``train=True`` for a training step's batch. ``ModelInputError`` naming the module if it fails;
+    ``SingleValueBatchNormError`` in training when a BatchNorm would see one value per channel."""
+    probe = copy.deepcopy(model).to("meta").train(train)
+    names = {id(m): name for name, m in probe.named_modules()}
+    if train:
+        hook = _refuse_single_values(names, input_shape)
+        for m in probe.modules():
+            if isinstance(m, nn.modules.batchnorm._NormBase):
+                m.register_forward_pre_hook(hook)
     with explain_forward_errors(probe, input_shape), torch.no_grad():
         probe(torch.zeros(tuple(input_shape), device="meta"))

@@ -15,7 +15,7 @@ import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError
@@ -151,6 +151,7 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
             f"checkpoint does not fit {cfg.get('architecture', type(model).__name__)}: {'; '.join(parts)}"
         )
 
+    _check_head(state_dict, own, is_classifier, model, cfg)
     first_conv = f"{cfg.get('first_conv') or 'conv1'}.weight"
     mismatched = []
     for k, v in state_dict.items():
@@ -169,6 +170,24 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
     if mismatched:
         raise CheckpointError(f"checkpoint shapes do not fit the model: {_describe(mismatched)}")
     return state_dict
+
+
+def _check_head(
+    state_dict: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor], is_classifier: Tuple[str, ...], model, cfg
+) -> None:
+    """A classifier of another size is dropped by timm only when the model's num_classes differs from its cfg's
+    (a new head); when they agree, timm would load it strictly and fail: name the sizes and the fix."""
+    heads = [k for k in state_dict if k.startswith(is_classifier) and k in own and k.endswith("weight")]
+    if not heads or cfg.get("num_classes") is None or getattr(model, "num_classes", None) != cfg["num_classes"]:
+        return
+    k = heads[0]
+    theirs, ours = state_dict[k].shape, own[k].shape
+    if theirs != ours:
+        raise CheckpointError(
+            f"the checkpoint's head {k} {tuple(theirs)} does not fit the model's {tuple(ours)}: it was trained for "
+            f"{theirs[0]} classes; create the model with num_classes={theirs[0]} (and num_classes={theirs[0]} in "
+            f"pretrained_cfg_overlay to keep this head), or with another num_classes for a new head"
+        )
 
 
 _READ_ERRORS = (

@@ -206,7 +206,7 @@ class ModelSpec:
         if self.pretrained and load_weights:
             if not os.path.isfile(self.pretrained):
                 raise CheckpointNotFoundError(f"pretrained weights file not found: {self.pretrained}")
-            model.load_state_dict(fill_attention_keys(read_state_dict(self.pretrained), model))
+            _load_dropping_other_head(model, fill_attention_keys(read_state_dict(self.pretrained), model))
         return model
 
     @classmethod
@@ -254,6 +254,27 @@ class ModelSpec:
             crop_mode="center",
         )
         return spec, model.eval(), data_config
+
+
+def _load_dropping_other_head(model: nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    """Load a torchvision base's weights as timm loads a timm base's: a head of another size (``fc``) is left
+    out and the model keeps its fresh ``num_classes`` head; any other mismatch is a ``CheckpointError``."""
+    own = model.state_dict()
+    other_head = [k for k in state if k.startswith("fc.") and k in own and state[k].shape != own[k].shape]
+    if other_head:
+        logging.getLogger(__name__).info(
+            "pretrained head %s has %d classes: a new %d-class head",
+            other_head[0],
+            state["fc.weight"].shape[0],
+            own["fc.weight"].shape[0],
+        )
+    try:
+        missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in other_head}, False)
+    except RuntimeError as e:
+        raise CheckpointError(f"pretrained weights do not fit the model: {str(e).strip().splitlines()[-1]}") from e
+    left = [k for k in missing if k not in other_head] + list(unexpected)
+    if left:
+        raise CheckpointError(f"pretrained weights do not fit the model: {', '.join(left[:5])}")
 
 
 def _hashable(value: Any) -> Any:

@@ -15,8 +15,10 @@ import tempfile
 import traceback
 from typing import List, Tuple
 
+import timm
 import torch
 from click.testing import CliRunner
+from safetensors.torch import save_file
 
 from salient_analysis.cli import main as analyze
 from salient_timm.train.cli import main as train
@@ -55,6 +57,8 @@ def _files(tmp: str) -> dict:
         torch.save(obj, paths[name])
     paths["refused.pth"] = os.path.join(tmp, "refused.pth")
     torch.save({"model": {"f": os.system}}, paths["refused.pth"])  # a pickle weights_only loading refuses
+    paths["r18.safetensors"] = os.path.join(tmp, "r18.safetensors")  # ImageNet-shaped resnet18 weights (random)
+    save_file(timm.create_model("resnet18").state_dict(), paths["r18.safetensors"])
     paths["file"] = os.path.join(tmp, "a_file")
     open(paths["file"], "w").close()
     return paths
@@ -108,6 +112,25 @@ def cases(tmp: str) -> List[Tuple[str, object, List[str], bool]]:
         ("train --opt SGDD (close match)", train, TRAIN + ["--out", out("o29"), "--opt", "sgdd"], True),
         ("train --warmup-epochs -1", train, TRAIN + ["--out", out("o30"), "--warmup-epochs", "-1"], True),
         ("train --decay-epochs 0", train, TRAIN + ["--out", out("o31"), "--decay-epochs", "0"], True),
+        (
+            "train -b 1 on a 1x1 map",
+            train,
+            ["--model", "salient_resnet18", "--dataset", "digits", "--img-size", "16", "-b", "1", "--out", out("b1")],
+            True,
+        ),
+        (
+            "train -b 1 at 32 px, no CIFAR stem",
+            train,
+            TRAIN[:-5] + ["-b", "1", "--img-size", "32", "--out", out("b2")],
+            True,
+        ),
+        (
+            "train --attn se retrofit --export-hf",
+            train,
+            TRAIN
+            + ["--out", out("se"), "--attn", "se", "--pretrained", f["r18.safetensors"], "--export-hf", out("se-hf")],
+            False,
+        ),
         (
             "train --pretrained missing.pth",
             train,

@@ -146,6 +146,68 @@ def test_checkpoint_missing_backbone_key_raises(base18, tmp_path, num_classes):
         )
 
 
+@pytest.fixture
+def head10(tmp_path):
+    """A fine-tuned 10-class resnet18, saved as safetensors."""
+    state = randomize_bn(timm.create_model("resnet18", num_classes=10)).state_dict()
+    path = tmp_path / "r18_10.safetensors"
+    save_file(state, str(path))
+    return state, path
+
+
+def test_a_head_of_another_size_is_named_with_the_num_classes_that_fits(head10):
+    _, path = head10
+    with pytest.raises(CheckpointError) as error:  # before: "not a torch.save or safetensors weights file"
+        timm.create_model("salient_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    message = str(error.value)
+    assert "head fc.weight (10, 512) does not fit the model's (1000, 512)" in message
+    assert "num_classes=10" in message and "not a torch.save" not in message
+
+
+def test_the_suggested_num_classes_loads_the_file_with_its_head_or_a_new_one(head10):
+    state, path = head10
+    keep = timm.create_model(
+        "salient_resnet18", num_classes=10, pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10)
+    )
+    overlay = dict(file=str(path))
+    new = timm.create_model("salient_resnet18", num_classes=10, pretrained=True, pretrained_cfg_overlay=overlay)
+    assert torch.equal(keep.fc.weight, state["fc.weight"]) and not torch.equal(new.fc.weight, state["fc.weight"])
+    assert torch.equal(new.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+
+
+def test_model_spec_keeps_a_fitting_head_and_replaces_another(head10):
+    state, path = head10
+    same = salient_timm.ModelSpec("resnet18", attn="salient", init="identity", pretrained=str(path), num_classes=10)
+    other = same.replace(num_classes=4)
+    assert torch.equal(same.build().fc.weight, state["fc.weight"])
+    model = other.build()
+    assert model.fc.out_features == 4 and torch.equal(model.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+
+
+def test_a_torchvision_base_with_another_head_keeps_its_backbone_like_a_timm_base(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), tmp_path / "tv18.pth")
+    spec = salient_timm.ModelSpec(
+        "torchvision:resnet18", attn="salient", init="identity", pretrained=str(tmp_path / "tv18.pth"), num_classes=10
+    )
+    model = spec.build().eval()  # before: a raw RuntimeError, size mismatch for fc.weight
+    assert model.fc.out_features == 10
+    x = torch.randn(2, 3, 64, 64)
+    trunk = lambda m: torch.nn.Sequential(*list(m.children())[:-1])(x)  # noqa: E731  (all but fc, in order)
+    torch.testing.assert_close(trunk(model), trunk(reference.eval()), rtol=0, atol=0)
+
+
+def test_a_torchvision_base_of_another_depth_is_one_checkpoint_error(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "tv34.pth")
+    spec = salient_timm.ModelSpec("torchvision:resnet18", attn="salient", pretrained=str(tmp_path / "tv34.pth"))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        spec.build()
+
+
 def test_checkpoint_with_foreign_keys_raises(base18, tmp_path):
     base, _, _ = base18
     state = dict(base.state_dict(), total_ops=torch.zeros(1))  # what thop leaves behind

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from salient_timm import RunFolderError
 from salient_timm.train.checkpoint import load_checkpoint
@@ -95,6 +96,42 @@ def two_epochs(tmp_path_factory):
     out = tmp_path_factory.mktemp("robust") / "run"
     _run(out, "--epochs", "2")
     return out
+
+
+@pytest.mark.parametrize(
+    "size_args",
+    [["--img-size", "16"], ["--img-size", "32"]],  # 1x1 at the last stage, and (no CIFAR stem) at 32 px too
+    ids=["16px", "32px"],
+)
+def test_batch_1_on_a_1x1_map_is_refused_before_training_and_leaves_no_folder(size_args, tmp_path):
+    out = tmp_path / "runs" / "b1"
+    args = ["--model", "salient_resnet18", "--dataset", "digits", "-b", "1", "--epochs", "1", "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, *size_args])
+    assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit)
+    error = result.output.strip().splitlines()[-1]
+    assert "--batch-size 1:" in error and "one value per channel (batch 1 with a 1x1 map)" in error
+    assert "--batch-size 2 or more, --cifar-stem or a larger --img-size" in error
+    assert not (tmp_path / "runs").exists()  # before: a 73-line traceback and args.json left behind
+
+
+def test_batch_1_trains_where_every_batchnorm_sees_more_than_one_value():
+    from salient_timm import ModelSpec
+    from salient_timm.checks import SingleValueBatchNormError, check_runs
+
+    model = ModelSpec("salient_resnet18", cifar_stem=True, num_classes=10).build()
+    check_runs(model, (1, 3, 16, 16), train=True)  # 2x2 at the last stage: 4 values per channel
+    with pytest.raises(SingleValueBatchNormError, match="layer4.0.bn1"):
+        check_runs(model, (1, 3, 8, 8), train=True)
+    check_runs(model, (1, 3, 8, 8))  # evaluation uses running statistics: batch 1 is fine
+
+
+def test_a_failing_run_keeps_a_folder_that_existed_and_what_is_in_it(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["--model", "salient_resnet18", "--dataset", "digits", "-b", "1", "--epochs", "1", "--out", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 2
+    assert (out / "notes.txt").read_text() == "keep me"
 
 
 def test_a_locked_run_folder_refuses_a_second_run_at_once(tmp_path, capsys):

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from .. import __version__
-from ..checks import check_runs
+from ..checks import SingleValueBatchNormError, check_runs
 from ..errors import SalientError
 from ..export import model_card, save_hf_folder
 from ..retrofit import retrofit_param_groups
@@ -97,6 +97,20 @@ def _warn_tiny_maps(model: nn.Module, args, info: DistInfo) -> None:
         )
 
 
+def _check_trains(model: nn.Module, args, in_chans: int, info: DistInfo) -> None:
+    """Refuse, before anything is written, a model that cannot run or train at the run's size and batch
+    (e.g. halo at a size it cannot take; batch 1 with a 1x1 map for BatchNorm)."""
+    per_process = args.batch_size // info.world_size
+    try:
+        check_runs(model, (per_process, in_chans, args.img_size, args.img_size), train=True)
+    except SingleValueBatchNormError as e:
+        processes = f" ({per_process} per process)" if info.world_size > 1 else ""
+        raise TrainConfigError(
+            f"--batch-size {args.batch_size}{processes}: {e}; use --batch-size 2 or more, --cifar-stem or a larger "
+            "--img-size"
+        ) from e
+
+
 def _saved_initial(out: str) -> Optional[Dict[str, Any]]:
     """The step-0 evaluation a fine-tune wrote at its start (a resumed run plots it too)."""
     path = os.path.join(out, "initial_eval.json")
@@ -159,7 +173,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     args.data_mean, args.data_std = list(data.mean), list(data.std)
     # a resume rebuilds the architecture only: every weight is in the checkpoint (no --pretrained read)
     model = build_model(args, num_classes, data.in_chans, load_weights=state is None).to(device)
-    check_runs(model, (2, data.in_chans, args.img_size, args.img_size))  # e.g. halo at a size it cannot take
+    _check_trains(model, args, data.in_chans, info)
     _warn_tiny_maps(model, args, info)
     amp = device.type == "cuda" if args.amp is None else args.amp
     # recorded explicitly by new runs; None is what runs before the CPU default recorded: CUDA only

@@ -20,7 +20,7 @@ import glob
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 from ..errors import RunFolderError
 from .report import write_metrics
@@ -37,12 +37,35 @@ def _check_folder(path: str) -> None:
 
 @contextlib.contextmanager
 def lock_run_folder(path: str, enabled: bool = True) -> Iterator[None]:
-    """Hold ``path``'s run lock (creating the folder) while the block runs; ``RunFolderError`` if another run has it."""
+    """Hold ``path``'s run lock (creating the folder) while the block runs; ``RunFolderError`` if another run has it.
+
+    A folder this call created is removed again when the block fails before writing anything into it (a run
+    refused at its start leaves no folder behind)."""
     _check_folder(path)
     if not enabled:
         yield
         return
+    created = _first_missing(path)  # the outermost folder this call creates (None if path exists)
     os.makedirs(path, exist_ok=True)
+    try:
+        with _locked(path):
+            yield
+    except BaseException:
+        if created and set(os.listdir(path)) <= {LOCK_NAME}:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _first_missing(path: str) -> Optional[str]:
+    missing = None
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # no fcntl (Windows): the folder is not locked
