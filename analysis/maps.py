@@ -34,7 +34,7 @@ from salient_timm.errors import SalientError
 from salient_timm.extras import require
 from salient_timm.gates import gate_modules, gate_neutrals
 from salient_timm.spec import ModelSpec
-from salient_timm.train.data import DatasetError, ItemOptions, build_datasets  # data sets only, not the trainer
+from salient_timm.train.data import DatasetError, ItemOptions, fashion_mnist_split  # data sets only, not the trainer
 from salient_timm.weights import NotATrainingCheckpointError
 
 __all__ = [
@@ -298,7 +298,7 @@ def boxed_test_images(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[np.ndarray]]:
     """The test split of a data set with object boxes, preprocessed as ``config`` (the model's input size,
     mean, std) says: ``(images (N, C, H, W), labels (N,), boxes (N, 4) in input pixels, views in 0..1)``.
-    ``cluttered-fashion-mnist`` (canvas 64, clutter 8 unless given) or ``fashion-mnist`` with ``canvas`` (the
+    ``cluttered-fashion-mnist`` (its default canvas and clutter unless given) or ``fashion-mnist`` with ``canvas`` (the
     item centred). Raises ``MapsError`` for another data set, a model with other input channels, or bad sizes."""
     if dataset not in BOXED_DATASETS:
         raise MapsError(f"{dataset} has no object boxes; valid: {', '.join(BOXED_DATASETS)} (with --canvas)")
@@ -307,22 +307,17 @@ def boxed_test_images(
     chans, height, width = config["input_size"]
     if chans != 1 or height != width:
         raise MapsError(f"{dataset} is 1-channel square images; the model takes {chans}x{height}x{width}")
-    cluttered = dataset == "cluttered-fashion-mnist"
-    items = ItemOptions(
-        canvas=canvas or (64 if cluttered else None),
-        clutter=(8 if clutter is None else clutter) if cluttered else 0,
-        train_subset=2,  # the training split is not used here (statistics come from the model's config)
-        test_subset=test_subset,
-    )
-    try:
-        test = build_datasets(dataset, data_dir, height, False, items=items).test
+    items = ItemOptions(canvas=canvas, clutter=clutter, test_subset=test_subset).for_dataset(dataset)
+    try:  # the test split only: the preprocessing statistics come from the model's config
+        images, labels, boxes = fashion_mnist_split(data_dir, "test", height, items)
     except DatasetError as e:
         raise MapsError(str(e)) from e
-    shown = test.images.float() / 255
+    shown = images.float() / 255
     if shown.shape[-1] != height:
         shown = F.interpolate(shown, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     mean, std = torch.tensor(config["mean"]).view(1, -1, 1, 1), torch.tensor(config["std"]).view(1, -1, 1, 1)
-    return (shown - mean) / std, test.labels, test.boxes, [v[0].clamp(0, 1).numpy() for v in shown]
+    assert boxes is not None  # both boxed data sets lay items on a canvas
+    return (shown - mean) / std, labels, boxes, [v[0].clamp(0, 1).numpy() for v in shown]
 
 
 def stage_blocks(names: Sequence[str]) -> List[str]:

@@ -123,31 +123,24 @@ def _data_options(a: argparse.Namespace) -> List[str]:
     return ["--data-dir", a.data_dir] if a.data_dir else []
 
 
-def _localize(run_dir: str, a: argparse.Namespace, c: Dict[str, Any], checkpoint: str = "last.pth") -> List[dict]:
-    """Localization rows of a finished cluttered run's model (cached in the run folder)."""
-    cache = os.path.join(run_dir, f"localization_{checkpoint.split('.')[0]}.json")
-    weights = os.path.join(run_dir, checkpoint)
-    if os.path.exists(cache) and os.path.getmtime(cache) >= os.path.getmtime(weights):  # not for an extended run
+def _localize(run_dir: str, a: argparse.Namespace, c: Dict[str, Any], step0: bool = False) -> List[dict]:
+    """Localization rows of a cluttered run's model: as trained (``last.pth``) or, ``step0``, a retrofit as built
+    before its first step (its own options, the base's weights). Cached in the run folder, redone for a run
+    extended since."""
+    cache = os.path.join(run_dir, "localization_step0.json" if step0 else "localization_last.json")
+    weights = os.path.join(run_dir, "last.pth")
+    fresh = os.path.exists(cache) and (step0 or os.path.getmtime(cache) >= os.path.getmtime(weights))
+    if fresh:
         with open(cache) as f:
             return json.load(f)
-    spec, model, config = ModelSpec.from_checkpoint(os.path.join(run_dir, checkpoint))
-    x, labels, boxes, _ = boxed_test_images("cluttered-fashion-mnist", config, a.data_dir, test_subset=c["test_subset"])
-    rows, _ = localization(model, x, boxes, labels)
-    _write_json(cache, rows)
-    return rows
-
-
-def _localize_step0(run_dir: str, a: argparse.Namespace, c: Dict[str, Any]) -> List[dict]:
-    """Localization of a retrofit as built at step 0 (its own options, the base's weights; cached)."""
-    cache = os.path.join(run_dir, "localization_step0.json")
-    if os.path.exists(cache):
-        with open(cache) as f:
-            return json.load(f)
-    with open(os.path.join(run_dir, "args.json")) as f:
-        args = argparse.Namespace(**json.load(f))
-    torch.manual_seed(args.seed)
-    model = ModelSpec.from_train_args(args, args.num_classes, args.in_chans).build().eval()
-    config = dict(input_size=(1, args.img_size, args.img_size), mean=args.data_mean, std=args.data_std)
+    if step0:
+        with open(os.path.join(run_dir, "args.json")) as f:
+            args = argparse.Namespace(**json.load(f))
+        torch.manual_seed(args.seed)
+        model = ModelSpec.from_train_args(args, args.num_classes, args.in_chans).build().eval()
+        config = dict(input_size=(1, args.img_size, args.img_size), mean=args.data_mean, std=args.data_std)
+    else:
+        _, model, config = ModelSpec.from_checkpoint(weights)
     x, labels, boxes, _ = boxed_test_images("cluttered-fashion-mnist", config, a.data_dir, test_subset=c["test_subset"])
     rows, _ = localization(model, x, boxes, labels)
     _write_json(cache, rows)
@@ -461,7 +454,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     retro[arm].append(_run(d, argv, a))
                     if arm in SPATIAL:
                         loc_retro[arm].append(_localize(d, a, c))
-                        loc_retro0[arm].append(_localize_step0(d, a, c))
+                        loc_retro0[arm].append(_localize(d, a, c, step0=True))
             else:
                 for arm in FASHION_ARMS:
                     d = os.path.join(root, f"fashion-{arm}")

@@ -21,7 +21,7 @@ from ..kinds import attention_kinds, resolve_attention
 from ..retrofit import RETROFIT_DEFAULTS, retrofit_defaults
 from ..spec import ModelSpecError
 from ..spec import check_model_name as check
-from .data import DATASET_NAMES, ItemOptions
+from .data import CLUTTER_PATCH, CLUTTERED_CANVAS, CLUTTERED_CLUTTER, DATASET_NAMES, ITEM_SIZE, ItemOptions
 
 __all__ = [
     "RECIPES",
@@ -47,7 +47,6 @@ IMG_SIZE = {
     "imagefolder": 224,
 }
 CANVAS_DATASETS = ("fashion-mnist", "cluttered-fashion-mnist")  # --canvas: the items are 28x28
-DEFAULT_CANVAS, DEFAULT_CLUTTER, ITEM_SIZE = 64, 8, 28
 
 RECIPES: Dict[str, Dict[str, Any]] = {
     # The seed's CIFAR recipe: batch 100, SGD lr 0.1 (momentum 0.9), lr /10 every 50 epochs, 240 epochs.
@@ -190,13 +189,14 @@ def command_options() -> List[click.Parameter]:
             type=int,
             default=None,
             help="fashion-mnist: centre each 28x28 item on a black canvas of this size; cluttered-fashion-mnist: "
-            f"the canvas the items are scattered on  [default: none; cluttered {DEFAULT_CANVAS}]",
+            f"the canvas the items are scattered on  [default: none; cluttered {CLUTTERED_CANVAS}]",
         ),
         click.Option(
             ["--clutter"],
             type=int,
             default=None,
-            help=f"cluttered-fashion-mnist: 8x8 patches of other items on each canvas  [default: {DEFAULT_CLUTTER}]",
+            help=f"cluttered-fashion-mnist: {CLUTTER_PATCH}x{CLUTTER_PATCH} patches of other items on each canvas  "
+            f"[default: {CLUTTERED_CLUTTER}]",
         ),
         click.Option(
             ["--train-subset"],
@@ -421,10 +421,10 @@ def _check_items(args: argparse.Namespace) -> None:
     if args.clutter is not None and args.dataset != "cluttered-fashion-mnist":
         raise TrainConfigError(f"--clutter applies to cluttered-fashion-mnist, not {args.dataset}")
     if args.dataset == "cluttered-fashion-mnist":
-        args.canvas = DEFAULT_CANVAS if args.canvas is None else args.canvas
-        args.clutter = DEFAULT_CLUTTER if args.clutter is None else args.clutter
+        layout = ItemOptions(canvas=args.canvas, clutter=args.clutter).for_dataset(args.dataset)
+        args.canvas, args.clutter = layout.canvas, layout.clutter  # recorded in args.json as used
     if args.canvas is not None and not ITEM_SIZE <= args.canvas <= 1024:
-        raise TrainConfigError(f"--canvas must be {ITEM_SIZE} to 1024 pixels (the items are 28x28), got {args.canvas}")
+        raise TrainConfigError(f"--canvas must be {ITEM_SIZE} to 1024 pixels (the item size up), got {args.canvas}")
     if args.clutter is not None and not 0 <= args.clutter <= 256:
         raise TrainConfigError(f"--clutter must be 0 to 256 patches, got {args.clutter}")
     for split in ("train", "test"):
@@ -437,7 +437,7 @@ def item_options(args: argparse.Namespace) -> ItemOptions:
     """The data-set layout options of a run (runs saved before they existed: none)."""
     return ItemOptions(
         canvas=getattr(args, "canvas", None),
-        clutter=getattr(args, "clutter", None) or 0,
+        clutter=getattr(args, "clutter", None),
         train_subset=getattr(args, "train_subset", None),
         test_subset=getattr(args, "test_subset", None),
     )

@@ -170,8 +170,20 @@ def center_on_canvas(images: torch.Tensor, canvas: int) -> Tuple[torch.Tensor, t
     return out, torch.tensor([x0, y0, x0 + w, y0 + h], dtype=torch.int64).repeat(n, 1)
 
 
+ITEM_SIZE = 28  # Fashion-MNIST's items are 28x28
+# cluttered-fashion-mnist's layout: Mnih et al.'s 60x60 canvas rounded up to 64 (halves evenly down a ResNet),
+# their 8 patches of 8x8 pixels
+CLUTTERED_CANVAS, CLUTTERED_CLUTTER, CLUTTER_PATCH = 64, 8, 8
+
+
 def make_cluttered(
-    images: torch.Tensor, labels: torch.Tensor, *, canvas: int = 64, clutter: int = 8, patch: int = 8, seed: int = 0
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    canvas: int = CLUTTERED_CANVAS,
+    clutter: int = CLUTTERED_CLUTTER,
+    patch: int = CLUTTER_PATCH,
+    seed: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cluttered, translated items: the protocol of Mnih et al. 2014 ("Recurrent Models of Visual Attention",
     cluttered translated MNIST) for any (N, 1, h, w) uint8 items, e.g. Fashion-MNIST's 28x28.
@@ -219,41 +231,62 @@ def make_cluttered(
 @dataclass(frozen=True)
 class ItemOptions:
     """How Fashion-MNIST items are laid out and how many are used (salient-train's --canvas, --clutter,
-    --train-subset, --test-subset)."""
+    --train-subset, --test-subset). ``None``: the data set's default (``for_dataset``)."""
 
-    canvas: Optional[int] = None  # None: the native 28x28 items
-    clutter: int = 0
+    canvas: Optional[int] = None  # None: the native 28x28 items (cluttered: CLUTTERED_CANVAS)
+    clutter: Optional[int] = None  # None: CLUTTERED_CLUTTER when cluttered, else none
     cluttered: bool = False
     train_subset: Optional[int] = None
     test_subset: Optional[int] = None
 
+    def for_dataset(self, name: str) -> "ItemOptions":
+        """These options with ``name``'s defaults filled in (the one place the cluttered layout's defaults apply)."""
+        cluttered = name == "cluttered-fashion-mnist"
+        if not cluttered:
+            return dataclasses.replace(self, cluttered=False, clutter=0)
+        return dataclasses.replace(
+            self,
+            cluttered=True,
+            canvas=CLUTTERED_CANVAS if self.canvas is None else self.canvas,
+            clutter=CLUTTERED_CLUTTER if self.clutter is None else self.clutter,
+        )
+
+
+def fashion_mnist_split(
+    data_dir: Optional[str], split: str, img_size: int, items: ItemOptions
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """One split (``"train"`` or ``"test"``) of Fashion-MNIST laid out as ``items`` say (``for_dataset`` applied):
+    ``(images uint8 (N, 1, S, S), labels (N,), boxes (N, 4) in input pixels at img_size, or None)``.
+    The cluttered canvases of a split are cut from that split's items only, with its fixed seed."""
+    folder = data_dir or FASHION_MNIST_DEFAULT_DIR
+    prefix, keep = {"train": ("train", items.train_subset), "test": ("t10k", items.test_subset)}[split]
+    images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte")).unsqueeze(1)
+    labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte")).long()
+    if len(images) != len(labels):
+        raise DatasetError(f"fashion-mnist {split}: {len(images)} images but {len(labels)} labels")
+    if keep is not None:
+        if keep > len(labels):
+            raise DatasetError(f"--{split}-subset {keep} is larger than the {split} split ({len(labels)} items)")
+        images, labels = images[:keep], labels[:keep]
+    boxes = None
+    if items.cluttered:
+        canvas = CLUTTERED_CANVAS if items.canvas is None else items.canvas
+        clutter = CLUTTERED_CLUTTER if items.clutter is None else items.clutter
+        images, labels, boxes = make_cluttered(
+            images, labels, canvas=canvas, clutter=clutter, seed=CLUTTER_SEEDS[split]
+        )
+    elif items.canvas:
+        images, boxes = center_on_canvas(images, items.canvas)
+    if boxes is not None and img_size != images.shape[-1]:  # boxes in input pixels
+        boxes = (boxes.double() * img_size / images.shape[-1]).round().long()
+    return images, labels, boxes
+
 
 def _fashion_mnist(data_dir: Optional[str], img_size: int, augment: bool, items: ItemOptions) -> DataBundle:
-    folder = data_dir or FASHION_MNIST_DEFAULT_DIR
-    parts = {}
-    for split, prefix, keep in (("train", "train", items.train_subset), ("test", "t10k", items.test_subset)):
-        images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte")).unsqueeze(1)
-        labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte")).long()
-        if len(images) != len(labels):
-            raise DatasetError(f"fashion-mnist {split}: {len(images)} images but {len(labels)} labels")
-        if keep is not None:
-            if keep > len(labels):
-                raise DatasetError(f"--{split}-subset {keep} is larger than the {split} split ({len(labels)} items)")
-            images, labels = images[:keep], labels[:keep]
-        boxes = None
-        if items.cluttered:  # each split from its own items only, with a fixed seed
-            images, labels, boxes = make_cluttered(
-                images, labels, canvas=items.canvas or 64, clutter=items.clutter, seed=CLUTTER_SEEDS[split]
-            )
-        elif items.canvas:
-            images, boxes = center_on_canvas(images, items.canvas)
-        if boxes is not None and img_size != images.shape[-1]:  # boxes in input pixels
-            boxes = (boxes.double() * img_size / images.shape[-1]).round().long()
-        parts[split] = (images, labels, boxes)
-    native = parts["train"][0].shape[-1]
-    train_x = parts["train"][0].float() / 255
+    train, test = (fashion_mnist_split(data_dir, split, img_size, items) for split in ("train", "test"))
+    native = train[0].shape[-1]
+    train_x = train[0].float() / 255
     mean, std = train_x.mean().item(), train_x.std().item()
-    train, test = parts["train"], parts["test"]
     return DataBundle(
         TensorImages(train[0], train[1], _gray_transform(img_size, native, mean, std, augment), train[2]),
         TensorImages(test[0], test[1], _gray_transform(img_size, native, mean, std, False), test[2]),
@@ -352,8 +385,7 @@ def build_datasets(
     clutter apply to the Fashion-MNIST data sets; subsets keep the first N items of a split, for any data set)."""
     items = items or ItemOptions()
     if name in ("fashion-mnist", "cluttered-fashion-mnist"):
-        cluttered = name == "cluttered-fashion-mnist"
-        return _fashion_mnist(data_dir, img_size, augment, dataclasses.replace(items, cluttered=cluttered))
+        return _fashion_mnist(data_dir, img_size, augment, items.for_dataset(name))
     if name == "digits":
         data = _digits(img_size, augment)
     elif name in ("cifar10", "cifar100"):
