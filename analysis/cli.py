@@ -360,7 +360,8 @@ def export(
             )
         if hf_dir:
             card = ex.model_card(config.get("label", model), checkpoint)
-            ex.save_hf_folder(net, hf_dir, card)
+            # a salient-train checkpoint's own preprocessing goes into config.json; otherwise the model's cfg
+            ex.save_hf_folder(net, hf_dir, card, config if config.get("trained") else None)
             rows.append({"format": "Hugging Face folder", "path": hf_dir, "MB": None, "max abs diff": None})
         return Report(
             "export",

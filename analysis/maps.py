@@ -60,8 +60,9 @@ class MapsError(SalientError, ValueError):
 
 
 def load_for_maps(spec: Optional[ModelSpec], checkpoint: Optional[str]) -> Tuple[nn.Module, dict]:
-    """Model in eval mode and its data config (with a ``label``), from a salient-train checkpoint (its own
-    options), a weights file loaded into ``spec``'s model, or ``spec`` alone."""
+    """Model in eval mode and its data config (with a ``label``; ``trained``: the preprocessing a salient-train
+    run used), from a salient-train checkpoint (its own options), a weights file loaded into ``spec``'s model,
+    or ``spec`` alone."""
     if checkpoint:
         try:  # a salient-train checkpoint carries its own options; unreadable files fail here, with the reason
             run_spec, model, config = ModelSpec.from_checkpoint(checkpoint)
@@ -70,7 +71,7 @@ def load_for_maps(spec: Optional[ModelSpec], checkpoint: Optional[str]) -> Tuple
         if run_spec is not None:
             if spec is not None and spec.model != run_spec.model:
                 raise MapsError(f"--model {spec.model} does not match the checkpoint's model {run_spec.model}")
-            return model, {**config, "model": run_spec.model, "label": run_spec.label}
+            return model, {**config, "model": run_spec.model, "label": run_spec.label, "trained": True}
         if spec is None:
             raise MapsError("--model is needed with a weights file that is not a salient-train checkpoint")
         spec = spec.replace(pretrained=checkpoint)

@@ -12,7 +12,7 @@ GEMV ops, so every registered variant and every retrofitted model exports.
 
 import copy
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -112,10 +112,30 @@ def export_program(model: nn.Module, path: str, input_size: Sequence[int]) -> st
     return path
 
 
-def save_hf_folder(model: nn.Module, directory: str, card: str = "") -> str:
+DATA_CONFIG_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+# what a base's pretrained cfg says about *its* weights, which a model trained here no longer has
+FOREIGN_WEIGHTS_KEYS = (
+    "tag",
+    "hf_hub_id",
+    "url",
+    "file",
+    "origin_url",
+    "paper_ids",
+    "notes",
+    "test_input_size",
+    "test_crop_pct",
+)
+
+
+def save_hf_folder(model: nn.Module, directory: str, card: str = "", data_config: Optional[dict] = None) -> str:
     """timm's ``save_for_hf`` (config.json with the architecture and ``model_args``, safetensors weights) plus a
     ``README.md`` model card; ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds the model after
     ``import salient_timm`` (``hf-hub:USER/NAME`` once pushed with ``timm.models.push_to_hf_hub``).
+
+    ``data_config``: the preprocessing the weights were trained with (``input_size``, ``mean``, ``std``,
+    ``interpolation``, ``crop_pct``, ``crop_mode``, as ``ModelSpec.from_checkpoint`` returns it). It replaces the
+    base's in ``config.json``, with the base's pretrained tag and sources dropped, so timm's own
+    ``resolve_data_config`` + ``create_transform`` feed the reloaded model as it was trained.
 
     Registered variants (``salient_*``/``ssa_*``), plain timm models and models that ``ModelSpec`` retrofitted
     (timm or ``torchvision:`` bases, recorded as ``salient_retrofit``; every kind, init and ``freeze_bn``)
@@ -148,7 +168,17 @@ def save_hf_folder(model: nn.Module, directory: str, card: str = "") -> str:
             "build it with ModelSpec(base, attn=..., cifar_stem=...) (recorded as salient_retrofit), or export to "
             "ONNX / ExportedProgram"
         )
-    save_for_hf(model, directory, safe_serialization=True)
+    if data_config is None:
+        save_for_hf(model, directory, safe_serialization=True)
+    else:
+        own = {k: data_config[k] for k in DATA_CONFIG_KEYS if k in data_config}
+        timm_model: Any = model  # timm's attributes on an nn.Module
+        base_cfg = timm_model.pretrained_cfg
+        timm_model.pretrained_cfg = {k: v for k, v in base_cfg.items() if k not in FOREIGN_WEIGHTS_KEYS}
+        try:
+            save_for_hf(model, directory, safe_serialization=True, data_config=own)
+        finally:
+            timm_model.pretrained_cfg = base_cfg
     with open(os.path.join(directory, "README.md"), "w") as f:
         f.write(
             card

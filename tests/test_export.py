@@ -216,6 +216,26 @@ def test_salient_train_exports_its_best_model_as_a_hugging_face_folder(tmp_path)
     card = (hf / "README.md").read_text()
     assert "| data | digits at 16 px |" in card and "| attention | salient (post) |" in card
     assert "export_hf" not in json.loads((out / "args.json").read_text())  # an action, not an option of the run
+    # the folder carries the run's preprocessing: timm's standard path feeds the reloaded model as it was trained
+    cfg = json.loads((hf / "config.json").read_text())["pretrained_cfg"]
+    assert "tag" not in cfg and cfg["input_size"] == [1, 16, 16] and cfg["mean"] == list(data_config["mean"])
+    assert _timm_pipeline_top1(back) == pytest.approx(_run_top1(out), abs=1.5)  # before: 8.8 % vs 85.0 %
+
+
+def _timm_pipeline_top1(model) -> float:
+    """Top-1 on the digits test split as a timm user gets it: PIL images through resolve_data_config +
+    create_transform from the model's own pretrained_cfg."""
+    from salient_timm.train.data import build_datasets
+
+    test = build_datasets("digits", None, 8, False).test
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    batch = torch.stack([transform(Image.fromarray(img[0].numpy(), mode="L")) for img in test.images])
+    with torch.no_grad():
+        return 100.0 * (model(batch).argmax(1) == test.labels).float().mean().item()
+
+
+def _run_top1(out) -> float:
+    return max(row["test_top1"] for row in json.loads((out / "metrics.json").read_text()))
 
 
 def test_export_command_writes_every_format_from_a_model_spec(tmp_path):

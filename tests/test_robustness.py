@@ -125,6 +125,24 @@ def test_batch_1_trains_where_every_batchnorm_sees_more_than_one_value():
     check_runs(model, (1, 3, 8, 8))  # evaluation uses running statistics: batch 1 is fine
 
 
+def test_a_failed_start_leaves_no_run_folder(tmp_path):
+    """A data set that cannot be read fails before anything is written: no folder holding only a .lock."""
+    out = tmp_path / "runs" / "fm"
+    args = [
+        "--model",
+        "resnet18",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_failing_run_keeps_a_folder_that_existed_and_what_is_in_it(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

@@ -314,8 +314,8 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     if info.is_main and history:
         plot_curves(args.out, history, f"{label} on {args.dataset}", initial or _saved_initial(args.out))
     if info.is_main and getattr(args, "export_hf", None) and os.path.exists(best_path):
-        _, best_model, _ = ModelSpec.from_checkpoint(best_path)
-        save_hf_folder(best_model, args.export_hf, model_card(label, best_path))
+        _, best_model, data_config = ModelSpec.from_checkpoint(best_path)  # the run's own preprocessing
+        save_hf_folder(best_model, args.export_hf, model_card(label, best_path), data_config)
         _log(
             info,
             f"best model written to {args.export_hf} (timm.create_model('local-dir:{args.export_hf}', "
