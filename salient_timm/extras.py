@@ -28,5 +28,6 @@ def require(module: str, extra: str, feature: str) -> ModuleType:
     except ImportError as e:
         package = module.split(".")[0]
         raise MissingExtraError(
-            f"{feature} needs {package}, which is not installed: pip install 'salient-timm[{extra}]'"
+            f"{feature} needs {package}, which is not installed: pip install 'salient-timm[{extra}]' "
+            f"(from a source checkout: pip install '.[{extra}]')"
         ) from e

@@ -51,8 +51,18 @@ class ModelSpecError(SalientError, ValueError):
 
 
 def check_model_name(name: str) -> str:
-    """``name`` if timm knows the architecture (ours included, a ``.tag`` suffix allowed); else ``ModelSpecError``
-    with close names."""
+    """``name`` if timm knows the architecture (ours included, a ``.tag`` suffix allowed) or it is a
+    ``torchvision:NAME`` torchvision knows; else ``ModelSpecError`` with close names."""
+    if name.startswith(TORCHVISION):
+        import torchvision
+
+        known = torchvision.models.list_models(module=torchvision.models)
+        arch = name[len(TORCHVISION) :]
+        if arch in known:
+            return name
+        close = difflib.get_close_matches(arch, known, n=4, cutoff=0.6)
+        hint = f"; did you mean {', '.join(TORCHVISION + c for c in close)}?" if close else ""
+        raise ModelSpecError(f"unknown torchvision model {arch!r}{hint}")
     if timm.is_model(name):
         return name
     arch, _ = timm.models.split_model_name_tag(name)

@@ -136,5 +136,9 @@ def test_a_missing_extra_is_named_in_one_line(monkeypatch):
     from salient_timm.extras import MissingExtraError, require
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed: importing it raises ImportError
-    with pytest.raises(MissingExtraError, match=r"curves.png needs matplotlib, .*pip install 'salient-timm\[plot\]'"):
+    with pytest.raises(
+        MissingExtraError,
+        match=r"curves.png needs matplotlib, .*pip install 'salient-timm\[plot\]' "
+        r"\(from a source checkout: pip install '\.\[plot\]'\)",
+    ):
         require("matplotlib", "plot", "curves.png")

@@ -440,6 +440,40 @@ def test_resume_refuses_what_it_cannot_honour(base_run, tmp_path, capsys, extra,
     assert len(history(base_out)) == 3
 
 
+def test_resume_takes_a_checkpoint_inside_the_run_folder_as_timm_users_type_it(base_run):
+    _, base_out = base_run
+    for given in (base_out / "last.pth", base_out / "best.pth"):
+        args = parse_args(["--resume", str(given), "--epochs", "4"])
+        assert args.out == str(base_out) and args.epochs == 4
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [("missing", "no such folder; give the run folder salient-train wrote"), ("empty", "no args.json there; give")],
+)
+def test_resume_of_something_else_says_what_to_give(tmp_path, capsys, where, message):
+    target = tmp_path / where
+    if where == "empty":
+        target.mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--resume", str(target)])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_both_tools_take_torchvision_bases_and_name_close_ones():
+    from salient_timm.train.config import TrainConfigError, check_model_name
+
+    assert check_model_name("torchvision:resnet50") == "torchvision:resnet50"
+    with pytest.raises(TrainConfigError, match="did you mean torchvision:resnet50"):
+        check_model_name("torchvision:resnet05")
+    from click.testing import CliRunner
+
+    from salient_analysis.cli import main as analyze
+
+    result = CliRunner().invoke(analyze, ["params", "-m", "torchvision:resnet18", "--attn", "salient", "-f", "json"])
+    assert result.exit_code == 0, result.output  # before: "unknown model ... did you mean cspresnet50"
+
+
 def test_step0_with_a_new_head_is_labelled_as_such_and_the_run_names_its_attention(base_run, tmp_path, capsys):
     _, base_out = base_run
     summary, out = train(

@@ -486,9 +486,16 @@ def _comparable(name: str, value: Any) -> Any:
 def _resumed(ctx: click.Context) -> argparse.Namespace:
     """The run's saved options, with what this command line may change applied (see ``RESUME_MAY_CHANGE``)."""
     run_dir = ctx.params["resume"]
+    if os.path.isfile(run_dir) and os.path.isfile(os.path.join(os.path.dirname(run_dir) or ".", "args.json")):
+        run_dir = os.path.dirname(run_dir) or "."  # timm's habit: a checkpoint inside the run folder
     saved = os.path.join(run_dir, "args.json")
+    if not os.path.exists(run_dir):
+        raise TrainConfigError(f"--resume {run_dir}: no such folder; give the run folder salient-train wrote")
     if not os.path.isfile(saved):
-        raise TrainConfigError(f"--resume {run_dir}: no args.json there (not a salient-train run folder)")
+        raise TrainConfigError(
+            f"--resume {run_dir}: no args.json there; give the run folder salient-train wrote (it holds args.json "
+            "and last.pth)"
+        )
     try:
         with open(saved) as f:
             stored = json.load(f)
