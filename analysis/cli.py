@@ -75,11 +75,13 @@ def spec_options(multi: bool = False, maps: bool = False) -> Callable:
             click.option("--cifar-stem", is_flag=True, help="3x3 stride-1 stem without max-pool"),
             click.option(
                 "--input-size",
+                "--img-size",  # salient-train's (and timm's train.py) name for the side S
                 "-s",
+                "input_size",
                 type=InputSize(),
                 default=None if maps else "224",
                 show_default=not maps,
-                help="S, HxW or CxHxW"
+                help="S, HxW or CxHxW (--img-size S, as in salient-train)"
                 + ("  [default: the model's (a checkpoint's: its training size)]" if maps else ""),
             ),
         ]

@@ -28,3 +28,11 @@ def test_console_script_is_installed():
     assert exe.exists(), "salient-analyze is not installed beside this Python: pip install ."
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"salient-analyze, version {salient_timm.__version__}"
+
+
+def test_salient_analyze_takes_salient_trains_img_size_name():
+    """salient-train says --img-size, salient-analyze --input-size (timm has both): analyze takes both."""
+    runner = CliRunner()
+    by_size = runner.invoke(main, ["flops", "-m", "resnet18", "--input-size", "32", "--no-crosscheck", "-f", "json"])
+    by_img = runner.invoke(main, ["flops", "-m", "resnet18", "--img-size", "32", "--no-crosscheck", "-f", "json"])
+    assert by_size.exit_code == by_img.exit_code == 0 and by_size.stdout == by_img.stdout
