@@ -139,7 +139,8 @@ ARGUMENT_RULES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
 # timm kinds that timm itself cannot build with their default arguments, and the way around it.
 KNOWN_BUILD_ISSUES: Dict[str, str] = {
     "ge": "timm's GatherExcite fails to build with use_mlp=True, its default (a timm bug: ConvMlp gets act_layer "
-    "twice); from Python, inject_attention(model, 'ge', use_mlp=False) builds it",
+    "twice); salient-train and salient-analyze cannot pass it arguments, so use it from Python: "
+    "inject_attention(model, 'ge', use_mlp=False) or ModelSpec(..., attn='ge', attn_kwargs={'use_mlp': False})",
 }
 
 

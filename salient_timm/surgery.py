@@ -189,8 +189,9 @@ def inject_attention(
         current = block.slot(position)
         if current is not None and not replace:
             raise SurgeryError(
-                f"{where} already holds {type(current).__name__}; pass replace=True to swap it, "
-                "or choose another position"
+                f"{where} already holds {type(current).__name__}; pass replace=True to swap it (Python: "
+                "inject_attention), or choose another position (--position mid on the command line), or start "
+                "from a model without attention (e.g. resnet50, not seresnet50)"
             )
         channels = block.channels(position)
         new = None if factory is None else _build(factory, channels, block.module, init, init_gain, where, block_kwargs)
