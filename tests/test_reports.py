@@ -94,6 +94,43 @@ def test_curves_have_integer_epoch_ticks_an_lr_panel_and_the_step0_point():
     assert step0 and list(step0[0].get_ydata()) == [11.0]
 
 
+def _row(e, **extra):
+    return {
+        "epoch": e,
+        "lr": 0.1 / e,
+        "train_loss": 1.0,
+        "test_loss": 1.1,
+        "train_top1": 50.0,
+        "test_top1": 45.0,
+        **extra,
+    }
+
+
+def test_a_one_epoch_run_shows_whole_epoch_ticks():
+    fig = curves_figure([_row(1)], "one epoch")
+    for ax in fig.axes:  # before: ticks 0.945 ... 1.050
+        shown = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert shown == [1.0]
+    fig = curves_figure([_row(1)], "fine-tune", initial={"test_loss": 3.0, "test_top1": 11.0})
+    assert [t for t in fig.axes[1].get_xticks() if -0.5 <= t <= 1.5] == [0.0, 1.0]
+
+
+def test_a_retrofits_lr_panel_shows_the_attention_groups_lr():
+
+    history = [_row(1, attn_lr=3.0), _row(2, attn_lr=1.5)]
+    lr_panel = curves_figure(history, "retrofit").axes[2]
+    lines = {line.get_label(): list(line.get_ydata()) for line in lr_panel.lines}
+    assert lines == {"backbone": [0.1, 0.05], "attention": [3.0, 1.5]} and lr_panel.get_yscale() == "log"
+
+
+def test_metrics_csv_takes_a_column_that_a_resumed_run_adds(tmp_path):
+    from salient_timm.train.report import write_metrics
+
+    write_metrics(str(tmp_path), [_row(1), _row(2, attn_lr=1.5)])
+    header, first, second = (tmp_path / "metrics.csv").read_text().strip().splitlines()
+    assert header.endswith(",attn_lr") and first.endswith(",") and second.endswith(",1.5")
+
+
 def test_the_toolkit_never_imports_the_trainer():
     code = (  # it reads data sets (salient_timm.train.data: no engine, options or CLI), nothing else of the trainer
         "import sys, salient_analysis.cli, salient_analysis.maps, salient_analysis.profiling, "

@@ -215,6 +215,7 @@ def test_a_run_killed_before_its_first_epoch_restarts_with_its_options(two_epoch
 def test_ctrl_c_ends_with_one_line_and_the_run_resumes(tmp_path):
     out = tmp_path / "interrupted"
     proc = _start_until(out, "metrics.json", "--epochs", "3")
+    assert (out / "curves.png").exists()  # written each epoch (before metrics.json), not only at the end
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -76,11 +76,14 @@ def _save_args(args, info: DistInfo) -> None:
             json.dump(_run_options(args), f, indent=2)
 
 
+def _own_attention_group(args) -> bool:
+    return args.attn_weight_decay is not None or args.attn_lr_scale not in (None, 1.0)
+
+
 def _optimizer(model: nn.Module, args):
     """timm's optimizer; attention parameters get their own group on a retrofit (``retrofit_param_groups``)."""
-    own_group = args.attn_weight_decay is not None or args.attn_lr_scale not in (None, 1.0)
     params: Any = model
-    if own_group:
+    if _own_attention_group(args):
         attn_wd = args.weight_decay if args.attn_weight_decay is None else args.attn_weight_decay
         params = retrofit_param_groups(model, args.weight_decay, args.attn_lr_scale, attn_wd)
     return create_optimizer_v2(params, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
@@ -181,6 +184,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, args)
+    own_groups = _own_attention_group(args)
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=args.sched,
@@ -273,6 +277,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     for epoch in range(start_epoch, args.epochs):
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
+        attn_lr = optimizer.param_groups[-1]["lr"] if len(optimizer.param_groups) > 1 and own_groups else None
         bar = _progress(len(train_loader), f"epoch {epoch + 1}/{args.epochs}", info.is_main and not args.no_progress)
         t0 = time.perf_counter()
         try:
@@ -285,6 +290,8 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
         scheduler.step(epoch + 1)
         test = evaluate(model, test_loader, eval_loss, device, amp, channels_last, info)
         row = {"epoch": epoch + 1, "lr": lr, **train, **test, "epoch_s": time.perf_counter() - t0}
+        if attn_lr is not None:  # a retrofit's attention group (--attn-lr-scale / --attn-weight-decay)
+            row["attn_lr"] = attn_lr
         history.append(row)
         _log(
             info,
@@ -307,12 +314,12 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
             if test["test_top1"] > best:
                 best = test["test_top1"]
                 save_checkpoint(best_path, ckpt)
+            # each epoch, so a stopped run has its figure too; before metrics.json, which marks the epoch done
+            plot_curves(args.out, history, f"{label} on {args.dataset}", initial or _saved_initial(args.out))
             write_metrics(args.out, history)
         if info.enabled:
             torch.distributed.barrier()
 
-    if info.is_main and history:
-        plot_curves(args.out, history, f"{label} on {args.dataset}", initial or _saved_initial(args.out))
     if info.is_main and getattr(args, "export_hf", None) and os.path.exists(best_path):
         _, best_model, data_config = ModelSpec.from_checkpoint(best_path)  # the run's own preprocessing
         save_hf_folder(best_model, args.export_hf, model_card(label, best_path), data_config)
