@@ -316,9 +316,25 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
     type=click.Path(file_okay=False),
     help="write a Hugging Face folder (timm.create_model('local-dir:DIR', pretrained=True) reloads it)",
 )
+@click.option(
+    "--random-weights",
+    is_flag=True,
+    help="--hf without --checkpoint: share the untrained model (e.g. to test a pipeline), labelled as such",
+)
 @format_option
 def export(
-    fmt, model, attn, position, num_classes, cifar_stem, input_size, checkpoint, onnx_path, program_path, hf_dir
+    fmt,
+    model,
+    attn,
+    position,
+    num_classes,
+    cifar_stem,
+    input_size,
+    checkpoint,
+    onnx_path,
+    program_path,
+    hf_dir,
+    random_weights,
 ) -> None:
     """Deploy a model: ONNX with an onnxruntime parity check, ExportedProgram, Hugging Face folder."""
     from salient_timm import export as ex
@@ -327,6 +343,11 @@ def export(
 
     if not (onnx_path or program_path or hf_dir):
         raise click.UsageError("give at least one of --onnx, --exported-program, --hf")
+    if hf_dir and not checkpoint and not random_weights:
+        raise click.UsageError(
+            "--hf without --checkpoint would share random weights under the base's pretrained label; give "
+            "--checkpoint RUN/best.pth (or a weights file), or --random-weights to share the untrained model"
+        )
     _check_output(onnx_path, "--onnx")
     _check_output(program_path, "--exported-program")
 
@@ -362,8 +383,12 @@ def export(
             )
         if hf_dir:
             card = ex.model_card(config.get("label", model), checkpoint)
-            # a salient-train checkpoint's own preprocessing goes into config.json; otherwise the model's cfg
-            ex.save_hf_folder(net, hf_dir, card, config if config.get("trained") else None)
+            # a salient-train checkpoint's own preprocessing goes into config.json; random weights drop the
+            # base's pretrained label (its preprocessing stays); a weights file keeps the model's cfg
+            if not checkpoint:
+                card += "\nThe weights are random (untrained): exported with --random-weights.\n"
+            own = config.get("trained") or not checkpoint
+            ex.save_hf_folder(net, hf_dir, card, config if own else None)
             rows.append({"format": "Hugging Face folder", "path": hf_dir, "MB": None, "max abs diff": None})
         return Report(
             "export",

@@ -254,11 +254,17 @@ def test_export_command_writes_every_format_from_a_model_spec(tmp_path):
         str(tmp_path / "m.pt2"),
         "--hf",
         str(tmp_path / "hf"),
+        "--random-weights",
         "-f",
         "json",
     ]
+    refused = CliRunner().invoke(main, [a for a in args if a != "--random-weights"])
+    assert refused.exit_code == 2 and "would share random weights under the base's pretrained label" in refused.output
+    assert not (tmp_path / "hf").exists() and not (tmp_path / "m.onnx").exists()
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    assert "tag" not in json.loads((tmp_path / "hf" / "config.json").read_text())["pretrained_cfg"]
+    assert "weights are random (untrained)" in (tmp_path / "hf" / "README.md").read_text()
     rows = {r["format"]: r for r in json.loads(result.stdout)["tables"][0]["rows"]}
     assert rows["ONNX"]["max abs diff"] <= 1e-4 and rows["ExportedProgram"]["max abs diff"] <= 1e-4
     assert "local-dir" in (tmp_path / "hf" / "README.md").read_text()
