@@ -52,7 +52,7 @@ __all__ = [
     "localization",
 ]
 
-PANEL_INCHES = 2.4  # every panel is PANEL_INCHES square: a figure is (1 + blocks) x images panels
+PANEL_INCHES = 2.4  # every panel is PANEL_INCHES square: (1 + min(blocks, 4)) x images * wrapped rows panels
 
 
 class MapsError(SalientError, ValueError):
@@ -334,6 +334,19 @@ def _gate_range(model: nn.Module, name: str) -> float:
     return float(gate.scale) if isinstance(gate, ScaledSigmoid) else 1.0
 
 
+MAX_GATE_COLUMNS = 4  # gate panels per figure row; more blocks wrap onto further rows
+
+
+def _diverging(neutral: float, top: float) -> Dict[str, Any]:
+    """imshow arguments: a diverging colormap centred on the gate's neutral value (white: the gate does nothing;
+    red: it amplifies; blue: it suppresses), over the gate's range 0..top."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    if not 0.0 < neutral < top:
+        return dict(cmap="viridis", vmin=0.0, vmax=top)
+    return dict(cmap="RdBu_r", norm=TwoSlopeNorm(vmin=0.0, vcenter=neutral, vmax=top))
+
+
 def draw_maps(
     model: nn.Module,
     batch: torch.Tensor,
@@ -346,7 +359,9 @@ def draw_maps(
     boxes: Optional[torch.Tensor] = None,
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """Forward ``batch``, capture the gates, draw the figure to ``out`` (.png or .pdf); ``boxes`` (N, 4) in input
-    pixels: each image's object box, drawn on every panel of its row.
+    pixels: each image's object box, drawn on every panel of its row. Each image takes one row of its image and up
+    to ``MAX_GATE_COLUMNS`` gates (more wrap onto further rows); the gates are coloured on a diverging map centred
+    on their neutral value.
 
     Returns the gates and the blocks drawn."""
     matplotlib = require("matplotlib", "plot", "the maps figure")
@@ -364,33 +379,38 @@ def draw_maps(
             f"{flat[0]} gates channels ({'x'.join(map(str, gates[flat[0]].shape[1:]))}), not pixels: "
             "no spatial map to draw; use --format json for its statistics"
         )
-    rows, cols = len(views), 1 + len(blocks)
+    per_row = min(len(blocks), MAX_GATE_COLUMNS)  # wrap: each image takes ceil(blocks / per_row) rows
+    chunks = [blocks[i : i + per_row] for i in range(0, len(blocks), per_row)]
+    rows, cols = len(views) * len(chunks), 1 + per_row
     fig, axes = plt.subplots(rows, cols, figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES), squeeze=False)
     cmap_img = "gray" if views[0].ndim == 2 else None
 
     def outline(ax: Any, r: int) -> None:
         if boxes is not None:
             x0, y0, x1, y1 = (float(v) for v in boxes[r])
-            rect = matplotlib.patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="w", lw=1)
+            rect = matplotlib.patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="k", lw=1)
             ax.add_patch(rect)
 
     for r, view in enumerate(views):
-        axes[r][0].imshow(view, cmap=cmap_img, vmin=0, vmax=1)
-        axes[r][0].set_title(os.path.basename(names[r]), fontsize=7)
-        outline(axes[r][0], r)
-        for c, block in enumerate(blocks, start=1):
-            g = gates[block][r : r + 1]
-            up = F.interpolate(g, size=view.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
-            ax = axes[r][c]
-            ax.imshow(view, cmap=cmap_img, vmin=0, vmax=1)
-            im = ax.imshow(up, cmap="jet", alpha=0.5, vmin=0, vmax=_gate_range(model, block))
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
-            outline(ax, r)
-            ax.set_title(
-                f"{block} ({g.shape[2]}x{g.shape[3]})\nmin {g.min():.2f} mean {g.mean():.2f} max {g.max():.2f}"
-                f" | neutral {neutral[block]:g}",
-                fontsize=6,
-            )
+        for k, chunk in enumerate(chunks):
+            row = axes[r * len(chunks) + k]
+            row[0].imshow(view, cmap=cmap_img, vmin=0, vmax=1)
+            row[0].set_title(os.path.basename(names[r]) + (f" ({k + 1}/{len(chunks)})" if k else ""), fontsize=7)
+            outline(row[0], r)
+            for c, block in enumerate(chunk, start=1):
+                g = gates[block][r : r + 1]
+                up = F.interpolate(g, size=view.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+                ax = row[c]
+                ax.imshow(view, cmap=cmap_img, vmin=0, vmax=1)
+                im = ax.imshow(up, alpha=0.6, **_diverging(neutral[block], _gate_range(model, block)))
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+                outline(ax, r)
+                ax.set_title(
+                    f"{block} ({g.shape[2]}x{g.shape[3]})\nmin {g.min():.2f} mean {g.mean():.2f} max {g.max():.2f}",
+                    fontsize=7,
+                )
+            for ax in row[1 + len(chunk) :]:
+                ax.set_axis_off()
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -106,8 +106,8 @@ def _png_size(path):
         return img.format, img.size
 
 
-@pytest.mark.parametrize("all_blocks, blocks", [(False, 4), (True, 8)])
-def test_maps_figure_from_a_salient_train_checkpoint(digits_checkpoint, photos, tmp_path, all_blocks, blocks):
+@pytest.mark.parametrize("all_blocks, rows_per_image", [(False, 1), (True, 2)])  # 4 stage ends; 8 blocks wrap
+def test_maps_figure_from_a_salient_train_checkpoint(digits_checkpoint, photos, tmp_path, all_blocks, rows_per_image):
     out = tmp_path / "maps.png"
     args = ["--model", "salient_resnet18", "--checkpoint", digits_checkpoint, "--out", str(out), "--dpi", "60"]
     for p in photos:
@@ -115,7 +115,16 @@ def test_maps_figure_from_a_salient_train_checkpoint(digits_checkpoint, photos, 
     text = invoke(*args, *(["--all-blocks"] if all_blocks else []))
     assert f"figure written to {out}" in text
     fmt, size = _png_size(out)
-    assert fmt == "PNG" and size == (round((1 + blocks) * PANEL_INCHES * 60), round(2 * PANEL_INCHES * 60))
+    # before: --all-blocks drew one row of 9 panels per image (2160 px wide at dpi 100), titles unreadable
+    assert fmt == "PNG" and size == (round(5 * PANEL_INCHES * 60), round(2 * rows_per_image * PANEL_INCHES * 60))
+
+
+def test_gate_colours_are_centred_on_the_neutral_value():
+    from salient_analysis.maps import _diverging
+
+    identity_start, seed_gate = _diverging(1.0, 2.0), _diverging(0.5, 1.0)  # 2*sigmoid(0) = 1; sigmoid(0) = 0.5
+    assert identity_start["cmap"] == "RdBu_r" and identity_start["norm"](1.0) == 0.5 == seed_gate["norm"](0.5)
+    assert identity_start["norm"](0.0) == 0.0 and identity_start["norm"](2.0) == 1.0
 
 
 def test_maps_pdf(digits_checkpoint, photos, tmp_path):
