@@ -7,7 +7,7 @@ from salient_timm.extras import require
 from .profiling import ModelProfile
 from .timing import Peaks
 
-__all__ = ["plot_profile"]
+__all__ = ["plot_profile", "profile_figure"]
 
 METRICS = (("flops", "FLOPs"), ("bytes", "bytes moved"), ("seconds", "measured time"))
 
@@ -23,19 +23,28 @@ def _shares(profile: ModelProfile, names: List[str], metric: str) -> List[float]
 
 
 def plot_profile(profiles: List[ModelProfile], peaks: Optional[Peaks], path: str, dpi: int = 100) -> None:
-    """Left: each residual block's share of the step, base vs variant, per metric. Right: roofline."""
+    """Write ``profile_figure`` to ``path`` (.png or .pdf)."""
+    import matplotlib.pyplot as plt
+
+    fig = profile_figure(profiles, peaks)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def profile_figure(profiles: List[ModelProfile], peaks: Optional[Peaks]):
+    """Left: each residual block's share of the step, base vs variant, per metric (legend above the bars).
+    Right: the roofline, over the whole height."""
     matplotlib = require("matplotlib", "plot", "the profile figure")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     base, variant = profiles[0], profiles[-1]
     blocks = [s.name for s in variant.scopes if s.kind == "block"]
-    fig, axes = plt.subplots(
-        len(METRICS), 2, figsize=(14, 3.2 * len(METRICS)), gridspec_kw={"width_ratios": [2.2, 1]}, squeeze=False
-    )
+    fig = plt.figure(figsize=(14, 3.2 * len(METRICS)))
+    grid = fig.add_gridspec(len(METRICS), 2, width_ratios=[2.2, 1])
     xs = range(len(blocks))
     for row, (metric, title) in enumerate(METRICS):
-        ax = axes[row][0]
+        ax = fig.add_subplot(grid[row, 0])
         width = 0.4
         ax.bar([x - width / 2 for x in xs], _shares(base, blocks, metric), width, label=base.label, color="#999999")
         ax.bar(
@@ -53,9 +62,9 @@ def plot_profile(profiles: List[ModelProfile], peaks: Optional[Peaks], path: str
         ax.set_ylabel(f"% of step {title}")
         ax.set_xticks(list(xs))
         ax.set_xticklabels(blocks, rotation=45, ha="right", fontsize=7)
-        if row == 0:
-            ax.legend(fontsize=8)
-    ax = axes[0][1]
+        if row == 0:  # above the panel, where it covers no bar
+            ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=3, frameon=False)
+    ax = fig.add_subplot(grid[:, 1])  # the roofline takes the whole right column
     for profile, color in ((base, "#999999"), (variant, "#d95f02")):
         points = [s for s in profile.scopes if s.kind in ("block", "attention") and s.seconds and s.bytes]
         for kind, marker in (("block", "o"), ("attention", "^")):
@@ -85,10 +94,10 @@ def plot_profile(profiles: List[ModelProfile], peaks: Optional[Peaks], path: str
     ax.set_xlabel("FLOP / byte")
     ax.set_ylabel("achieved GFLOP/s")
     ax.set_title("roofline: blocks and attention slots", fontsize=9)
-    ax.legend(fontsize=7)
-    for row in range(1, len(METRICS)):
-        axes[row][1].axis("off")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:  # counted only: no times to place
+        ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="0.5")
     fig.suptitle(f"{variant.label}: where the step goes (counted FLOPs and bytes, measured time)")
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    return fig

@@ -179,3 +179,19 @@ def test_training_counts_that_cannot_run_say_why_and_compare_still_reports_infer
     result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "-s", "32", "--no-measure"])
     assert result.exit_code == 1 and "use a batch size of 2 or more" in result.output
     assert "Traceback" not in result.output
+
+
+def test_profile_figure_uses_its_whole_area_and_its_legend_covers_no_bar():
+    from salient_analysis.profile_plot import METRICS, profile_figure
+
+    spec = ModelSpec("resnet18", attn="salient", cifar_stem=True, input_size=(3, 16, 16), batch=2)
+    profiles, _ = profile_models(spec, ProfileOptions(measure=False))
+    fig = profile_figure(profiles, None)
+    fig.canvas.draw()
+    *bars, roofline = fig.axes
+    assert len(bars) == len(METRICS) and all(ax.axison for ax in fig.axes)  # before: 2 of 3 right panels empty
+    top = bars[0]
+    assert roofline.get_position().height > 0.6 * (top.get_position().y1 - bars[-1].get_position().y0)
+    renderer = fig.canvas.get_renderer()
+    legend = top.get_legend().get_window_extent(renderer)
+    assert legend.y0 >= top.get_window_extent(renderer).y1 - 1  # above the panel, not over its bars
