@@ -363,7 +363,7 @@ def test_resume_with_a_checkpoint_of_another_model(base_run, tmp_path, capsys):
             1,
             "file not found",
         ),
-        (["--resume", "/nonexistent-run"], 2, "not a salient-train run folder"),
+        (["--resume", "/nonexistent-run"], 2, "no such folder; give the run folder salient-train wrote"),
     ],
 )
 def test_bad_arguments(tmp_path, capsys, monkeypatch, argv, code, message):
