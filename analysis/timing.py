@@ -12,6 +12,7 @@
 Times are wall clock with device synchronisation. Timing is not counting: run it alone on a quiet machine.
 """
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -169,6 +170,9 @@ def peak_step_bytes(model: nn.Module, x: torch.Tensor, train: bool) -> int:
         step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - start
+    # kineto logs "gpuGetDeviceCount failed" on CPU-only machines with a CUDA build of torch; read at its first
+    # use, so set before it (a user's own KINETO_LOG_LEVEL wins)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import Action
 

@@ -195,3 +195,15 @@ def test_profile_figure_uses_its_whole_area_and_its_legend_covers_no_bar():
     renderer = fig.canvas.get_renderer()
     legend = top.get_legend().get_window_extent(renderer)
     assert legend.y0 >= top.get_window_extent(renderer).y1 - 1  # above the panel, not over its bars
+
+
+def test_a_cpu_profile_prints_no_profiler_noise():
+    """kineto's "gpuGetDeviceCount failed" (CPU-only machine, CUDA build of torch) must not reach the user."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "salient-analyze"
+    args = ["profile", "-m", "resnet18", "-a", "salient", "-s", "16", "--cifar-stem", "-b", "2", "--repeats", "1"]
+    result = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "gpuGetDeviceCount" not in result.stderr and "ERROR" not in result.stderr
