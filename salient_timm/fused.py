@@ -104,13 +104,13 @@ class _SpatialGateFn(torch.autograd.Function):
         batch_stats = bn.training or bn.running_mean is None
         stats = None if batch_stats else (bn.running_mean.clone(), bn.running_var.clone())
         g = gate(bn.forward(s))  # the one call that updates the running statistics
-        ctx.save_for_backward(x, weight, s, bn_weight, bn_bias)
+        ctx.save_for_backward(x, weight, s, bn_weight, bn_bias, v if weight is None else None)  # SSA: v (N, C)
         ctx.stats, ctx.eps, ctx.gate = stats, bn.eps, gate
         return x * g
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, s, bn_weight, bn_bias = ctx.saved_tensors
+        x, weight, s, bn_weight, bn_bias, v = ctx.saved_tensors
         if torch.is_grad_enabled() or _batched(dy):
             # create_graph=True (the grads must be differentiable) or batched grad_outputs
             # (autograd.grad(is_grads_batched=True), jacobian(vectorize=True)): differentiate the plain ops
@@ -131,8 +131,7 @@ class _SpatialGateFn(torch.autograd.Function):
         if needs_x:  # dy may have any strides (transposed, expanded...); dx takes x's layout for the GEMMs
             dx = torch.mul(dy, g, out=torch.empty_like(x))
         if weight is None:  # s = sum_c v_c x_c with v = mean_hw(x) / C: ds also reaches x through v
-            if needs_x:
-                v = x.mean((2, 3)) * (1.0 / c)
+            if needs_x:  # v saved by forward: no second pass over x
                 dv = _pixel_weighted_sum(x, ds).view(n, c, 1)
                 left = torch.cat([v.view(n, c, 1), dv * (1.0 / (c * h * w))], dim=2)
                 right = torch.cat([ds, torch.ones_like(ds)], dim=1)
