@@ -4,18 +4,16 @@ Tests never need the Fashion-MNIST files: scikit-learn's real digits, upsampled 
 files, stand in for them.
 """
 
-import gzip
 import importlib.util
 import json
 import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
+from fixture_data import digits_as_fashion_mnist
 
 from salient_analysis.cli import main as analyze
 from salient_analysis.maps import box_share, energy_in_box, localization, pointing_game
@@ -28,30 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NARROW = ["--model-kwargs", "channels=8,16,32,64", "--model-kwargs", "stem_width=8"]
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def digit_items(tmp_path_factory):
     """A Fashion-MNIST-format folder holding scikit-learn's digits as 28x28 items (train 1437, test 360); the
     test items are made 1 brighter than any train item can be at its brightest (train <= 200, test >= 201)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    items = F.interpolate(torch.tensor(digits.images, dtype=torch.float32)[:, None], size=(24, 24), mode="nearest")
-    items = F.pad(items, (2, 2, 2, 2))[:, 0] / 16.0  # 28x28 with a black border, 0..1
-    folder = tmp_path_factory.mktemp("fm")
-    order = np.random.default_rng(0).permutation(len(items))
-    train, test = order[:1437], order[1437:]
-    _write_idx(folder / "train-images-idx3-ubyte.gz", (items[train] * 200).round().numpy())
-    _write_idx(folder / "train-labels-idx1-ubyte.gz", digits.target[train])
-    test_items = torch.where(items[test] > 0, 201 + items[test] * 54, 0)
-    _write_idx(folder / "t10k-images-idx3-ubyte.gz", test_items.round().numpy())
-    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", digits.target[test])
-    return str(folder)
+    return str(digits_as_fashion_mnist(tmp_path_factory.mktemp("fm"), brighter_test=True))
 
 
 def _items(n=6, size=28, seed=0):

@@ -4,10 +4,8 @@ Small settings keep the suite fast: resnet18 with the ImageNet stem at 16x16 (ab
 on 2 CPU cores); chance on digits is 10%.
 """
 
-import gzip
 import json
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixture_data import write_fake_cifar, write_idx
 
 from salient_timm.train.checkpoint import load_checkpoint
 from salient_timm.train.cli import main, parse_args, run
@@ -184,31 +183,9 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     assert max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa) < 1e-5
 
 
-def _write_fake_cifar(root: Path, classes: int) -> None:
-    rng = np.random.default_rng(0)
-
-    def batch(n):
-        return rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, classes, n).tolist()
-
-    if classes == 10:
-        folder = root / "cifar-10-batches-py"
-        folder.mkdir(parents=True)
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            data, labels = batch(24)
-            (folder / name).write_bytes(pickle.dumps({"data": data, "labels": labels}))
-        (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
-    else:
-        folder = root / "cifar-100-python"
-        folder.mkdir(parents=True)
-        for name, n in (("train", 120), ("test", 30)):
-            data, labels = batch(n)
-            (folder / name).write_bytes(pickle.dumps({"data": data, "fine_labels": labels}))
-        (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
-
-
 @pytest.mark.parametrize("dataset, classes", [("cifar10", 10), ("cifar100", 100)])
 def test_cifar_folders_with_the_seed_recipe(tmp_path, dataset, classes):
-    _write_fake_cifar(tmp_path / "data", classes)
+    write_fake_cifar(tmp_path / "data", classes)
     summary, out = train(
         tmp_path,
         dataset,
@@ -239,19 +216,13 @@ def test_cifar_missing_without_download_names_the_fix(tmp_path, capsys):
     assert "pass --download to fetch it" in capsys.readouterr().err
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_fashion_mnist_idx_files(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "fm"
     folder.mkdir()
     for prefix, n in (("train", 128), ("t10k", 40)):
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     assert read_idx(str(folder / "t10k-labels-idx1-ubyte.gz")).shape == (40,)
     summary, out = train(
         tmp_path,
