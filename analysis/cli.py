@@ -255,7 +255,7 @@ def reproduce(fmt) -> None:
 def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwidth_gbs, plot, **spec) -> None:
     """Bytes moved, memory saved for backward and measured time beside FLOPs, per stage, block and gate."""
     from .profile_plot import plot_profile
-    from .profiling import ProfileOptions, profile_models, profile_report
+    from .profiling import ProfileOptions, profile_models, profile_report, profile_steps, trust_warnings
     from .timing import Peaks
 
     if (peak_gflops is None) != (bandwidth_gbs is None):
@@ -281,10 +281,15 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
     model_spec = _spec(**spec)
 
     def build() -> Report:
-        measured = profile_models(model_spec, options)
+        with click.progressbar(
+            length=profile_steps(model_spec, options), label="profiling", file=sys.stderr, item_show_func=str
+        ) as bar:
+            measured = profile_models(model_spec, options, progress=lambda what: bar.update(1, what))
         if plot:
             plot_profile(*measured, plot)
         report = profile_report(model_spec, options, measured)
+        for warning in trust_warnings(*measured):
+            click.echo(f"warning: {warning}", err=True)
         if plot:
             report.notes.append(f"figure written to {plot}")
         return report

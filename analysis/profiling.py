@@ -14,7 +14,7 @@ Shares are of the variant's whole step: its total counted FLOPs, bytes, saved by
 """
 
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -24,10 +24,19 @@ from salient_timm import attention_modules, find_residual_blocks
 from .crosscheck import available_memory, real_forward_bytes
 from .render import Report, Table
 from .spec import ModelSpec, SpecError
-from .timing import Peaks, Timing, device_peaks, peak_step_bytes, time_modules
+from .timing import Peaks, Timing, device_peaks, peak_step_bytes, remeasured, time_modules
 from .traffic import TrafficReport, count_traffic
 
-__all__ = ["ProfileOptions", "ScopeCost", "ModelProfile", "profile_models", "profile_report", "timm_units"]
+__all__ = [
+    "ProfileOptions",
+    "ScopeCost",
+    "ModelProfile",
+    "profile_models",
+    "profile_report",
+    "profile_steps",
+    "timm_units",
+    "trust_warnings",
+]
 
 STEM_OR_HEAD = {"global_pool": "head", "fc": "head", "head": "head", "head_drop": "head"}
 
@@ -147,29 +156,56 @@ def _check_fits(meta_model: nn.Module, spec: ModelSpec, device: torch.device, tr
         )
 
 
-def profile_models(spec: ModelSpec, options: ProfileOptions) -> Tuple[List[ModelProfile], Optional[Peaks]]:
-    """Count (meta device) and measure (``options.device``) the base model and ``spec``'s variant."""
-    specs = [replace(spec, attn="none")] + ([spec] if spec.attn.lower() != "none" else [])
+def _specs(spec: ModelSpec) -> List[ModelSpec]:
+    return [replace(spec, attn="none")] + ([spec] if spec.attn.lower() != "none" else [])
+
+
+def profile_steps(spec: ModelSpec, options: ProfileOptions) -> int:
+    """How many times ``profile_models`` calls its ``progress``: per model a count and (measuring) a peak memory,
+    one per timing round, and the device's peaks before and after the timing unless they are given."""
+    models = len(_specs(spec))
+    if not options.measure:
+        return models
+    return 2 * models + options.warmup + options.repeats + (2 if options.peaks is None else 0)
+
+
+def profile_models(
+    spec: ModelSpec, options: ProfileOptions, progress: Callable[[str], None] = lambda what: None
+) -> Tuple[List[ModelProfile], Optional[Peaks]]:
+    """Count (meta device) and measure (``options.device``) the base model and ``spec``'s variant.
+
+    ``progress(what)`` is called after each of ``profile_steps(spec, options)`` steps, ``what`` naming it."""
+    specs = _specs(spec)
     meta = {s.label: s.build("meta") for s in specs}  # counts, scope names and the memory check
-    traffic = {label: count_traffic(m, spec.input_shape, train=options.train) for label, m in meta.items()}
-    inference = (
-        traffic
-        if not options.train
-        else {label: count_traffic(m, spec.input_shape, train=False) for label, m in meta.items()}
-    )
+    traffic, inference = {}, {}
+    for label, m in meta.items():
+        traffic[label] = count_traffic(m, spec.input_shape, train=options.train)
+        inference[label] = traffic[label] if not options.train else count_traffic(m, spec.input_shape, train=False)
+        progress(f"counted {label}")
     timings: Dict = {}
     peaks_bytes: Dict[str, Optional[int]] = {s.label: None for s in specs}
     peaks = options.peaks
     if options.measure:
         device = torch.device(options.device)
         _check_fits(meta[specs[-1].label], spec, device, options.train)
+        if peaks is None:
+            peaks = device_peaks(device)
+            progress("measured the device's peaks")
         models = {s.label: s.build(str(device)) for s in specs}
         x = torch.randn(spec.input_shape, device=device)
         names = {label: [n for group in _scope_names(m).values() for n in group] for label, m in models.items()}
-        timings = time_modules(models, names, x, options.train, options.repeats, options.warmup)
-        peaks_bytes = {label: peak_step_bytes(m, x, options.train) for label, m in models.items()}
-        if peaks is None:
-            peaks = device_peaks(device)
+        rounds = options.warmup + options.repeats
+
+        def timed(r: int) -> None:
+            progress(f"timing round {r + 1}/{rounds}" + (" (warm-up)" if r < options.warmup else ""))
+
+        timings = time_modules(models, names, x, options.train, options.repeats, options.warmup, timed)
+        for label, m in models.items():
+            peaks_bytes[label] = peak_step_bytes(m, x, options.train)
+            progress(f"peak memory of {label}")
+        if options.peaks is None:
+            peaks = remeasured(peaks, device_peaks(device))
+            progress("measured the device's peaks again")
     profiles = []
     for s in specs:
         scopes = _scopes(s.label, meta[s.label], traffic[s.label], timings, options.train)
@@ -179,6 +215,57 @@ def profile_models(spec: ModelSpec, options: ProfileOptions) -> Tuple[List[Model
             ModelProfile(s.label, traffic[s.label], scopes, total.seconds, total.spread, peaks_bytes[s.label], units)
         )
     return profiles, peaks
+
+
+# When a measurement cannot be trusted: thresholds of ``trust_warnings``.
+MAX_STEP_SPREAD = 1.5  # slowest / fastest repeat of a whole step
+MAX_PEAK_DRIFT = 0.25  # change of the device's matmul or copy peak from before to after the timing
+MAX_TIME_PER_BYTES = 3.0  # a block's time ratio (variant / base) over its counted bytes ratio
+
+
+def trust_warnings(profiles: List[ModelProfile], peaks: Optional[Peaks]) -> List[str]:
+    """Signs that the machine was busy while measuring, each as one sentence (empty: none seen).
+
+    | sign | threshold |
+    |---|---|
+    | the variant's step faster than its base while it moves more bytes | any |
+    | a step's slowest repeat over its fastest | ``MAX_STEP_SPREAD`` |
+    | the device's peaks before vs after the timing | ``MAX_PEAK_DRIFT`` |
+    | a residual block's time ratio over its bytes ratio (variant / base) | ``MAX_TIME_PER_BYTES`` |
+    """
+    warnings = []
+    base, variant = profiles[0], profiles[-1]
+    if variant is not base and variant.step_seconds and base.step_seconds:
+        ratio = variant.step_seconds / base.step_seconds
+        more = variant.total.bytes / base.total.bytes
+        if ratio < 1 and more > 1:
+            warnings.append(
+                f"{variant.label}'s step measured {ratio:.2f}x its base's although it moves {more:.2f}x the bytes"
+            )
+    for p in profiles:
+        if p.step_spread and p.step_spread[0] > 0 and p.step_spread[1] / p.step_spread[0] > MAX_STEP_SPREAD:
+            lo, hi = p.step_spread
+            warnings.append(f"{p.label}'s step times spread {1e3 * lo:.1f}-{1e3 * hi:.1f} ms ({hi / lo:.1f}x)")
+    if peaks is not None and peaks.drift > MAX_PEAK_DRIFT:
+        warnings.append(f"the device's matmul or copy peak changed by {peaks.drift:.0%} during the measurement")
+    if variant is not base:
+        worst = []
+        for v in variant.scopes:
+            b = base.scope(v.name)
+            if v.kind == "block" and b and v.seconds and b.seconds and b.bytes:
+                worst.append(
+                    ((v.seconds / b.seconds) / (v.bytes / b.bytes), v.name, v.seconds / b.seconds, v.bytes / b.bytes)
+                )
+        slow = sorted((w for w in worst if w[0] > MAX_TIME_PER_BYTES), reverse=True)
+        if slow:
+            _, name, t, nbytes = slow[0]
+            warnings.append(
+                f"{len(slow)} residual block(s) measured more than {MAX_TIME_PER_BYTES:g}x slower than their bytes "
+                f"grew (worst {name}: {t:.1f}x the time for {nbytes:.2f}x the bytes)"
+            )
+    if warnings:
+        warnings.append("the machine was likely busy: rerun alone, or with more --repeats, before trusting the times")
+    return warnings
 
 
 def timm_units(traffic: TrafficReport) -> Dict[str, float]:
@@ -366,6 +453,12 @@ def profile_report(
         if peaks is not None:
             notes.append(
                 f"roofline: peak {peaks.flops_per_s / 1e9:.1f} GFLOP/s (fp32 matmul), "
-                f"{peaks.bytes_per_s / 1e9:.1f} GB/s (copy){'' if peaks.measured else ', as given'}"
+                f"{peaks.bytes_per_s / 1e9:.1f} GB/s (copy)"
+                + (
+                    f", best of before and after the timing ({peaks.drift:.0%} apart)"
+                    if peaks.measured
+                    else ", as given"
+                )
             )
+        notes += [f"warning: {w}" for w in trust_warnings(profiles, peaks)]
     return Report("profile", tables, None, notes)

@@ -16,12 +16,12 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["Peaks", "Timing", "device_peaks", "time_modules", "peak_step_bytes"]
+__all__ = ["Peaks", "Timing", "device_peaks", "remeasured", "time_modules", "peak_step_bytes"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Peaks:
     flops_per_s: float
     bytes_per_s: float
     measured: bool = True
+    drift: float = 0.0  # measured twice (before and after the timing): the larger relative change of the two peaks
 
     def roofline_s(self, flops: float, nbytes: float) -> float:
         """The least time ``flops`` and ``nbytes`` can take: max(compute time, memory time)."""
@@ -81,6 +82,16 @@ def device_peaks(device: torch.device, matmul_size: int = 2048, repeats: int = 5
     return Peaks(flops_per_s=2 * matmul_size**3 / mm_s, bytes_per_s=2 * src.numel() * src.element_size() / copy_s)
 
 
+def remeasured(before: Peaks, after: Peaks) -> Peaks:
+    """The better of two measurements of the same device's peaks, with how much they differ as ``drift``
+    (a steady, idle machine gives about 0; another job starting or stopping in between gives more)."""
+    drift = max(
+        abs(a - b) / max(a, b)
+        for a, b in ((before.flops_per_s, after.flops_per_s), (before.bytes_per_s, after.bytes_per_s))
+    )
+    return Peaks(max(before.flops_per_s, after.flops_per_s), max(before.bytes_per_s, after.bytes_per_s), drift=drift)
+
+
 def _capture_inputs(model: nn.Module, names: Sequence[str], x: torch.Tensor) -> Dict[str, Tuple[torch.Tensor, bool]]:
     """``{name: (a copy of the module's input, whether it depends on parameters, i.e. needs a gradient)}``."""
     modules = dict(model.named_modules())
@@ -107,11 +118,13 @@ def time_modules(
     train: bool,
     repeats: int = 5,
     warmup: int = 1,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> Dict[Tuple[str, str, str], Timing]:
     """``{(model label, module name or "" for the step, "forward"|"backward"): Timing}``.
 
     ``names[label]``: the submodules of that model to time in isolation. ``train``: train mode and a
     backward pass (of a fixed random output gradient; the step's of ``out.sum()``); else eval, no_grad.
+    ``progress(r)`` is called after each round ``r`` (warm-up rounds included) of every job.
     """
     device = x.device
     jobs: List[Tuple[str, str, nn.Module, torch.Tensor, bool]] = []
@@ -147,6 +160,8 @@ def time_modules(
     for r in range(warmup + repeats):
         for job in jobs:
             run(*job, record=r >= warmup)
+        if progress is not None:
+            progress(r)
     return {key: Timing(tuple(v)) for key, v in samples.items()}
 
 
@@ -170,9 +185,10 @@ def peak_step_bytes(model: nn.Module, x: torch.Tensor, train: bool) -> int:
         step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - start
-    # kineto logs "gpuGetDeviceCount failed" on CPU-only machines with a CUDA build of torch; read at its first
-    # use, so set before it (a user's own KINETO_LOG_LEVEL wins)
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+    # kineto logs "gpuGetDeviceCount failed" (level 4: error) on CPU-only machines with a CUDA build of torch, and
+    # "USDT: profiler_start/stop" (level 5) on every use; 6 silences both. Read at its first use, so set before it
+    # (a user's own KINETO_LOG_LEVEL wins)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import Action
 
