@@ -22,6 +22,7 @@ from .kinds import (
     init_identity,
     resolve_attention,
 )
+from .reparam import ReparameterizeError, reparameterize
 from .retrofit import attention_parameter_names, retrofit_defaults, retrofit_param_groups
 from .salient_resnet import VARIANTS, CheckpointError
 from .spec import ModelSpec
@@ -41,6 +42,8 @@ __all__ = [
     "find_residual_blocks",
     "attention_modules",
     "convert_to_cifar_stem",
+    "reparameterize",
+    "ReparameterizeError",
     "capture_gates",
     "gate_neutrals",
     "retrofit_param_groups",

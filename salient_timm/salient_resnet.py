@@ -20,9 +20,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import torch
 from safetensors import SafetensorError
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_arch_pretrained_cfgs, register_model
-from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from timm.models.resnet import ResNet
 
 from .kinds import OUR_KINDS, init_identity
+from .slots import TimmBasicBlockSlots, TimmBottleneckSlots
 from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import attention_modules
 from .weights import CheckpointError, CheckpointNotFoundError, describe_unreadable
@@ -56,12 +57,12 @@ class Variant:
     arch: Mapping[str, Any] = field(default_factory=dict)
 
 
-_R18 = dict(block=BasicBlock, layers=(2, 2, 2, 2))
-_R26 = dict(block=Bottleneck, layers=(2, 2, 2, 2))
-_R34 = dict(block=BasicBlock, layers=(3, 4, 6, 3))
-_R50 = dict(block=Bottleneck, layers=(3, 4, 6, 3))
-_R101 = dict(block=Bottleneck, layers=(3, 4, 23, 3))
-_R152 = dict(block=Bottleneck, layers=(3, 8, 36, 3))
+_R18 = dict(block=TimmBasicBlockSlots, layers=(2, 2, 2, 2))
+_R26 = dict(block=TimmBottleneckSlots, layers=(2, 2, 2, 2))
+_R34 = dict(block=TimmBasicBlockSlots, layers=(3, 4, 6, 3))
+_R50 = dict(block=TimmBottleneckSlots, layers=(3, 4, 6, 3))
+_R101 = dict(block=TimmBottleneckSlots, layers=(3, 4, 23, 3))
+_R152 = dict(block=TimmBottleneckSlots, layers=(3, 8, 36, 3))
 
 VARIANTS: Dict[str, Variant] = {
     "salient_resnet18": Variant("resnet18", "salient", _R18),

@@ -3,17 +3,21 @@
 Two slots per block, both ``Optional[nn.Module]`` (``None`` = empty):
 
 - ``se`` ("post"): after the residual branch's last norm, before the shortcut add. This is
-  timm's own ``se`` attribute, so timm blocks need no new class for it and the weights sit
-  at timm's keys (``layerX.Y.se.*``).
+  timm's own ``se`` attribute, so the weights sit at timm's keys (``layerX.Y.se.*``).
 - ``attn_mid`` ("mid"): after the 3x3 conv's norm + activation (Bottleneck: after ``act2``;
   BasicBlock: after ``act1``), on the narrower ``width`` channels.
 
 Surgery swaps an instance's class to the subclass here (``block.__class__ = ...``): no
 module is moved or renamed, so every original state_dict key stays where it was, and the
-forward is plain code that FX, TorchScript and ``torch.export`` all see.
+forward is plain code that FX, TorchScript and ``torch.export`` all see. The registered
+``salient_resnet*`` / ``ssa_resnet*`` variants are built from the timm subclasses directly.
+
+Each subclass has timm's deploy hook ``fuse()`` (called by ``timm.utils.reparameterize_model``): it returns
+the block folded for inference (``salient_timm.folding``), and warns naming any slot that cannot fold.
 """
 
-from typing import TYPE_CHECKING, Dict, Optional, cast
+import warnings
+from typing import TYPE_CHECKING, Any, Dict, Optional, cast
 
 import torch
 from timm.models.resnet import BasicBlock as TimmBasicBlock
@@ -22,9 +26,19 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock as TvBasicBlock
 from torchvision.models.resnet import Bottleneck as TvBottleneck
 
+from .folding import fold_residual_block
+
 __all__ = ["SLOT_ATTRS", "SLOTTED_CLASS", "BASE_CLASS", "ensure_slot", "mid_channels", "post_channels"]
 
 SLOT_ATTRS: Dict[str, str] = {"post": "se", "mid": "attn_mid"}
+
+
+def _fuse(block: nn.Module) -> nn.Module:
+    """timm's deploy hook: the block folded for inference; a warning names each slot left as it is."""
+    folded, left = fold_residual_block(block)
+    for reason in left:
+        warnings.warn(f"reparameterize: {reason}; it stays as it is", stacklevel=3)
+    return folded
 
 
 class TimmBasicBlockSlots(TimmBasicBlock):
@@ -33,6 +47,13 @@ class TimmBasicBlockSlots(TimmBasicBlock):
     if TYPE_CHECKING:  # for type checkers only: TorchScript reads class annotations as attribute types
         attn_mid: Optional[nn.Module]
         aa: nn.Module  # timm types it Optional; its blocks always set one (nn.Identity without anti-aliasing)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # timm's arguments; the mid slot starts empty
+        super().__init__(*args, **kwargs)
+        self.attn_mid = None
+
+    def fuse(self) -> nn.Module:
+        return _fuse(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -57,6 +78,13 @@ class TimmBottleneckSlots(TimmBottleneck):
         attn_mid: Optional[nn.Module]
         aa: nn.Module  # timm types it Optional; its blocks always set one (nn.Identity without anti-aliasing)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # timm's arguments; the mid slot starts empty
+        super().__init__(*args, **kwargs)
+        self.attn_mid = None
+
+    def fuse(self) -> nn.Module:
+        return _fuse(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.act1(self.bn1(self.conv1(x)))
@@ -77,6 +105,9 @@ class TimmBottleneckSlots(TimmBottleneck):
 class TvBasicBlockSlots(TvBasicBlock):
     """torchvision BasicBlock with ``attn_mid`` (after the first relu) and ``se`` (after bn2)."""
 
+    def fuse(self) -> nn.Module:
+        return _fuse(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
@@ -92,6 +123,9 @@ class TvBasicBlockSlots(TvBasicBlock):
 
 class TvBottleneckSlots(TvBottleneck):
     """torchvision Bottleneck with ``attn_mid`` (after relu(bn2)) and ``se`` (after bn3)."""
+
+    def fuse(self) -> nn.Module:
+        return _fuse(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -116,16 +150,12 @@ SLOTTED_CLASS: Dict[type, type] = {
 }
 BASE_CLASS: Dict[type, type] = {v: k for k, v in SLOTTED_CLASS.items()}
 _BOTTLENECKS = (TimmBottleneck, TvBottleneck)
-_TIMM_BLOCKS = (TimmBasicBlock, TimmBottleneck)
 
 
-def ensure_slot(block: nn.Module, position: str) -> None:
-    """Make ``block``'s forward use the ``position`` slot, swapping to the slotted subclass if needed.
-
-    timm blocks already apply ``se``, so "post" on them changes nothing; every other case
-    swaps the class and adds both slot attributes (``None``) if missing.
-    """
-    if type(block) not in SLOTTED_CLASS or (position == "post" and isinstance(block, _TIMM_BLOCKS)):
+def ensure_slot(block: nn.Module) -> None:
+    """Make ``block`` a slotted subclass (both slots' forward, and the ``fuse()`` deploy hook), adding both slot
+    attributes (``None``) if missing. An unsupported or already slotted block is left as it is."""
+    if type(block) not in SLOTTED_CLASS:
         return
     block.__class__ = SLOTTED_CLASS[type(block)]
     for attr in SLOT_ATTRS.values():

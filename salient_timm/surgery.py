@@ -199,6 +199,6 @@ def inject_attention(
 
     # Commit: nothing below can fail, so the model is never left half-modified.
     for module, new in plan:
-        ensure_slot(module, position)
+        ensure_slot(module)
         setattr(module, slot, new)
     return model

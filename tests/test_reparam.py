@@ -1,0 +1,170 @@
+"""The gate folded away at inference: ``salient_timm.reparameterize`` and timm's ``reparameterize_model`` (issue 21).
+
+Every model gets random BN statistics and affines (``randomize_bn``) so a fold that dropped a BN, a bias or the gate
+would show; outputs are compared with the eval model's, in fp64 to 1e-10 and in fp32 to 1e-5 relative.
+"""
+
+import warnings
+
+import pytest
+import timm
+import torch
+import torchvision
+from conftest import randomize_bn
+from timm.utils import reparameterize_model
+from torch import nn
+
+import salient_timm
+from salient_timm import ModelSpec, ReparameterizeError, reparameterize
+from salient_timm.folding import FoldedResidualBlock
+
+
+def _model(base: str, kind: str = "salient", position: str = "post", **kwargs) -> nn.Module:
+    if base.startswith("torchvision:"):
+        model = getattr(torchvision.models, base.split(":")[1])(num_classes=10)
+    else:
+        model = timm.create_model(base, num_classes=10)
+    if kind != "none":
+        salient_timm.inject_attention(model, kind, position=position, **kwargs)
+    return randomize_bn(model).eval()
+
+
+def _relative_error(model: nn.Module, folded: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        ref, out = model(x), folded(x)
+    return ((out - ref).abs().max() / ref.abs().max()).item()
+
+
+def _gates(folded: nn.Module) -> list:
+    return [m.gate for m in folded.modules() if isinstance(m, FoldedResidualBlock)]
+
+
+# (base, position, where the gate ends up): Basic and Bottleneck blocks of timm and torchvision
+FOLDS = [
+    ("resnet18", "post", "post"),
+    ("resnet26", "post", "post"),
+    ("resnet26", "mid", "mid"),
+    ("torchvision:resnet18", "post", "post"),
+    ("torchvision:resnet50", "post", "post"),
+    ("torchvision:resnet50", "mid", "mid"),
+]
+
+
+@pytest.mark.parametrize("base, position, folded_as", FOLDS)
+def test_the_folded_model_computes_what_the_eval_model_computes(base, position, folded_as):
+    model = _model(base, position=position, init="identity", init_gain=0.5).double()
+    folded = reparameterize(model)
+    assert _relative_error(model, folded, torch.randn(2, 3, 48, 48, dtype=torch.float64)) < 1e-10
+    assert _gates(folded) and set(_gates(folded)) == {folded_as}  # every gate became a conv channel
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())  # stem, blocks, downsample
+
+
+@pytest.mark.parametrize("base, position, folded_as", FOLDS[:3])
+def test_in_fp32_the_fold_is_within_float_rounding(base, position, folded_as):
+    model = _model(base, position=position)
+    assert _relative_error(model, reparameterize(model), torch.randn(4, 3, 64, 64)) < 1e-5
+
+
+def test_a_folded_gate_costs_one_conv_channel():
+    model = _model("resnet26")
+    folded = reparameterize(model)
+    block = folded.layer1[0]
+    assert block.conv.out_channels == model.layer1[0].conv3.out_channels + 1 == 257
+    assert sum(p.numel() for p in folded.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("impl", ["fused", "sum", "gemv", "conv"])
+def test_every_impl_of_the_registered_variant_folds_the_same(impl):
+    model = randomize_bn(timm.create_model("salient_resnet18", num_classes=10, attn_kwargs=dict(impl=impl))).eval()
+    folded = reparameterize(model)
+    assert set(_gates(folded)) == {"post"}
+    assert _relative_error(model, folded, torch.randn(2, 3, 64, 64)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "build, folded_as",
+    [
+        (lambda: timm.create_model("salient_resnet26", num_classes=10), "post"),
+        (lambda: timm.create_model("salient_resnet50d", num_classes=10), "post"),  # deep stem, avg-pool downsample
+        (lambda: ModelSpec("resnet18", attn="salient", init="identity", init_gain=0.1, num_classes=10).build(), "post"),
+        (lambda: ModelSpec("torchvision:resnet50", attn="salient", position="mid", num_classes=10).build(), "mid"),
+        (lambda: ModelSpec("resnet26", attn="salient", position="mid", num_classes=10).build(), "mid"),
+    ],
+    ids=["salient_resnet26", "salient_resnet50d", "timm-retrofit", "torchvision-retrofit-mid", "timm-retrofit-mid"],
+)
+def test_timms_reparameterize_model_folds_registered_variants_and_retrofits(build, folded_as):
+    """What timm's ``benchmark.py --reparam`` calls: the blocks' ``fuse()`` hooks; the stem's BN stays (no hook)."""
+    model = randomize_bn(build()).eval()
+    folded = reparameterize_model(model)
+    assert all(isinstance(m, FoldedResidualBlock) for layer in (folded.layer1, folded.layer4) for m in layer)
+    assert set(_gates(folded)) == {folded_as}
+    assert not any(isinstance(m, salient_timm.SalientBlock) for m in folded.modules())
+    assert _relative_error(model, folded, torch.randn(2, 3, 64, 64)) < 1e-5
+
+
+@pytest.mark.parametrize("fold", [reparameterize, reparameterize_model], ids=["salient_timm", "timm"])
+def test_a_training_mode_model_is_refused_and_left_as_it_was(fold):
+    model = _model("resnet18").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ReparameterizeError, match="eval"):
+        fold(model)
+    assert model.training and type(model.layer1[0]).__name__ == "TimmBasicBlockSlots"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "base, kind, position, named",
+    [
+        ("resnet18", "se", "post", "post SEModule"),
+        ("resnet18", "ssa", "post", "post SSABlock"),
+        ("resnet18", "salient", "mid", "a 3x3 conv follows its product"),
+    ],
+)
+def test_slots_that_cannot_fold_stay_and_are_named_in_one_warning(base, kind, position, named):
+    model = _model(base, kind, position)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        folded = reparameterize(model)
+    messages = [str(w.message) for w in caught if "reparameterize" in str(w.message)]
+    assert len(messages) == 1 and named in messages[0] and "8 attention slot(s)" in messages[0]
+    assert _relative_error(model, folded, torch.randn(2, 3, 64, 64)) < 1e-5
+    assert set(_gates(folded)) == {"none"}
+
+
+def test_a_plain_resnet_folds_like_torch_fx_fuse():
+    """The baseline of the inference benchmark: torch's own conv+BN fold of a plain ResNet."""
+    from torch.fx.experimental.optimization import fuse
+
+    model = _model("resnet26", "none")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reparameterize(model)(x), fuse(model)(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_original_model_is_untouched_and_still_trains():
+    model = _model("resnet18")
+    reparameterize(model)
+    assert type(model.layer1[0].se) is salient_timm.SalientBlock
+    model.train()(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+def test_the_folded_model_scripts_traces_and_exports(tmp_path):
+    model = _model("resnet26", position="mid")
+    folded = reparameterize(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = folded(x)
+        torch.testing.assert_close(torch.jit.script(folded)(x), ref)
+        torch.testing.assert_close(torch.fx.symbolic_trace(folded)(x), ref)
+        program = torch.export.export(folded, (x,))
+        torch.testing.assert_close(program.module()(x), ref)
+
+
+def test_the_folded_model_exports_to_onnx_with_runtime_parity(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from salient_timm.export import export_onnx, onnx_parity
+
+    for base, position in (("resnet26", "post"), ("torchvision:resnet50", "mid")):
+        folded = reparameterize(_model(base, position=position))
+        path = export_onnx(folded, str(tmp_path / f"{position}.onnx"), (3, 64, 64))
+        assert onnx_parity(folded, path, torch.randn(3, 3, 64, 64)) <= 1e-4
