@@ -192,14 +192,20 @@ def size(fmt, **spec) -> None:
 
 @main.command()
 @spec_options(multi=True)
+@click.option(
+    "--reparam",
+    is_flag=True,
+    help="add each model folded for inference (salient_timm.reparameterize: conv+BN folded, the Salient gate "
+    "a conv channel), as timm's benchmark.py --reparam",
+)
 @format_option
-def compare(fmt, model, attn, **rest) -> None:
+def compare(fmt, model, attn, reparam, **rest) -> None:
     """Several models x attention kinds side by side (comma-separated --model and --attn)."""
     specs = [_spec(m, a, **rest) for m in _split(model) for a in _split(attn)]
     if not specs:
         raise click.BadParameter("give at least one model and one attention kind", param_hint="--model/--attn")
     with click.progressbar(length=len(specs), label="counting", file=sys.stderr) as bar:
-        _emit(lambda: reports.compare_report(specs, progress=lambda _: bar.update(1)), fmt)
+        _emit(lambda: reports.compare_report(specs, progress=lambda _: bar.update(1), reparam=reparam), fmt)
 
 
 @main.command()

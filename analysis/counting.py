@@ -4,8 +4,8 @@ Convention (stated in every report):
 - **MACs**: multiply-accumulates of conv / linear / matmul (torch counts 2 FLOPs per MAC;
   bias adds are not counted, as in torch's counter).
 - **elementwise ops**: 1 per output element for BN, activations, sigmoid, the broadcast
-  multiply and the residual add; 1 per input element for mean / adaptive pooling; k*k per
-  output element for max / avg pooling windows.
+  multiply and the residual add (2 for ``addcmul``, the folded gate's multiply + add); 1 per input
+  element for mean / adaptive pooling; k*k per output element for max / avg pooling windows.
 - **FLOPs** = 2 * MACs + elementwise ops.
 
 Counting runs the model once under ``torch.no_grad()`` in eval mode (the caller's train /
@@ -68,6 +68,10 @@ def _per_output(*args, out_shape=None, **kwargs) -> int:
     return _numel(out_shape)
 
 
+def _two_per_output(*args, out_shape=None, **kwargs) -> int:
+    return 2 * _numel(out_shape)
+
+
 def _first_output(*args, out_shape=None, **kwargs) -> int:
     """Ops that return (out, indices/stats): count the first output's elements."""
     return _numel(out_shape[0])
@@ -124,9 +128,9 @@ ELEMENTWISE_FORMULAS: Dict[object, Callable[..., int]] = {
             aten.where,
             aten.clamp,
             aten.clamp_,
-            aten.addcmul,
         )
     },
+    **{op: _two_per_output for op in (aten.addcmul, aten.addcmul_)},  # a multiply and an add per element
     **{
         op: _first_output
         for op in (

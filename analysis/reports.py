@@ -1,10 +1,12 @@
 """Library functions behind each ``salient-analyze`` command: they build models and return ``Report`` data."""
 
+import warnings
 from dataclasses import replace
-from typing import Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from torch import nn
 
+import salient_timm
 from salient_timm import attention_modules, find_residual_blocks
 
 from .claims import ABOUT_TOLERANCE, check_claims
@@ -29,7 +31,7 @@ __all__ = [
 
 CONVENTION = (
     "MACs = conv/linear multiply-accumulates (bias adds not counted); elementwise = 1 op per output "
-    "element of BN, activations, sigmoid, multiply, add, 1 per input element of mean/adaptive pooling, "
+    "element of BN, activations, sigmoid, multiply, add (addcmul: 2), 1 per input element of mean/adaptive pooling, "
     "k*k per output element of pooling windows; FLOPs = 2*MACs + elementwise. Eval mode, batch as given."
 )
 Progress = Optional[Callable[[str], None]]
@@ -199,40 +201,62 @@ def size_report(spec: ModelSpec) -> Report:
     )
 
 
-def compare_report(specs: Iterable[ModelSpec], progress: Progress = None) -> Report:
-    """One row per model spec: params, MACs, FLOPs and fp32 size, with ratios to the spec's base model."""
+def _folded(model: nn.Module) -> Tuple[nn.Module, List[str]]:
+    """``salient_timm.reparameterize`` of an eval-mode model, and its warnings (slots that stay as they are)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        folded = salient_timm.reparameterize(model, inplace=True)
+    return folded, [str(w.message) for w in caught if "reparameterize" in str(w.message)]
+
+
+def _compare_row(label: str, model: nn.Module, spec: ModelSpec, base: Tuple[Any, ParamReport], train: bool) -> dict:
+    cost, params = count_cost(model, spec.input_shape), count_params(model)
+    bcost, bparams = base
+    infer = count_traffic(model, spec.input_shape, train=False)
+    step: Optional[TrafficReport] = count_traffic(model, spec.input_shape) if train else None
+    return {
+        "model": label,
+        "params": params.params,
+        "added params": params.params - bparams.params,
+        "MACs": cost.total.macs,
+        "elementwise": cost.total.elementwise,
+        "FLOPs": cost.total.flops,
+        "FLOPs ratio": cost.total.flops / bcost.total.flops,
+        "fp32 MB": 4 * params.params / 1e6,
+        **timm_units(infer),
+        "MB moved": infer.total.forward.bytes / 1e6,
+        "train MB moved": step.total.step.bytes / 1e6 if step else None,
+        "train saved MB": step.total.saved_bytes / 1e6 if step else None,
+    }
+
+
+def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, reparam: bool = False) -> Report:
+    """One row per model spec: params, MACs, FLOPs and fp32 size, with ratios to the spec's base model.
+
+    ``reparam``: after each row, the same model folded for inference (``salient_timm.reparameterize``), its
+    ratios against the folded base; inference columns only."""
     rows: List[dict] = []
     base_cache: dict = {}
     train_note = None
+    folded_notes: List[str] = []
     for spec in specs:
         model = spec.build()
-        cost, params = count_cost(model, spec.input_shape), count_params(model)
         key = _base(spec)
         if key not in base_cache:
             base_model = key.build() if spec.attn != "none" else model
             base_cache[key] = (count_cost(base_model, key.input_shape), count_params(base_model))
-        bcost, bparams = base_cache[key]
-        infer = count_traffic(model, spec.input_shape, train=False)
+            if reparam:
+                folded_base = _folded(key.build())[0]
+                base_cache[key, "reparam"] = (count_cost(folded_base, key.input_shape), count_params(folded_base))
         try:
-            train: Optional[TrafficReport] = count_traffic(model, spec.input_shape)
+            rows.append(_compare_row(spec.label, model, spec, base_cache[key], train=True))
         except TrainCountError as e:
-            train, train_note = None, f"train columns empty: {e}"
-        rows.append(
-            {
-                "model": spec.label,
-                "params": params.params,
-                "added params": params.params - bparams.params,
-                "MACs": cost.total.macs,
-                "elementwise": cost.total.elementwise,
-                "FLOPs": cost.total.flops,
-                "FLOPs ratio": cost.total.flops / bcost.total.flops,
-                "fp32 MB": 4 * params.params / 1e6,
-                **timm_units(infer),
-                "MB moved": infer.total.forward.bytes / 1e6,
-                "train MB moved": train.total.step.bytes / 1e6 if train else None,
-                "train saved MB": train.total.saved_bytes / 1e6 if train else None,
-            }
-        )
+            train_note = f"train columns empty: {e}"
+            rows.append(_compare_row(spec.label, model, spec, base_cache[key], train=False))
+        if reparam:
+            folded, left = _folded(model)
+            rows.append(_compare_row(f"{spec.label} (reparam)", folded, spec, base_cache[key, "reparam"], train=False))
+            folded_notes += [f"{spec.label}: {note}" for note in left]
         if progress:
             progress(spec.label)
     title = "Comparison" + (f" at input {'x'.join(map(str, spec.input_shape))}" if rows else "")
@@ -268,7 +292,17 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None) -> Rep
             "forward + backward of a training step, and the activation bytes autograd saves for backward "
             "(salient-analyze profile has the breakdown and measured time)",
         ]
-        + ([train_note] if train_note else []),
+        + ([train_note] if train_note else [])
+        + (
+            [
+                "(reparam) rows: the inference deploy form (salient_timm.reparameterize: every conv + BN folded, "
+                "the Salient gate an extra output channel of the conv before it); ratios against the folded base; "
+                "no train columns (a folded model is for inference)"
+            ]
+            + folded_notes
+            if reparam
+            else []
+        ),
     )
 
 

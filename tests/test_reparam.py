@@ -4,17 +4,20 @@ Every model gets random BN statistics and affines (``randomize_bn``) so a fold t
 would show; outputs are compared with the eval model's, in fp64 to 1e-10 and in fp32 to 1e-5 relative.
 """
 
+import json
 import warnings
 
 import pytest
 import timm
 import torch
 import torchvision
+from click.testing import CliRunner
 from conftest import randomize_bn
 from timm.utils import reparameterize_model
 from torch import nn
 
 import salient_timm
+from salient_analysis.cli import main
 from salient_timm import ModelSpec, ReparameterizeError, reparameterize
 from salient_timm.folding import FoldedResidualBlock
 
@@ -168,3 +171,18 @@ def test_the_folded_model_exports_to_onnx_with_runtime_parity(tmp_path):
         folded = reparameterize(_model(base, position=position))
         path = export_onnx(folded, str(tmp_path / f"{position}.onnx"), (3, 64, 64))
         assert onnx_parity(folded, path, torch.randn(3, 3, 64, 64)) <= 1e-4
+
+
+def test_compare_reparam_counts_the_folded_model():
+    """Counted, the folded gate is free: the folded salient_resnet moves the folded base's bytes (+0.1 %)."""
+    args = ["compare", "-m", "resnet26", "-a", "none,salient,se", "-s", "64", "--reparam", "-f", "json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = {row["model"]: row for row in report["tables"][0]["rows"]}
+    base, salient = rows["resnet26 (reparam)"], rows["resnet26+salient (reparam)"]
+    assert salient["MB moved"] < 1.005 * base["MB moved"] < rows["resnet26+salient"]["MB moved"]
+    assert salient["train MB moved"] is None
+    # one output channel of each conv3 (weights over its input width, and a bias) instead of C + 2 gate parameters
+    assert salient["added params"] == sum(width + 1 for width in (64, 64, 128, 128, 256, 256, 512, 512))
+    assert any("SEModule" in note for note in report["notes"])
