@@ -25,7 +25,7 @@ in another order, equal to float rounding, tested):
 | ``"mean"`` | - | ``mean_c(GAP(x) * x)`` | SSA's literal form |
 
 ``"fused"`` falls back to its plain GEMV ops under TorchScript, FX, ``torch.compile``,
-``torch.export``, ONNX export, autocast, ``no_grad``, forward-mode AD and ``torch.func``, and
+``torch.export``, ONNX export, ``no_grad``, forward-mode AD and ``torch.func``, and
 differentiates them under ``create_graph`` (see ``salient_timm.fused``). Measured on
 CPU in ``benchmarks/block_overhead.py`` / ``benchmarks/RESULTS.md``.
 

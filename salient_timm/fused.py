@@ -23,8 +23,9 @@ The forward calls the gate's BatchNorm once, as plain ops do, and keeps no graph
 the small gate with that forward's normalisation, so a checkpointed region recomputes once. Where the
 fast backward cannot serve, the function differentiates the plain ops instead: ``create_graph=True``
 (double backward) and batched grad_outputs. Forward-mode AD, ``torch.func`` transforms, TorchScript, FX,
-``torch.compile``, ``torch.export``, ONNX export and autocast never enter it (see ``use_fused``): they
-run the blocks' plain ops, which they support, trace and fuse themselves.
+``torch.compile``, ``torch.export`` and ONNX export never enter it (see ``use_fused``): they run the blocks'
+plain ops, which they support, trace and fuse themselves. Under autocast (bf16/fp16) it follows autocast's
+rules: the full-size GEMV and product in x's dtype (accumulating in fp32), the gate's BN and sigmoid in fp32.
 """
 
 from typing import Callable, Optional, Sequence, Tuple
@@ -87,6 +88,24 @@ def _batch_norm(s: torch.Tensor, stats: Optional[Tuple[torch.Tensor, torch.Tenso
     return F.batch_norm(s, stats[0], stats[1], weight, bias, False, 0.0, eps)
 
 
+def _norm_dtype(bn: nn.BatchNorm2d) -> torch.dtype:
+    """The gate BN's own dtype (fp32 under autocast: its parameters and running statistics)."""
+    for t in (bn.weight, bn.running_mean):
+        if t is not None:
+            return t.dtype
+    return torch.get_default_dtype()
+
+
+def _saliency(x: torch.Tensor, weight: Optional[torch.Tensor], dtype: torch.dtype):
+    """``(v, s)``: the channel weights in x's dtype and ``s = sum_c v_c x_c`` (N, 1, H, W) in ``dtype``.
+
+    Under autocast x is bf16/fp16: the GEMV reads it as it is (accumulating in fp32) and only the small map is
+    cast, so BN and the sigmoid run in fp32, as autocast runs norms; the product stays in x's dtype."""
+    c = x.shape[1]
+    v = x.mean((2, 3)) * (1.0 / c) if weight is None else weight.reshape(1, c).to(x.dtype)
+    return v, pixel_dot(x, v).to(dtype)
+
+
 class _SpatialGateFn(torch.autograd.Function):
     """y = x * gate(bn(pixel_dot(x, v))); v = weight (Salient) or GAP(x)/C (SSA, weight None).
 
@@ -98,15 +117,15 @@ class _SpatialGateFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bn, gate, bn_weight, bn_bias):
-        n, c = x.shape[:2]
-        v = x.mean((2, 3)) * (1.0 / c) if weight is None else weight.reshape(1, c)
-        s = pixel_dot(x, v)
-        batch_stats = bn.training or bn.running_mean is None
-        stats = None if batch_stats else (bn.running_mean.clone(), bn.running_var.clone())
-        g = gate(bn.forward(s))  # the one call that updates the running statistics
+        with torch.autocast(x.device.type, enabled=False):  # explicit dtypes (autocast's rules, see _saliency)
+            v, s = _saliency(x, weight, _norm_dtype(bn))
+            batch_stats = bn.training or bn.running_mean is None
+            stats = None if batch_stats else (bn.running_mean.clone(), bn.running_var.clone())
+            g = gate(bn.forward(s))  # the one call that updates the running statistics
+            y = x * g.to(x.dtype)
         ctx.save_for_backward(x, weight, s, bn_weight, bn_bias, v if weight is None else None)  # SSA: v (N, C)
-        ctx.stats, ctx.eps, ctx.gate = stats, bn.eps, gate
-        return x * g
+        ctx.stats, ctx.eps, ctx.gate, ctx.norm_dtype = stats, bn.eps, gate, s.dtype
+        return y
 
     @staticmethod
     def backward(ctx, dy):
@@ -115,6 +134,12 @@ class _SpatialGateFn(torch.autograd.Function):
             # create_graph=True (the grads must be differentiable) or batched grad_outputs
             # (autograd.grad(is_grads_batched=True), jacobian(vectorize=True)): differentiate the plain ops
             return _SpatialGateFn._plain_backward(ctx, dy, x, weight, bn_weight, bn_bias)
+        with torch.autocast(dy.device.type, enabled=False):
+            return _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v)
+
+    @staticmethod
+    def _fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v):
+        """Full-size work in x's dtype (GEMMs accumulate in fp32), the (N, 1, H, W) gate in the norm's dtype."""
         n, c, h, w = x.shape
         needs_x, needs_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         params = (bn_weight, bn_bias)
@@ -122,9 +147,9 @@ class _SpatialGateFn(torch.autograd.Function):
         with torch.enable_grad():  # the small gate graph, on (N, 1, H, W) tensors only
             s_leaf = s.detach().requires_grad_()
             g = ctx.gate(_batch_norm(s_leaf, ctx.stats, bn_weight, bn_bias, ctx.eps))
-        grads = torch.autograd.grad(g, [s_leaf, *wanted], _channel_dot(dy, x))
-        g = g.detach()
-        ds = grads[0].reshape(n, 1, h * w)
+        grads = torch.autograd.grad(g, [s_leaf, *wanted], _channel_dot(dy.to(x.dtype), x).to(g.dtype))
+        g = g.detach().to(x.dtype)
+        ds = grads[0].reshape(n, 1, h * w).to(x.dtype)
         by_param = iter(grads[1:])
         param_grads = tuple(next(by_param) if need else None for need in ctx.needs_input_grad[4:])
         dx = dw = None
@@ -138,18 +163,17 @@ class _SpatialGateFn(torch.autograd.Function):
                 _add_outer_(dx, left, right)
         else:
             if needs_x:
-                _add_outer_(dx, weight.reshape(1, c, 1), ds)
+                _add_outer_(dx, weight.reshape(1, c, 1).to(x.dtype), ds)
             if needs_w:  # sum over n and hw of ds * x
-                dw = _pixel_weighted_sum(x, ds).sum(0).view_as(weight)
+                dw = _pixel_weighted_sum(x, ds).sum(0, dtype=weight.dtype).view_as(weight)
         return (dx, dw, None, None) + param_grads
 
     @staticmethod
     def _plain_backward(ctx, dy, x, weight, bn_weight, bn_bias):
         create_graph = torch.is_grad_enabled()
-        c = x.shape[1]
-        with torch.enable_grad():
-            v = x.mean((2, 3)) * (1.0 / c) if weight is None else weight.reshape(1, c)
-            y = x * ctx.gate(_batch_norm(pixel_dot(x, v), ctx.stats, bn_weight, bn_bias, ctx.eps))
+        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+            _, s = _saliency(x, weight, ctx.norm_dtype)
+            y = x * ctx.gate(_batch_norm(s, ctx.stats, bn_weight, bn_bias, ctx.eps)).to(x.dtype)
         inputs = (x, weight, None, None, bn_weight, bn_bias)
         wanted = [t for t, need in zip(inputs, ctx.needs_input_grad) if need]
         grads = iter(torch.autograd.grad(y, wanted, dy, create_graph=create_graph, allow_unused=True))
@@ -168,8 +192,8 @@ def _transformed(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
 
 
 def use_fused(x: torch.Tensor, params: Sequence[Optional[torch.Tensor]]) -> bool:
-    """Whether the fused path applies: eager reverse-mode autograd that will run backward, no tracer, no autocast,
-    no torch.func transform or forward-mode AD (those take the plain ops, which support them)."""
+    """Whether the fused path applies: eager reverse-mode autograd that will run backward (autocast included), no
+    tracer, no torch.func transform or forward-mode AD (those take the plain ops, which support them)."""
     if not isinstance(x, torch.Tensor) or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
         return False  # an FX proxy: trace the plain ops
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
@@ -179,8 +203,6 @@ def use_fused(x: torch.Tensor, params: Sequence[Optional[torch.Tensor]]) -> bool
     if not (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
         return False
     if torch.onnx.is_in_onnx_export() or x.layout != torch.strided:
-        return False
-    if torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type):
         return False
     if _transformed((x, *params)):
         return False

@@ -128,3 +128,60 @@ def test_hooks_on_the_gate_fire_in_training():
     block.gate.register_forward_hook(lambda module, args, out: seen.append(out.shape))
     y = block(torch.randn(2, 8, 4, 4, requires_grad=True))
     assert seen == [torch.Size([2, 1, 4, 4])] and y.grad_fn.name() != "_SpatialGateFnBackward"
+
+
+@pytest.mark.parametrize("kind", ["salient", "ssa"])
+def test_under_bf16_autocast_the_fused_gate_runs_and_matches_fp32_to_bf16_precision(kind):
+    """Autocast is the GPU default: the fused path must run there, BN and sigmoid in fp32, the product in bf16."""
+
+    def block(impl):
+        b = (SalientBlock(32, impl=impl) if kind == "salient" else SSABlock(32, impl=impl)).train()
+        with torch.no_grad():
+            b.bn.weight.fill_(0.7)
+            b.bn.bias.fill_(0.2)
+            if kind == "salient":
+                b.conv.weight.copy_(torch.linspace(-0.5, 0.5, 32).view_as(b.conv.weight))
+        return b
+
+    x = torch.randn(4, 32, 8, 8).bfloat16()  # what a conv under autocast hands the gate
+    weights = torch.linspace(-1, 1, x.numel()).view_as(x)
+    runs = {}
+    for name, impl, autocast in (("fused", "fused", True), ("plain", "gemv", True), ("fp32", "gemv", False)):
+        b, xi = block(impl), (x if autocast else x.float()).clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = b(xi)
+        (out.float() * weights).sum().backward()
+        runs[name] = (b, out, [xi.grad.float()] + [p.grad for p in b.parameters()])
+    fused, out, grads = runs["fused"]
+    assert out.dtype == torch.bfloat16 and out.grad_fn.name() == "_SpatialGateFnBackward"
+    assert fused.bn.running_mean.dtype == torch.float32
+    torch.testing.assert_close(fused.bn.running_mean, runs["fp32"][0].bn.running_mean, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(out.float(), runs["fp32"][1], rtol=2e-2, atol=2e-2)
+    for got, plain, want in zip(grads, runs["plain"][2], runs["fp32"][2]):
+        assert got.dtype == want.dtype
+        if want.numel() > 1:  # x and the conv weight: bf16 rounding of the full-size terms
+            assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+        else:  # BN's gamma, beta: sums that cancel; no worse than the plain ops under the same autocast
+            assert (got - want).abs() <= 2 * (plain - want).abs() + 2e-2 * want.abs()
+
+
+def _grads(model: nn.Module, x: torch.Tensor, autocast: bool):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(x)
+    (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["salient_resnet18", "ssa_resnet18"])
+def test_a_bf16_autocast_model_trains_through_the_fused_gate_as_through_plain_ops(name):
+    """Whole model: the fused gate adds no error to what bf16 autocast itself costs (plain ops, same autocast)."""
+    model = timm.create_model(name, num_classes=10).train()
+    plain = timm.create_model(name, num_classes=10, attn_kwargs=dict(impl="gemv")).train()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    fused, bf16, fp32 = _grads(model, x, True), _grads(plain, x, True), _grads(plain, x, False)
+    for key in fp32:
+        autocast_error = (bf16[key] - fp32[key]).abs().max()
+        assert fused[key].dtype == torch.float32
+        assert (fused[key] - bf16[key]).abs().max() <= 0.1 * autocast_error + 1e-3 * fp32[key].abs().max(), key
