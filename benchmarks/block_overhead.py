@@ -4,6 +4,12 @@
     python benchmarks/block_overhead.py --compile       # add torch.compile rows (slow to compile on CPU)
     python benchmarks/block_overhead.py --full --json out.json   # the whole matrix (default on CUDA)
     python benchmarks/block_overhead.py --formats nchw,channels_last --scenarios "train b64 32px"
+    python benchmarks/block_overhead.py --modes reparam --scenarios "infer b1 224px,infer b8 224px"  # folded
+
+Modes: ``eager``, ``compile`` (``torch.compile``; ``--compile-backend``) and ``reparam``: inference of each model
+folded by ``salient_timm.reparameterize`` (conv + BN folded, the Salient gate a conv channel), interleaved with
+two references, ``resnet50 (fx fuse)`` (torch's ``torch.fx.experimental.optimization.fuse``) and
+``resnet50 (unfolded)`` (plain eager); ratios are to the folded resnet50.
 
 Interleaved timing (every repeat runs every model once, so drift hits all alike), median and
 spread (min-max over repeats) of img/s and latency, peak memory (CUDA: max allocated; CPU training: the
@@ -101,13 +107,29 @@ def attention_bytes(name: str, scenario: Scenario, elem_bytes: int) -> int:
     return total
 
 
-def build(name: str, scenario: Scenario, device: torch.device, channels_last: bool, compile_: bool):
+FX_FUSED, UNFOLDED = " (fx fuse)", " (unfolded)"  # reference rows of the reparam mode
+
+
+def build(
+    name: str, scenario: Scenario, device: torch.device, channels_last: bool, mode: str, backend: str = "inductor"
+):
+    """``(model, runner, optimizer or None, x, y)``; ``mode``: eager, compile or reparam (see the docstring)."""
     num_classes = 100 if scenario.cifar else 1000
-    model = MODELS[name].replace(num_classes=num_classes, cifar_stem=scenario.cifar).build()
+    base = name.removesuffix(FX_FUSED).removesuffix(UNFOLDED)
+    model = MODELS[base].replace(num_classes=num_classes, cifar_stem=scenario.cifar).build()
     model = model.to(device).train(scenario.train)
+    if mode == "reparam":
+        if scenario.train:
+            raise ValueError("the reparam mode is inference only")
+        if name.endswith(FX_FUSED):
+            from torch.fx.experimental.optimization import fuse
+
+            model = fuse(model)
+        elif not name.endswith(UNFOLDED):
+            model = salient_timm.reparameterize(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    runner = torch.compile(model) if compile_ else model
+    runner = torch.compile(model, backend=backend) if mode == "compile" else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01) if scenario.train else None
     x = torch.randn(scenario.batch, 3, scenario.size, scenario.size, device=device)
     if channels_last:
@@ -163,7 +185,7 @@ def cpu_step_peak_mb(name: str, scenario: Scenario, channels_last: bool) -> floa
     code = (
         f"import resource, sys; sys.argv = ['b']; import block_overhead as b, torch;"
         f"sc = b.Scenario({scenario.name!r}, {scenario.train}, {scenario.batch}, {scenario.size});"
-        f"m, r, o, x, y = b.build({name!r}, sc, torch.device('cpu'), {channels_last}, False);"
+        f"m, r, o, x, y = b.build({name!r}, sc, torch.device('cpu'), {channels_last}, 'eager');"
         f"fn = b.step_fn(r, o, x, y, sc, False, torch.device('cpu')); fn();"
         f"before = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() / 2**10;"
         f"fn(); fn(); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
@@ -181,7 +203,10 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models (default on CUDA)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated, resnet50 first (the ratio base)")
     p.add_argument("--scenarios", default=None, help="comma-separated names, e.g. 'infer b1 224px'")
-    p.add_argument("--modes", default=None, help="eager,compile (default: eager; with --compile or on CUDA both)")
+    p.add_argument(
+        "--modes", default=None, help="eager,compile,reparam (default: eager; with --compile or on CUDA eager,compile)"
+    )
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compile mode")
     p.add_argument(
         "--formats",
         default=None,
@@ -214,7 +239,6 @@ def main() -> None:
         p.error(f"unknown format in {a.formats!r}; valid: nchw, channels_last")
     names = [m.strip() for m in a.models.split(",")]
     bandwidth = copy_bandwidth(device)
-    elem_bytes = 2 if cuda else 4
     header = (
         f"device {torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()} "
         f"({'bf16 autocast' if cuda else f'fp32, {torch.get_num_threads()} threads'}); "
@@ -222,11 +246,55 @@ def main() -> None:
         f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; {a.repeats} repeats x {iters} calls, interleaved"
     )
     print(header)
-    results = []
+    if set(modes) - {"eager", "compile", "reparam"}:
+        p.error(f"unknown mode in {a.modes!r}; valid: eager, compile, reparam")
+    results = run_matrix(
+        names,
+        scenarios,
+        modes,
+        formats,
+        device,
+        a.repeats,
+        iters,
+        a.iters is not None,
+        a.compile_backend,
+        cpu_memory=not a.no_cpu_memory,
+        bandwidth=bandwidth,
+        echo=True,
+    )
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"header": header, "bandwidth_Bps": bandwidth, "results": results}, f, indent=2)
+
+
+def run_matrix(
+    names: List[str],
+    scenarios: List[Scenario],
+    modes: List[str],
+    formats: List[str],
+    device: torch.device,
+    repeats: int,
+    iters: int,
+    iters_given: bool = False,
+    backend: str = "inductor",
+    cpu_memory: bool = True,
+    bandwidth: float = 0.0,
+    echo: bool = False,
+) -> List[dict]:
+    """One interleaved measurement per (mode, scenario) over every (model, format) pair; rows as in ``--json``.
+
+    ``names[0]`` is the ratio base. CUDA: bf16 autocast and peak memory per step; CPU: fp32 and (eager training,
+    ``cpu_memory``) the peak resident memory of a step in a fresh process."""
+    cuda = device.type == "cuda"
+    elem_bytes = 2 if cuda else 4
+    results: List[dict] = []
     for mode, sc in ((m, sc) for m in modes for sc in scenarios):
+        if mode == "reparam" and sc.train:
+            continue  # a folded model is for inference
         # every (model, format) pair in one interleaved measurement: format ratios come from the same run
-        keys = [(n, f) for f in formats for n in names]
-        built = {k: build(k[0], sc, device, k[1] == "channels_last", mode == "compile") for k in keys}
+        run_names = names + ([names[0] + FX_FUSED, names[0] + UNFOLDED] if mode == "reparam" else [])
+        keys = [(n, f) for f in formats for n in run_names]
+        built = {k: build(k[0], sc, device, k[1] == "channels_last", mode, backend) for k in keys}
         fns = {k: step_fn(r, o, x, y, sc, cuda, device) for k, (m, r, o, x, y) in built.items()}
         peaks = {}
         if cuda:
@@ -235,15 +303,15 @@ def main() -> None:
                 fn()
                 _sync(device)
                 peaks[k] = torch.cuda.max_memory_allocated(device) / 2**20
-        elif sc.train and not a.no_cpu_memory:
+        elif sc.train and cpu_memory and mode == "eager":
             peaks = {k: cpu_step_peak_mb(k[0], sc, k[1] == "channels_last") for k in keys}
-        n_iter = iters if (cuda or not sc.train or a.iters) else 2  # a CPU training step takes seconds
-        times = measure(fns, device, n_iter, a.repeats, warmup=2 if cuda else 1)
+        n_iter = iters if (cuda or not sc.train or iters_given) else 2  # a CPU training step takes seconds
+        times = measure(fns, device, n_iter, repeats, warmup=2 if cuda else 1)
         for n, fmt in keys:
             med = statistics.median(times[(n, fmt)])
             base = statistics.median(times[(names[0], fmt)])
             nchw = statistics.median(times[(n, "nchw")]) if "nchw" in formats else med
-            bound = attention_bytes(n, sc, elem_bytes) / bandwidth
+            moved = attention_bytes(n.removesuffix(FX_FUSED).removesuffix(UNFOLDED), sc, elem_bytes)
             results.append(
                 {
                     "mode": mode,
@@ -256,14 +324,13 @@ def main() -> None:
                     "ratio_time": med / base,
                     "ratio_to_nchw": med / nchw,
                     "overhead_ms": 1e3 * (med - base),
-                    "bound_ms": 1e3 * bound,
+                    "bound_ms": 1e3 * moved / bandwidth if bandwidth else None,
                     "peak_mem_mb": peaks.get((n, fmt)),
                 }
             )
-        print_table([r for r in results if (r["mode"], r["scenario"]) == (mode, sc.name)], f"{mode}, {sc.name}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"header": header, "bandwidth_Bps": bandwidth, "results": results}, f, indent=2)
+        if echo:
+            print_table([r for r in results if (r["mode"], r["scenario"]) == (mode, sc.name)], f"{mode}, {sc.name}")
+    return results
 
 
 def print_table(rows: List[dict], title: str) -> None:
@@ -277,7 +344,7 @@ def print_table(rows: List[dict], title: str) -> None:
         print(
             f"{r['model']:30s} {r['format']:13s} {r['img_per_s']:9.1f} {r['latency_ms']:9.2f} "
             f"{r['spread_ms'][0]:8.2f}-{r['spread_ms'][1]:<8.2f} {r['ratio_time']:10.3f} {r['ratio_to_nchw']:7.3f} "
-            f"{r['overhead_ms']:8.2f}ms {r['bound_ms']:6.2f}ms {peak:>8s}"
+            f"{r['overhead_ms']:8.2f}ms {r['bound_ms'] or 0:6.2f}ms {peak:>8s}"
         )
 
 

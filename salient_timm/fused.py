@@ -28,6 +28,7 @@ plain ops, which they support, trace and fuse themselves. Under autocast (bf16/f
 rules: the full-size GEMV and product in x's dtype (accumulating in fp32), the gate's BN and sigmoid in fp32.
 """
 
+import contextlib
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
@@ -88,6 +89,13 @@ def _batch_norm(s: torch.Tensor, stats: Optional[Tuple[torch.Tensor, torch.Tenso
     return F.batch_norm(s, stats[0], stats[1], weight, bias, False, 0.0, eps)
 
 
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast disabled for ``device_type`` where it is on; nothing otherwise (e.g. the meta device, which
+    ``torch.autocast`` does not take)."""
+    on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    return torch.autocast(device_type, enabled=False) if on else contextlib.nullcontext()
+
+
 def _norm_dtype(bn: nn.BatchNorm2d) -> torch.dtype:
     """The gate BN's own dtype (fp32 under autocast: its parameters and running statistics)."""
     for t in (bn.weight, bn.running_mean):
@@ -117,7 +125,7 @@ class _SpatialGateFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bn, gate, bn_weight, bn_bias):
-        with torch.autocast(x.device.type, enabled=False):  # explicit dtypes (autocast's rules, see _saliency)
+        with _autocast_off(x.device.type):  # explicit dtypes (autocast's rules, see _saliency)
             v, s = _saliency(x, weight, _norm_dtype(bn))
             batch_stats = bn.training or bn.running_mean is None
             stats = None if batch_stats else (bn.running_mean.clone(), bn.running_var.clone())
@@ -134,7 +142,7 @@ class _SpatialGateFn(torch.autograd.Function):
             # create_graph=True (the grads must be differentiable) or batched grad_outputs
             # (autograd.grad(is_grads_batched=True), jacobian(vectorize=True)): differentiate the plain ops
             return _SpatialGateFn._plain_backward(ctx, dy, x, weight, bn_weight, bn_bias)
-        with torch.autocast(dy.device.type, enabled=False):
+        with _autocast_off(dy.device.type):
             return _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v)
 
     @staticmethod
@@ -171,7 +179,7 @@ class _SpatialGateFn(torch.autograd.Function):
     @staticmethod
     def _plain_backward(ctx, dy, x, weight, bn_weight, bn_bias):
         create_graph = torch.is_grad_enabled()
-        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+        with torch.enable_grad(), _autocast_off(x.device.type):
             _, s = _saliency(x, weight, ctx.norm_dtype)
             y = x * ctx.gate(_batch_norm(s, ctx.stats, bn_weight, bn_bias, ctx.eps)).to(x.dtype)
         inputs = (x, weight, None, None, bn_weight, bn_bias)

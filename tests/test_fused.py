@@ -185,3 +185,13 @@ def test_a_bf16_autocast_model_trains_through_the_fused_gate_as_through_plain_op
         autocast_error = (bf16[key] - fp32[key]).abs().max()
         assert fused[key].dtype == torch.float32
         assert (fused[key] - bf16[key]).abs().max() <= 0.1 * autocast_error + 1e-3 * fp32[key].abs().max(), key
+
+
+def test_a_training_step_on_the_meta_device_runs_through_the_fused_gate():
+    """salient-analyze counts training steps on the meta device, where torch.autocast cannot be entered."""
+    block = SalientBlock(8, device="meta").train()
+    x = torch.empty(2, 8, 4, 4, device="meta", requires_grad=True)
+    out = block(x)
+    assert out.grad_fn.name() == "_SpatialGateFnBackward"
+    out.sum().backward()
+    assert x.grad.shape == x.shape and block.conv.weight.grad.device.type == "meta"
