@@ -36,7 +36,7 @@ persistent buffer, 1.0 by default (exactly the seed's gate). ``init_identity()``
 state_dict, a checkpoint always reloads with the gate it was trained with.
 """
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 from torch import nn
@@ -94,9 +94,18 @@ class _SpatialGate(nn.Module):
         return not hooked and use_fused(x, (weight, self.bn.weight, self.bn.bias))
 
     @torch.jit.unused
-    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _fused_forward(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
         weight = self.conv.weight.view(-1) if hasattr(self, "conv") else None
-        return spatial_gate(x, weight, self.bn, self.gate.forward)
+        return spatial_gate(x, weight, self.bn, self.gate.forward, shortcut)
+
+    @torch.jit.unused
+    def residual_epilogue(self, x: torch.Tensor, shortcut: Callable[[], torch.Tensor]) -> Optional[torch.Tensor]:
+        """``relu(shortcut() + self(x))`` in one fused pass forward and one backward, or None (and ``shortcut`` not
+        called) where the fused path does not apply; the caller then runs its plain ops. ``shortcut``: a callable
+        giving the block's shortcut (its downsample runs only if the fused path is taken)."""
+        if self.impl != "fused" or not self._fused_applies(x):
+            return None
+        return self._fused_forward(x, shortcut())
 
     @torch.no_grad()
     def init_identity(self, gain: float = 0.0) -> None:

@@ -15,6 +15,10 @@ sum, ``ds*w`` broadcast, ``ds*x`` before the weight's reduction, the sum of two 
     dx = dy * g  +  v ⊗ ds  [+ (dv_from_GAP / HW) ⊗ 1 for SSA]   # one product, then an in-place rank-1/2 GEMM
     dw = sum_{n,hw} ds * x                       # a GEMV (Salient)
 
+On a residual block's post slot with a ReLU after the shortcut add (``slots``), the same function also
+takes the shortcut: forward ``relu(shortcut + x * g)`` is one ``addcmul`` and an in-place ReLU instead of a
+product, an add and a ReLU, and backward's ``threshold_backward`` gives the shortcut's gradient and ``dy`` at once.
+
 Every reduction is a batched GEMV/GEMM over views of x, so it works on NCHW and channels_last
 alike without copies; the incoming gradient may have any strides. It is exact up to float summation
 order (fp64 tests against the seed's conv block, ``gradcheck``, ``gradgradcheck``).
@@ -117,6 +121,9 @@ def _saliency(x: torch.Tensor, weight: Optional[torch.Tensor], dtype: torch.dtyp
 class _SpatialGateFn(torch.autograd.Function):
     """y = x * gate(bn(pixel_dot(x, v))); v = weight (Salient) or GAP(x)/C (SSA, weight None).
 
+    With a ``shortcut``, the block's residual epilogue too: ``relu(shortcut + y)`` as one ``addcmul`` and an
+    in-place ReLU, and in backward one ``threshold_backward`` whose result is the shortcut's gradient.
+
     Forward calls ``bn`` once (its running statistics update exactly as in plain ops) and keeps no graph.
     Backward replays the (N, 1, H, W) gate from the saved saliency with ``bn``'s statistics of that forward,
     so nothing in the saved state re-enters a checkpointed region, and with ``create_graph`` it recomputes
@@ -124,42 +131,49 @@ class _SpatialGateFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bn, gate, bn_weight, bn_bias):
+    def forward(ctx, x, weight, bn, gate, bn_weight, bn_bias, shortcut):
         with _autocast_off(x.device.type):  # explicit dtypes (autocast's rules, see _saliency)
             v, s = _saliency(x, weight, _norm_dtype(bn))
             batch_stats = bn.training or bn.running_mean is None
             stats = None if batch_stats else (bn.running_mean.clone(), bn.running_var.clone())
-            g = gate(bn.forward(s))  # the one call that updates the running statistics
-            y = x * g.to(x.dtype)
-        ctx.save_for_backward(x, weight, s, bn_weight, bn_bias, v if weight is None else None)  # SSA: v (N, C)
+            g = gate(bn.forward(s)).to(x.dtype)  # the one call that updates the running statistics
+            y = x * g if shortcut is None else torch.addcmul(shortcut, x, g).relu_()
+        saved_v = v if weight is None else None  # SSA: v (N, C)
+        ctx.save_for_backward(x, weight, s, bn_weight, bn_bias, saved_v, None if shortcut is None else y)
         ctx.stats, ctx.eps, ctx.gate, ctx.norm_dtype = stats, bn.eps, gate, s.dtype
+        ctx.shortcut_dtype = None if shortcut is None else shortcut.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, s, bn_weight, bn_bias, v = ctx.saved_tensors
+        x, weight, s, bn_weight, bn_bias, v, out = ctx.saved_tensors
+        d_shortcut = None
+        if out is not None:  # through the ReLU: the gradient of the sum, so of the shortcut and of x * g
+            dy = torch.ops.aten.threshold_backward(dy, out, 0)  # differentiable in dy, as autograd's own
+            d_shortcut = dy.to(ctx.shortcut_dtype) if ctx.needs_input_grad[6] else None
         if torch.is_grad_enabled() or _batched(dy):
             # create_graph=True (the grads must be differentiable) or batched grad_outputs
             # (autograd.grad(is_grads_batched=True), jacobian(vectorize=True)): differentiate the plain ops
-            return _SpatialGateFn._plain_backward(ctx, dy, x, weight, bn_weight, bn_bias)
+            return _SpatialGateFn._plain_backward(ctx, dy, x, weight, bn_weight, bn_bias) + (d_shortcut,)
         with _autocast_off(dy.device.type):
-            return _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v)
+            return _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v) + (d_shortcut,)
 
     @staticmethod
     def _fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v):
         """Full-size work in x's dtype (GEMMs accumulate in fp32), the (N, 1, H, W) gate in the norm's dtype."""
         n, c, h, w = x.shape
+        dy = dy.to(x.dtype)
         needs_x, needs_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         params = (bn_weight, bn_bias)
-        wanted = [p for p, need in zip(params, ctx.needs_input_grad[4:]) if need]
+        wanted = [p for p, need in zip(params, ctx.needs_input_grad[4:6]) if need]
         with torch.enable_grad():  # the small gate graph, on (N, 1, H, W) tensors only
             s_leaf = s.detach().requires_grad_()
             g = ctx.gate(_batch_norm(s_leaf, ctx.stats, bn_weight, bn_bias, ctx.eps))
-        grads = torch.autograd.grad(g, [s_leaf, *wanted], _channel_dot(dy.to(x.dtype), x).to(g.dtype))
+        grads = torch.autograd.grad(g, [s_leaf, *wanted], _channel_dot(dy, x).to(g.dtype))
         g = g.detach().to(x.dtype)
         ds = grads[0].reshape(n, 1, h * w).to(x.dtype)
         by_param = iter(grads[1:])
-        param_grads = tuple(next(by_param) if need else None for need in ctx.needs_input_grad[4:])
+        param_grads = tuple(next(by_param) if need else None for need in ctx.needs_input_grad[4:6])
         dx = dw = None
         if needs_x:  # dy may have any strides (transposed, expanded...); dx takes x's layout for the GEMMs
             dx = torch.mul(dy, g, out=torch.empty_like(x))
@@ -178,14 +192,16 @@ class _SpatialGateFn(torch.autograd.Function):
 
     @staticmethod
     def _plain_backward(ctx, dy, x, weight, bn_weight, bn_bias):
+        """Gradients of x * gate(...) for the first six inputs, by autograd of the plain ops."""
         create_graph = torch.is_grad_enabled()
         with torch.enable_grad(), _autocast_off(x.device.type):
             _, s = _saliency(x, weight, ctx.norm_dtype)
             y = x * ctx.gate(_batch_norm(s, ctx.stats, bn_weight, bn_bias, ctx.eps)).to(x.dtype)
         inputs = (x, weight, None, None, bn_weight, bn_bias)
-        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad) if need]
-        grads = iter(torch.autograd.grad(y, wanted, dy, create_graph=create_graph, allow_unused=True))
-        return tuple(next(grads) if need else None for need in ctx.needs_input_grad)
+        needs = ctx.needs_input_grad[:6]
+        wanted = [t for t, need in zip(inputs, needs) if need]
+        grads = iter(torch.autograd.grad(y, wanted, dy.to(y.dtype), create_graph=create_graph, allow_unused=True))
+        return tuple(next(grads) if need else None for need in needs)
 
 
 def _batched(t: torch.Tensor) -> bool:
@@ -222,10 +238,12 @@ def spatial_gate(
     weight: Optional[torch.Tensor],
     bn: nn.BatchNorm2d,
     gate: Callable[[torch.Tensor], torch.Tensor],
+    shortcut: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Fused ``x * gate(bn(sum_c v_c x_c))`` (see module docstring); ``weight`` (C,) or ``None`` for SSA's GAP(x)/C.
 
+    With ``shortcut`` (same shape as x): the residual block's epilogue as well, ``relu(shortcut + x * gate)``.
     ``bn`` is a 1-channel ``nn.BatchNorm2d`` (called once per forward, as plain ops would); ``gate`` a pure
     elementwise function (``ScaledSigmoid.forward``). Shapes: x (N, C, H, W) contiguous or channels_last.
     """
-    return _SpatialGateFn.apply(x, weight, bn, gate, bn.weight, bn.bias)
+    return _SpatialGateFn.apply(x, weight, bn, gate, bn.weight, bn.bias, shortcut)

@@ -26,11 +26,27 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock as TvBasicBlock
 from torchvision.models.resnet import Bottleneck as TvBottleneck
 
+from .blocks import SalientBlock, SSABlock
 from .folding import fold_residual_block
 
 __all__ = ["SLOT_ATTRS", "SLOTTED_CLASS", "BASE_CLASS", "ensure_slot", "mid_channels", "post_channels"]
 
 SLOT_ATTRS: Dict[str, str] = {"post": "se", "mid": "attn_mid"}
+
+
+@torch.jit.unused
+def _gate_epilogue(block: nn.Module, x: torch.Tensor, shortcut: torch.Tensor, act: nn.Module) -> Optional[torch.Tensor]:
+    """``act(downsample(shortcut) + se(x))`` as one fused pass (``salient_timm.fused``) when ``se`` is a Salient or
+    SSA gate on its fused path, ``act`` a ReLU and drop-path off; else None, and the caller runs its plain ops."""
+    se, drop_path = getattr(block, "se", None), getattr(block, "drop_path", None)
+    if type(se) not in (SalientBlock, SSABlock) or type(act) is not nn.ReLU:
+        return None
+    if drop_path is not None and not isinstance(drop_path, nn.Identity):
+        return None
+    downsample = block.downsample
+    return cast(SalientBlock, se).residual_epilogue(
+        x, lambda: shortcut if downsample is None else cast(nn.Module, downsample)(shortcut)
+    )
 
 
 def _fuse(block: nn.Module) -> nn.Module:
@@ -62,6 +78,10 @@ class TimmBasicBlockSlots(TimmBasicBlock):
         if attn_mid is not None:
             x = attn_mid(x)
         x = self.bn2(self.conv2(self.aa(x)))
+        if not torch.jit.is_scripting():
+            fused = _gate_epilogue(self, x, shortcut, self.act2)
+            if fused is not None:
+                return fused
         if self.se is not None:
             x = self.se(x)
         if self.drop_path is not None:
@@ -93,6 +113,10 @@ class TimmBottleneckSlots(TimmBottleneck):
         if attn_mid is not None:
             x = attn_mid(x)
         x = self.bn3(self.conv3(self.aa(x)))
+        if not torch.jit.is_scripting():
+            fused = _gate_epilogue(self, x, shortcut, self.act3)
+            if fused is not None:
+                return fused
         if self.se is not None:
             x = self.se(x)
         if self.drop_path is not None:
@@ -114,6 +138,10 @@ class TvBasicBlockSlots(TvBasicBlock):
         if self.attn_mid is not None:
             out = self.attn_mid(out)
         out = self.bn2(self.conv2(out))
+        if not torch.jit.is_scripting():
+            fused = _gate_epilogue(self, out, x, self.relu)
+            if fused is not None:
+                return fused
         if self.se is not None:
             out = self.se(out)
         if self.downsample is not None:
@@ -134,6 +162,10 @@ class TvBottleneckSlots(TvBottleneck):
         if self.attn_mid is not None:
             out = self.attn_mid(out)
         out = self.bn3(self.conv3(out))
+        if not torch.jit.is_scripting():
+            fused = _gate_epilogue(self, out, x, self.relu)
+            if fused is not None:
+                return fused
         if self.se is not None:
             out = self.se(out)
         if self.downsample is not None:

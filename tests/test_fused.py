@@ -5,6 +5,7 @@ import timm
 import torch
 from torch import nn
 
+import salient_timm
 from salient_timm import SalientBlock, SSABlock
 
 
@@ -195,3 +196,69 @@ def test_a_training_step_on_the_meta_device_runs_through_the_fused_gate():
     assert out.grad_fn.name() == "_SpatialGateFnBackward"
     out.sum().backward()
     assert x.grad.shape == x.shape and block.conv.weight.grad.device.type == "meta"
+
+
+def _block_pair(kind: str, base: str):
+    """(fused block, literal block): one residual block with a downsample and a post gate, fp64, equal weights."""
+    from conftest import randomize_bn
+
+    literal_impl = "conv" if kind == "salient" else "mean"
+    if base.startswith("torchvision"):
+        import torchvision
+
+        build = torchvision.models.resnet18 if base.endswith("basic") else torchvision.models.resnet50
+    else:
+        name = "resnet18" if base.endswith("basic") else "resnet26"
+
+        def build():
+            return timm.create_model(name, channels=(8, 16, 32, 64), stem_width=8)  # narrow: fast checks
+
+    blocks = []
+    for impl in ("fused", literal_impl):
+        torch.manual_seed(0)
+        model = build()
+        salient_timm.inject_attention(model, kind, impl=impl)
+        blocks.append(randomize_bn(model).layer2[0].double().train())
+    blocks[1].load_state_dict(blocks[0].state_dict())
+    return blocks
+
+
+@pytest.mark.parametrize("kind", ["salient", "ssa"])
+@pytest.mark.parametrize("base", ["timm-basic", "timm-bottleneck", "torchvision-basic", "torchvision-bottleneck"])
+def test_the_residual_epilogue_is_the_literal_block_exactly(kind, base):
+    """Gate product, shortcut add and ReLU in one fused pass: same output, input gradient (both paths: the branch
+    and the shortcut through the downsample) and parameter gradients as the seed's literal block, in fp64."""
+    fused, literal = _block_pair(kind, base)
+    channels = fused.conv1.in_channels
+    x = torch.randn(2, channels, 8, 8, dtype=torch.float64, requires_grad=True)
+    y_fused = fused(x)
+    assert y_fused.grad_fn.name() == "_SpatialGateFnBackward"  # the epilogue ran: the block's output is its own
+    y_literal = literal(x)
+    torch.testing.assert_close(y_fused, y_literal, rtol=1e-12, atol=1e-12)
+    r = torch.randn_like(y_fused)
+    grads_fused = torch.autograd.grad(y_fused, [x, *fused.parameters()], r)
+    grads_literal = torch.autograd.grad(y_literal, [x, *literal.parameters()], r)
+    for a, b in zip(grads_fused, grads_literal):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    for a, b in zip(fused.modules(), literal.modules()):  # BN statistics, downsample's included, updated once
+        if isinstance(a, nn.BatchNorm2d):
+            torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-12, atol=1e-12)
+            assert a.num_batches_tracked == b.num_batches_tracked == 1
+
+
+def test_the_residual_epilogue_passes_gradcheck_and_gradgradcheck():
+    fused, _ = _block_pair("salient", "timm-bottleneck")
+    fused.eval()  # BN in eval: a deterministic function of x for the numerical Jacobian
+    x = torch.randn(1, fused.conv1.in_channels, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert fused(x).grad_fn.name() == "_SpatialGateFnBackward"
+    assert torch.autograd.gradcheck(fused, (x,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fused, (x,), fast_mode=True)
+
+
+def test_drop_path_or_another_activation_takes_the_plain_ops_and_stays_exact():
+    fused, literal = _block_pair("salient", "timm-basic")
+    fused.act2 = literal.act2 = nn.GELU()  # not a ReLU: no epilogue
+    x = torch.randn(2, fused.conv1.in_channels, 8, 8, dtype=torch.float64, requires_grad=True)
+    out = fused(x)
+    assert out.grad_fn.name() != "_SpatialGateFnBackward"
+    torch.testing.assert_close(out, literal(x), rtol=1e-12, atol=1e-12)
