@@ -269,11 +269,24 @@ def trust_warnings(profiles: List[ModelProfile], peaks: Optional[Peaks]) -> List
 
 
 def timm_units(traffic: TrafficReport) -> Dict[str, float]:
-    """timm benchmark CSV units, per image: ``infer_gmacs`` (forward MACs / 1e9), ``infer_macts``
-    (forward activations / 1e6, fvcore's ActivationCountAnalysis convention)."""
+    """timm's benchmark CSV units of the forward, per image, and our MAC-only count beside them.
+
+    | column | counts, per image | convention |
+    |---|---|---|
+    | ``infer_gmacs`` | conv/linear/matmul MACs + fvcore's norm and pooling terms, / 1e9 | timm's ``benchmark.py`` (1) |
+    | ``infer_macts`` | output elements of conv/linear/matmul, / 1e6 | fvcore ``ActivationCountAnalysis`` |
+    | ``gmacs_mm`` | conv/linear/matmul MACs only (attention matmuls included), / 1e9 | ours (``counting``) |
+
+    (1) fvcore's ``FlopCountAnalysis``, whose norm and pooling rules are ``traffic.FVCORE_TERMS``; unlike today's
+    fvcore, attention matmuls (``scaled_dot_product_attention``) are counted, as timm's published table does.
+    """
     n = traffic.input_shape[0]
     total = traffic.total
-    return {"infer_gmacs": total.forward.macs / n / 1e9, "infer_macts": total.activations / n / 1e6}
+    return {
+        "infer_gmacs": (total.forward.macs + traffic.fvcore_terms) / n / 1e9,
+        "infer_macts": total.activations / n / 1e6,
+        "gmacs_mm": total.forward.macs / n / 1e9,
+    }
 
 
 def _pct(part: Optional[float], whole: Optional[float]) -> Optional[float]:
@@ -431,6 +444,7 @@ def profile_report(
                 "x base time",
                 "infer_gmacs",
                 "infer_macts",
+                "gmacs_mm",
             ],
             step_rows,
         )
@@ -440,8 +454,8 @@ def profile_report(
         "tensor input (distinct elements) and output of every op at its dtype, views excluded; saved = storages "
         "autograd keeps for backward, each once, parameters excluded",
         "FLOPs = 2*MACs + elementwise ops, forward and backward ops alike (counting.CONVENTION)",
-        "infer_gmacs / infer_macts: per image, forward, timm benchmark CSV units (activations as fvcore's "
-        "ActivationCountAnalysis: outputs of conv/linear/matmul)",
+        "infer_gmacs / infer_macts: per image, forward, timm's benchmark.py units (MACs + fvcore's norm and pooling "
+        "terms; activations: outputs of conv/linear/matmul); gmacs_mm: conv/linear/matmul MACs only",
     ]
     if options.measure:
         notes.append(

@@ -202,7 +202,8 @@ def size_report(spec: ModelSpec) -> Report:
 
 
 def _folded(model: nn.Module) -> Tuple[nn.Module, List[str]]:
-    """``salient_timm.reparameterize`` of an eval-mode model, and its warnings (slots that stay as they are)."""
+    """``salient_timm.reparameterize`` of an eval-mode model (timm's ``reparameterize_model`` hooks included, as
+    ``benchmark.py --reparam``), and its warnings (slots that stay as they are)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         folded = salient_timm.reparameterize(model, inplace=True)
@@ -246,7 +247,7 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
             base_model = key.build() if spec.attn != "none" else model
             base_cache[key] = (count_cost(base_model, key.input_shape), count_params(base_model))
             if reparam:
-                folded_base = _folded(key.build())[0]
+                folded_base = _folded(key.build("cpu"))[0]
                 base_cache[key, "reparam"] = (count_cost(folded_base, key.input_shape), count_params(folded_base))
         try:
             rows.append(_compare_row(spec.label, model, spec, base_cache[key], train=True))
@@ -254,7 +255,7 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
             train_note = f"train columns empty: {e}"
             rows.append(_compare_row(spec.label, model, spec, base_cache[key], train=False))
         if reparam:
-            folded, left = _folded(model)
+            folded, left = _folded(spec.build("cpu"))  # folding reads weights: timm's hooks copy real tensors
             rows.append(_compare_row(f"{spec.label} (reparam)", folded, spec, base_cache[key, "reparam"], train=False))
             folded_notes += [f"{spec.label}: {note}" for note in left]
         if progress:
@@ -276,6 +277,7 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
                     "fp32 MB",
                     "infer_gmacs",
                     "infer_macts",
+                    "gmacs_mm",
                     "MB moved",
                     "train MB moved",
                     "train saved MB",
@@ -286,8 +288,10 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
         CONVENTION,
         [
             "FLOPs ratio is against the same model without --attn",
-            "infer_gmacs / infer_macts: per image, timm benchmark CSV units (activations: outputs of "
-            "conv/linear/matmul, fvcore's ActivationCountAnalysis)",
+            "infer_gmacs / infer_macts: per image, timm's benchmark.py units: conv/linear/matmul MACs plus fvcore's "
+            "norm and pooling terms (eval BatchNorm 2 per element, GroupNorm/LayerNorm 5, adaptive average pooling 1 "
+            "per input element); activations: outputs of conv/linear/matmul (fvcore's ActivationCountAnalysis). "
+            "gmacs_mm: conv/linear/matmul MACs only, per image",
             "MB moved: bytes read + written by every op of the forward pass (counted, not measured); train: "
             "forward + backward of a training step, and the activation bytes autograd saves for backward "
             "(salient-analyze profile has the breakdown and measured time)",

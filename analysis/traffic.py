@@ -16,6 +16,16 @@ machinery of torch's ``FlopCounterMode``), so a stage includes its blocks. Runs 
 (nothing allocated) or a real one; the caller's train/eval flags are restored.
 Activation count (``macts``) follows fvcore's ``ActivationCountAnalysis`` and timm's benchmark CSV:
 output elements of conv / linear / matmul ops in the forward pass.
+
+``fvcore_terms``: what fvcore's ``FlopCountAnalysis`` (and so timm's ``benchmark.py``, ``infer_gmacs``) adds to the
+MACs of the forward, caught at the ``torch.nn.functional`` level where fvcore's TorchScript trace sees them
+(``FVCORE_TERMS``; fvcore 0.1.5's ``jit_handles``):
+
+| call | fvcore counts |
+|---|---|
+| ``F.batch_norm`` (eval) | 2 per input element with an affine, else 1 |
+| ``F.group_norm``, ``F.layer_norm``, ``F.instance_norm`` | 5 per input element with an affine, else 4 |
+| ``F.adaptive_avg_pool1d/2d/3d`` | 1 per input element |
 """
 
 import math
@@ -25,6 +35,7 @@ from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, shape_wrapper
 from torch.utils.module_tracker import ModuleTracker
@@ -138,6 +149,7 @@ class TrafficReport:
     modules: Dict[str, ModuleTraffic]
     by_op: Dict[str, Cost]
     uncounted_ops: Tuple[str, ...]
+    fvcore_terms: int = 0  # fvcore's norm and pooling terms of the forward (module docstring)
 
     @property
     def total(self) -> ModuleTraffic:
@@ -145,6 +157,49 @@ class TrafficReport:
 
     def module(self, name: str) -> ModuleTraffic:
         return self.modules.get(name, ModuleTraffic())
+
+
+F = torch.nn.functional
+
+
+def _affine_rule(weight_at: int, per: int) -> Callable[..., int]:
+    """``per`` ops per input element with an affine weight (argument ``weight_at`` or ``weight=``), else per - 1."""
+
+    def count(args, kwargs) -> int:
+        weight = kwargs.get("weight", args[weight_at] if len(args) > weight_at else None)
+        return args[0].numel() * (per if weight is not None else per - 1)
+
+    return count
+
+
+def _per_input_element(args, kwargs) -> int:
+    return args[0].numel()
+
+
+FVCORE_TERMS: Dict[Callable, Callable[..., int]] = {
+    F.batch_norm: _affine_rule(3, 2),  # (input, running_mean, running_var, weight, ...)
+    F.instance_norm: _affine_rule(3, 5),  # (input, running_mean, running_var, weight, ...)
+    F.layer_norm: _affine_rule(2, 5),  # (input, normalized_shape, weight, ...)
+    F.group_norm: _affine_rule(2, 5),  # (input, num_groups, weight, ...)
+    F.adaptive_avg_pool1d: _per_input_element,
+    F.adaptive_avg_pool2d: _per_input_element,
+    F.adaptive_avg_pool3d: _per_input_element,
+}
+
+
+class _FvcoreTerms(TorchFunctionMode):
+    """Sums ``FVCORE_TERMS`` of the functional calls a forward makes (the outermost call of each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = FVCORE_TERMS.get(func)
+        if rule is not None:
+            self.count += int(rule(args, kwargs))
+        return func(*args, **kwargs)
 
 
 def _distinct_bytes(t: torch.Tensor) -> int:
@@ -263,7 +318,7 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
                 return t
 
             with torch.set_grad_enabled(train), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                with _TrafficMode(tracker, "forward", names, acc):
+                with _TrafficMode(tracker, "forward", names, acc), _FvcoreTerms() as fvcore_terms:
                     try:
                         out = model(x)
                     except ValueError as e:
@@ -283,4 +338,6 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
             m.training = flag
         for p, g in grads:
             p.grad = g
-    return TrafficReport(input_shape, train, dict(acc.modules), dict(acc.by_op), tuple(sorted(acc.uncounted)))
+    return TrafficReport(
+        input_shape, train, dict(acc.modules), dict(acc.by_op), tuple(sorted(acc.uncounted)), fvcore_terms.count
+    )

@@ -277,3 +277,28 @@ def test_progress_counts_every_step_it_announces():
     profile_models(spec, options, progress=seen.append)
     assert len(seen) == profile_steps(spec, options) == 2 + 2 + 3 + 2
     assert seen[0] == "counted resnet18" and "timing round 3/3" in seen
+
+
+def _peer_rows():
+    import csv
+    from pathlib import Path
+
+    lines = (Path(__file__).parent / "data" / "timm_benchmark_infer.csv").read_text().splitlines()
+    return list(csv.DictReader(line for line in lines if not line.startswith("#")))
+
+
+@pytest.mark.parametrize("row", _peer_rows(), ids=lambda r: f"{r['model']}@{r['infer_img_size']}")
+def test_compare_reproduces_timms_published_benchmark_table(row):
+    """params, infer_gmacs and infer_macts to the table's 2 decimals: timm's benchmark.py convention (fvcore's norm
+    and pooling terms on top of the MACs), attention matmuls counted, ``--reparam`` as ``benchmark.py --reparam``."""
+    from salient_analysis.reports import compare_report
+
+    size = int(row["infer_img_size"])
+    reparam = row["reparam"] == "1"
+    report = compare_report([ModelSpec(row["model"], input_size=(3, size, size))], reparam=reparam)
+    ours = report.tables[0].rows[-1]  # with --reparam: the folded row
+    assert ours["model"].endswith("(reparam)") == reparam
+    assert f"{ours['params'] / 1e6:.2f}" == f"{float(row['param_count']):.2f}"
+    assert f"{ours['infer_gmacs']:.2f}" == f"{float(row['infer_gmacs']):.2f}"
+    assert f"{ours['infer_macts']:.2f}" == f"{float(row['infer_macts']):.2f}"
+    assert ours["gmacs_mm"] <= ours["infer_gmacs"]  # our MAC-only count, under its own name
