@@ -111,6 +111,7 @@ ELEMENTWISE_FORMULAS: Dict[object, Callable[..., int]] = {
             aten.elu,
             aten.softmax,
             aten._softmax,
+            aten._safe_softmax,
             aten.exp,
             aten.neg,
             aten.sqrt,

@@ -11,7 +11,7 @@ import copy
 import logging
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -30,6 +30,7 @@ class LibraryCount:
     total: int
     unit: str
     missed: Dict[str, int]
+    skipped: Dict[str, int] = field(default_factory=dict)  # every op the library itself skipped: its call count
 
     @property
     def missed_total(self) -> int:
@@ -82,7 +83,8 @@ def fvcore_count(model: nn.Module, input_shape: Tuple[int, ...], report: CostRep
         for op, n in ours_direct.get(name, {}).items():
             if _norm(op) in skipped:
                 missed[op] = missed.get(op, 0) + n
-    return LibraryCount("fvcore", total, "1 per MAC (+ BN, pooling)", missed)
+        skipped = {_norm(op): int(n) for op, n in analysis.unsupported_ops().items()}
+    return LibraryCount("fvcore", total, "1 per MAC (+ BN, pooling)", missed, skipped)
 
 
 def thop_count(model: nn.Module, input_shape: Tuple[int, ...], report: CostReport) -> LibraryCount:

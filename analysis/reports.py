@@ -159,6 +159,17 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
             for c in checks
             if c.missed
         ]
+        notes += [
+            f"{c.library} skipped these ops entirely (calls): "
+            + ", ".join(f"{op} {n}" for op, n in sorted(c.skipped.items()))
+            + (
+                " - scaled_dot_product_attention holds attention's two matmuls, which we count"
+                if "scaled_dot_product_attention" in c.skipped
+                else ""
+            )
+            for c in checks
+            if c.skipped
+        ]
     return Report("flops", tables, CONVENTION, notes)
 
 
