@@ -1,6 +1,6 @@
 """What the attention blocks cost at run time: resnet50 vs seresnet50 vs salient_resnet50 vs ssa_resnet50.
 
-    python benchmarks/block_overhead.py                 # CPU: quick set, eager, fp32 (a few minutes)
+    python benchmarks/block_overhead.py                 # CPU: quick set, eager, fp32 (durations: RESULTS.md)
     python benchmarks/block_overhead.py --compile       # add torch.compile rows (slow to compile on CPU)
     python benchmarks/block_overhead.py --full --json out.json   # the whole matrix (default on CUDA)
     python benchmarks/block_overhead.py --formats nchw,channels_last --scenarios "train b64 32px"
