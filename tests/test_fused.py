@@ -262,3 +262,21 @@ def test_drop_path_or_another_activation_takes_the_plain_ops_and_stays_exact():
     out = fused(x)
     assert out.grad_fn.name() != "_SpatialGateFnBackward"
     torch.testing.assert_close(out, literal(x), rtol=1e-12, atol=1e-12)
+
+
+def test_gate_hooks_and_counters_see_the_gate_while_training_with_the_epilogue():
+    """The fused epilogue bypasses the gate's own call; a hook on the gate (capture_gates) or a module tracker
+    (salient-analyze's per-gate counts) must still see every gate run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = timm.create_model("salient_resnet18", num_classes=10).train()
+    x = torch.randn(2, 3, 32, 32)
+    with salient_timm.capture_gates(model) as gates:
+        model(x).sum().backward()
+    assert len(gates) == 8
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    assert counter.get_flop_counts()["SalientResNet.layer1.0.se"]  # the gate's own FLOPs, attributed to it
+    assert model(x).grad_fn is not None and model.layer1[0](torch.randn(2, 64, 8, 8)).grad_fn.name() == (
+        "_SpatialGateFnBackward"
+    )  # without a watcher, the epilogue runs
