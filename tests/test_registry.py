@@ -56,7 +56,8 @@ def test_fx_trace_matches_eager(name):
     model = randomize_bn(timm.create_model(name)).eval()
     traced = torch.fx.symbolic_trace(model)
     assert any("se" in n.target for n in traced.graph.nodes if n.op == "call_module")
-    torch.testing.assert_close(traced(X32), model(X32))
+    with torch.no_grad():  # the same ops in both (with grad, eager takes the fused path: fp32 rounding apart)
+        torch.testing.assert_close(traced(X32), model(X32))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -81,9 +82,10 @@ def test_state_dict_round_trip_and_reset_classifier(name, tmp_path):
 @pytest.mark.parametrize("name", ["salient_resnet18", "ssa_resnet18"])
 def test_export_and_script(name):
     model = randomize_bn(timm.create_model(name)).eval()
-    expected = model(X32)
-    torch.testing.assert_close(torch.export.export(model, (X32,)).module()(X32), expected)
-    torch.testing.assert_close(torch.jit.script(model)(X32), expected)
+    with torch.no_grad():  # the same ops in both (with grad, eager takes the fused path: fp32 rounding apart)
+        expected = model(X32)
+        torch.testing.assert_close(torch.export.export(model, (X32,)).module()(X32), expected)
+        torch.testing.assert_close(torch.jit.script(model)(X32), expected)
 
 
 def test_attn_kwargs_and_block_args_reach_the_blocks():
