@@ -36,7 +36,7 @@ persistent buffer, 1.0 by default (exactly the seed's gate). ``init_identity()``
 state_dict, a checkpoint always reloads with the gate it was trained with.
 """
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, cast
 
 import torch
 from torch import nn
@@ -83,7 +83,7 @@ class _SpatialGate(nn.Module):
         return x * self.gate(self.bn(self.saliency(x)))
 
     @torch.jit.unused
-    def _fused_applies(self, x: torch.Tensor) -> bool:
+    def _fused_applies(self, x: torch.Tensor, norm: Optional[nn.Module] = None) -> bool:
         # the fused backward replays exactly nn.BatchNorm2d + ScaledSigmoid; a converted BN (SyncBatchNorm,
         # FrozenBatchNorm2d) or a hooked bn/gate takes the plain ops. Global module hooks (ModuleTracker,
         # FlopCounterMode) see the block, not the function's inner calls (bn.forward, not bn.__call__).
@@ -91,21 +91,33 @@ class _SpatialGate(nn.Module):
             return False
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (self.bn, self.gate))
         weight = self.conv.weight if hasattr(self, "conv") else None
-        return not hooked and use_fused(x, (weight, self.bn.weight, self.bn.bias))
+        norm_params = () if norm is None else tuple(norm.parameters())
+        return not hooked and use_fused(x, (weight, self.bn.weight, self.bn.bias, *norm_params))
 
     @torch.jit.unused
-    def _fused_forward(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _fused_forward(
+        self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None, norm: Optional[nn.BatchNorm2d] = None
+    ) -> torch.Tensor:
         weight = self.conv.weight.view(-1) if hasattr(self, "conv") else None
-        return spatial_gate(x, weight, self.bn, self.gate.forward, shortcut)
+        return spatial_gate(x, weight, self.bn, self.gate.forward, shortcut, norm)
 
     @torch.jit.unused
-    def residual_epilogue(self, x: torch.Tensor, shortcut: Callable[[], torch.Tensor]) -> Optional[torch.Tensor]:
-        """``relu(shortcut() + self(x))`` in one fused pass forward and one backward, or None (and ``shortcut`` not
-        called) where the fused path does not apply; the caller then runs its plain ops. ``shortcut``: a callable
-        giving the block's shortcut (its downsample runs only if the fused path is taken)."""
-        if self.impl != "fused" or not self._fused_applies(x):
+    def residual_epilogue(
+        self, x: torch.Tensor, shortcut: Callable[[], torch.Tensor], norm: Optional[nn.Module] = None
+    ) -> Optional[torch.Tensor]:
+        """``relu(shortcut() + self(norm(x)))`` in one fused pass forward and one backward, or None (and neither
+        ``norm`` nor ``shortcut`` called) where the fused path does not apply; the caller then runs its plain ops.
+        ``shortcut``: a callable giving the block's shortcut (its downsample runs only if the fused path is taken).
+        ``norm``: the branch's last norm, x its input; a plain unhooked ``nn.BatchNorm2d`` runs inside the fused
+        function (which then saves x instead of its output), any other norm runs first, as it is."""
+        if self.impl != "fused" or not self._fused_applies(x, norm):
             return None
-        return self._fused_forward(x, shortcut())
+        if norm is not None and (type(norm) is not nn.BatchNorm2d or norm._forward_hooks or norm._forward_pre_hooks):
+            x = norm(x)  # FrozenBatchNorm2d, SyncBatchNorm, a hooked norm...: its own call, then the fused gate
+            norm = None
+            if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+                x = x.contiguous()
+        return self._fused_forward(x, shortcut(), cast(Optional[nn.BatchNorm2d], norm))
 
     @torch.no_grad()
     def init_identity(self, gain: float = 0.0) -> None:

@@ -18,6 +18,10 @@ sum, ``ds*w`` broadcast, ``ds*x`` before the weight's reduction, the sum of two 
 On a residual block's post slot with a ReLU after the shortcut add (``slots``), the same function also
 takes the shortcut: forward ``relu(shortcut + x * g)`` is one ``addcmul`` and an in-place ReLU instead of a
 product, an add and a ReLU, and backward's ``threshold_backward`` gives the shortcut's gradient and ``dy`` at once.
+There it also takes the branch's last BatchNorm (``norm``, x = norm(c)): it saves the norm's input c, which the
+norm's own backward needs anyway, instead of x, and recomputes x = a * c + b (per-channel a, b from the batch
+statistics of that forward) in backward. A gated block then keeps the same full-size tensors for backward as
+the plain block (c, and the block's output for the ReLU) plus the (N, 1, H, W) maps.
 
 Every reduction is a batched GEMV/GEMM over views of x, so it works on NCHW and channels_last
 alike without copies; the incoming gradient may have any strides. It is exact up to float summation
@@ -33,7 +37,7 @@ rules: the full-size GEMV and product in x's dtype (accumulating in fp32), the g
 """
 
 import contextlib
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -93,6 +97,47 @@ def _batch_norm(s: torch.Tensor, stats: Optional[Tuple[torch.Tensor, torch.Tenso
     return F.batch_norm(s, stats[0], stats[1], weight, bias, False, 0.0, eps)
 
 
+def _norm_forward(norm: nn.BatchNorm2d, c: torch.Tensor):
+    """``(norm(c), stats, batch_stats)`` with ``nn.BatchNorm2d.forward``'s own semantics (running statistics
+    updated once with its momentum, ``num_batches_tracked``, ``momentum=None`` as a cumulative average,
+    ``track_running_stats=False``), by ``torch.native_batch_norm``, which also returns what backward needs.
+
+    ``stats``: (batch mean, 1/std) where the batch statistics normalise (``batch_stats``), else copies of the
+    running (mean, var) this forward used."""
+    momentum = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(norm.num_batches_tracked)
+    batch_stats = norm.training or (norm.running_mean is None and norm.running_var is None)
+    tracked = not norm.training or norm.track_running_stats
+    running_mean, running_var = (norm.running_mean, norm.running_var) if tracked else (None, None)
+    y, mean, invstd = torch.native_batch_norm(
+        c, norm.weight, norm.bias, running_mean, running_var, batch_stats, momentum, norm.eps
+    )
+    if batch_stats:
+        return y, (mean, invstd), True
+    return y, (cast(torch.Tensor, running_mean).clone(), cast(torch.Tensor, running_var).clone()), False
+
+
+def _norm_recompute(c: torch.Tensor, stats, weight, bias, batch_stats: bool, eps: float) -> torch.Tensor:
+    """``norm(c)`` again, from the statistics of its forward: one per-channel ``addcmul`` in c's dtype."""
+    mean, second = stats
+    scale = second if batch_stats else torch.rsqrt(second + eps)  # 1/std
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    shape = (1, -1, 1, 1)
+    return torch.addcmul(shift.to(c.dtype).view(shape), c, scale.to(c.dtype).view(shape))
+
+
+def _norm_plain(c: torch.Tensor, stats, weight, bias, batch_stats: bool, eps: float) -> torch.Tensor:
+    """``norm(c)`` in differentiable plain ops, with the forward's normalisation (running statistics untouched)."""
+    if batch_stats:
+        return F.batch_norm(c, None, None, weight, bias, True, 0.0, eps)
+    return F.batch_norm(c, stats[0], stats[1], weight, bias, False, 0.0, eps)
+
+
 def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     """Autocast disabled for ``device_type`` where it is on; nothing otherwise (e.g. the meta device, which
     ``torch.autocast`` does not take)."""
@@ -131,22 +176,29 @@ class _SpatialGateFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bn, gate, bn_weight, bn_bias, shortcut):
+    def forward(ctx, x, weight, bn, gate, bn_weight, bn_bias, shortcut, norm, norm_weight, norm_bias):
+        c = x  # the norm's input where the function takes the norm (then x = norm(c))
         with _autocast_off(x.device.type):  # explicit dtypes (autocast's rules, see _saliency)
+            if norm is not None:
+                x, ctx.norm_stats, ctx.norm_batch_stats = _norm_forward(norm, c)
+                ctx.norm_eps = norm.eps
             v, s = _saliency(x, weight, _norm_dtype(bn))
             batch_stats = bn.training or bn.running_mean is None
             stats = None if batch_stats else (bn.running_mean.clone(), bn.running_var.clone())
             g = gate(bn.forward(s)).to(x.dtype)  # the one call that updates the running statistics
             y = x * g if shortcut is None else torch.addcmul(shortcut, x, g).relu_()
         saved_v = v if weight is None else None  # SSA: v (N, C)
-        ctx.save_for_backward(x, weight, s, bn_weight, bn_bias, saved_v, None if shortcut is None else y)
+        saved_x, saved_c = (x, None) if norm is None else (None, c)  # with the norm: c, and x recomputed
+        saved_out = None if shortcut is None else y
+        norm_params = (norm_weight, norm_bias)
+        ctx.save_for_backward(saved_x, weight, s, bn_weight, bn_bias, saved_v, saved_out, saved_c, *norm_params)
         ctx.stats, ctx.eps, ctx.gate, ctx.norm_dtype = stats, bn.eps, gate, s.dtype
         ctx.shortcut_dtype = None if shortcut is None else shortcut.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, s, bn_weight, bn_bias, v, out = ctx.saved_tensors
+        x, weight, s, bn_weight, bn_bias, v, out, c, norm_weight, norm_bias = ctx.saved_tensors
         d_shortcut = None
         if out is not None:  # through the ReLU: the gradient of the sum, so of the shortcut and of x * g
             dy = torch.ops.aten.threshold_backward(dy, out, 0)  # differentiable in dy, as autograd's own
@@ -154,16 +206,34 @@ class _SpatialGateFn(torch.autograd.Function):
         if torch.is_grad_enabled() or _batched(dy):
             # create_graph=True (the grads must be differentiable) or batched grad_outputs
             # (autograd.grad(is_grads_batched=True), jacobian(vectorize=True)): differentiate the plain ops
-            return _SpatialGateFn._plain_backward(ctx, dy, x, weight, bn_weight, bn_bias) + (d_shortcut,)
+            grads = _SpatialGateFn._plain_backward(ctx, dy, x, weight, bn_weight, bn_bias, c, norm_weight, norm_bias)
+            return grads[:6] + (d_shortcut, None) + grads[6:]
         with _autocast_off(dy.device.type):
-            return _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v) + (d_shortcut,)
+            if c is None:
+                needs_x = ctx.needs_input_grad[0]
+                grads = _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v, needs_x)
+                return grads + (d_shortcut, None, None, None)
+            need_norm = ctx.needs_input_grad[0] or any(ctx.needs_input_grad[8:10])
+            x = _norm_recompute(c, ctx.norm_stats, norm_weight, norm_bias, ctx.norm_batch_stats, ctx.norm_eps)
+            grads = _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v, need_norm)
+            del x
+            norm_grads: Tuple[Optional[torch.Tensor], ...] = (None, None, None)
+            if need_norm:
+                mask = [ctx.needs_input_grad[0], norm_weight is not None and ctx.needs_input_grad[8]]
+                mask.append(norm_bias is not None and ctx.needs_input_grad[9])
+                mean, invstd_or_var = ctx.norm_stats
+                running = (None, None) if ctx.norm_batch_stats else (mean, invstd_or_var)
+                norm_grads = torch.ops.aten.native_batch_norm_backward(
+                    grads[0], c, norm_weight, *running, mean, invstd_or_var, ctx.norm_batch_stats, ctx.norm_eps, mask
+                )
+            return (norm_grads[0],) + grads[1:] + (d_shortcut, None, norm_grads[1], norm_grads[2])
 
     @staticmethod
-    def _fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v):
+    def _fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v, needs_x):
         """Full-size work in x's dtype (GEMMs accumulate in fp32), the (N, 1, H, W) gate in the norm's dtype."""
         n, c, h, w = x.shape
         dy = dy.to(x.dtype)
-        needs_x, needs_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        needs_w = ctx.needs_input_grad[1]
         params = (bn_weight, bn_bias)
         wanted = [p for p, need in zip(params, ctx.needs_input_grad[4:6]) if need]
         with torch.enable_grad():  # the small gate graph, on (N, 1, H, W) tensors only
@@ -191,14 +261,18 @@ class _SpatialGateFn(torch.autograd.Function):
         return (dx, dw, None, None) + param_grads
 
     @staticmethod
-    def _plain_backward(ctx, dy, x, weight, bn_weight, bn_bias):
-        """Gradients of x * gate(...) for the first six inputs, by autograd of the plain ops."""
+    def _plain_backward(ctx, dy, x, weight, bn_weight, bn_bias, c, norm_weight, norm_bias):
+        """Gradients of x * gate(...) by autograd of the plain ops: for the first six inputs, then (with the norm,
+        x = norm(c)) for the norm's weight and bias; the first is then c's gradient."""
         create_graph = torch.is_grad_enabled()
-        with torch.enable_grad(), _autocast_off(x.device.type):
+        with torch.enable_grad(), _autocast_off(dy.device.type):
+            if c is not None:
+                x = _norm_plain(c, ctx.norm_stats, norm_weight, norm_bias, ctx.norm_batch_stats, ctx.norm_eps)
             _, s = _saliency(x, weight, ctx.norm_dtype)
             y = x * ctx.gate(_batch_norm(s, ctx.stats, bn_weight, bn_bias, ctx.eps)).to(x.dtype)
-        inputs = (x, weight, None, None, bn_weight, bn_bias)
-        needs = ctx.needs_input_grad[:6]
+        inputs = (x if c is None else c, weight, None, None, bn_weight, bn_bias, norm_weight, norm_bias)
+        needs = ctx.needs_input_grad[:6] + ctx.needs_input_grad[8:10]
+        needs = tuple(need and t is not None for t, need in zip(inputs, needs))
         wanted = [t for t, need in zip(inputs, needs) if need]
         grads = iter(torch.autograd.grad(y, wanted, dy.to(y.dtype), create_graph=create_graph, allow_unused=True))
         return tuple(next(grads) if need else None for need in needs)
@@ -239,11 +313,15 @@ def spatial_gate(
     bn: nn.BatchNorm2d,
     gate: Callable[[torch.Tensor], torch.Tensor],
     shortcut: Optional[torch.Tensor] = None,
+    norm: Optional[nn.BatchNorm2d] = None,
 ) -> torch.Tensor:
     """Fused ``x * gate(bn(sum_c v_c x_c))`` (see module docstring); ``weight`` (C,) or ``None`` for SSA's GAP(x)/C.
 
     With ``shortcut`` (same shape as x): the residual block's epilogue as well, ``relu(shortcut + x * gate)``.
+    With ``norm`` (a C-channel ``nn.BatchNorm2d``, exactly that type): x is the norm's input and the gate reads
+    ``norm(x)``; the norm runs once, as its own forward would (running statistics included).
     ``bn`` is a 1-channel ``nn.BatchNorm2d`` (called once per forward, as plain ops would); ``gate`` a pure
     elementwise function (``ScaledSigmoid.forward``). Shapes: x (N, C, H, W) contiguous or channels_last.
     """
-    return _SpatialGateFn.apply(x, weight, bn, gate, bn.weight, bn.bias, shortcut)
+    norm_params = (None, None) if norm is None else (norm.weight, norm.bias)
+    return _SpatialGateFn.apply(x, weight, bn, gate, bn.weight, bn.bias, shortcut, norm, *norm_params)

@@ -23,6 +23,7 @@ import torch
 from timm.models.resnet import BasicBlock as TimmBasicBlock
 from timm.models.resnet import Bottleneck as TimmBottleneck
 from torch import nn
+from torch.nn.modules import module as _module_hooks
 from torchvision.models.resnet import BasicBlock as TvBasicBlock
 from torchvision.models.resnet import Bottleneck as TvBottleneck
 
@@ -35,10 +36,12 @@ SLOT_ATTRS: Dict[str, str] = {"post": "se", "mid": "attn_mid"}
 
 
 @torch.jit.unused
-def _gate_epilogue(block: nn.Module, x: torch.Tensor, shortcut: torch.Tensor, act: nn.Module) -> Optional[torch.Tensor]:
-    """``act(downsample(shortcut) + se(x))`` as one fused pass (``salient_timm.fused``) when ``se`` is a Salient or
-    SSA gate on its fused path, ``act`` a ReLU, drop-path off and no hook watches the gate module; else None, and
-    the caller runs its plain ops."""
+def _gate_epilogue(
+    block: nn.Module, x: torch.Tensor, norm: nn.Module, shortcut: torch.Tensor, act: nn.Module
+) -> Optional[torch.Tensor]:
+    """``act(downsample(shortcut) + se(norm(x)))`` as one fused pass (``salient_timm.fused``) when ``se`` is a Salient
+    or SSA gate on its fused path, ``act`` a ReLU, drop-path off and no hook watches the gate module; else None,
+    nothing has run (``norm`` included), and the caller runs its plain ops. ``x``: the branch's last conv output."""
     se, drop_path = getattr(block, "se", None), getattr(block, "drop_path", None)
     if type(se) not in (SalientBlock, SSABlock) or type(act) is not nn.ReLU:
         return None
@@ -48,15 +51,13 @@ def _gate_epilogue(block: nn.Module, x: torch.Tensor, shortcut: torch.Tensor, ac
         return None
     downsample = block.downsample
     return cast(SalientBlock, se).residual_epilogue(
-        x, lambda: shortcut if downsample is None else cast(nn.Module, downsample)(shortcut)
+        x, lambda: shortcut if downsample is None else cast(nn.Module, downsample)(shortcut), norm
     )
 
 
 def _global_module_hooks() -> bool:
     """Whether global module hooks are set (``torch.utils.module_tracker``: FlopCounterMode, salient-analyze)."""
-    from torch.nn.modules import module
-
-    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+    return bool(_module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks)
 
 
 def _fuse(block: nn.Module) -> nn.Module:
@@ -87,11 +88,12 @@ class TimmBasicBlockSlots(TimmBasicBlock):
         attn_mid = self.attn_mid
         if attn_mid is not None:
             x = attn_mid(x)
-        x = self.bn2(self.conv2(self.aa(x)))
+        x = self.conv2(self.aa(x))
         if not torch.jit.is_scripting():
-            fused = _gate_epilogue(self, x, shortcut, self.act2)
+            fused = _gate_epilogue(self, x, self.bn2, shortcut, self.act2)
             if fused is not None:
                 return fused
+        x = self.bn2(x)
         if self.se is not None:
             x = self.se(x)
         if self.drop_path is not None:
@@ -122,11 +124,12 @@ class TimmBottleneckSlots(TimmBottleneck):
         attn_mid = self.attn_mid
         if attn_mid is not None:
             x = attn_mid(x)
-        x = self.bn3(self.conv3(self.aa(x)))
+        x = self.conv3(self.aa(x))
         if not torch.jit.is_scripting():
-            fused = _gate_epilogue(self, x, shortcut, self.act3)
+            fused = _gate_epilogue(self, x, self.bn3, shortcut, self.act3)
             if fused is not None:
                 return fused
+        x = self.bn3(x)
         if self.se is not None:
             x = self.se(x)
         if self.drop_path is not None:
@@ -147,11 +150,12 @@ class TvBasicBlockSlots(TvBasicBlock):
         out = self.relu(self.bn1(self.conv1(x)))
         if self.attn_mid is not None:
             out = self.attn_mid(out)
-        out = self.bn2(self.conv2(out))
+        out = self.conv2(out)
         if not torch.jit.is_scripting():
-            fused = _gate_epilogue(self, out, x, self.relu)
+            fused = _gate_epilogue(self, out, self.bn2, x, self.relu)
             if fused is not None:
                 return fused
+        out = self.bn2(out)
         if self.se is not None:
             out = self.se(out)
         if self.downsample is not None:
@@ -171,11 +175,12 @@ class TvBottleneckSlots(TvBottleneck):
         out = self.relu(self.bn2(self.conv2(out)))
         if self.attn_mid is not None:
             out = self.attn_mid(out)
-        out = self.bn3(self.conv3(out))
+        out = self.conv3(out)
         if not torch.jit.is_scripting():
-            fused = _gate_epilogue(self, out, x, self.relu)
+            fused = _gate_epilogue(self, out, self.bn3, x, self.relu)
             if fused is not None:
                 return fused
+        out = self.bn3(out)
         if self.se is not None:
             out = self.se(out)
         if self.downsample is not None:

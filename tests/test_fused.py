@@ -1,5 +1,7 @@
 """The fused gate (the default ``impl``) is the seed's block, exactly, and only changes how backward runs."""
 
+import copy
+
 import pytest
 import timm
 import torch
@@ -7,6 +9,7 @@ from torch import nn
 
 import salient_timm
 from salient_timm import SalientBlock, SSABlock
+from salient_timm.slots import post_channels
 
 
 def _pair(kind: str, c: int):
@@ -223,12 +226,38 @@ def _block_pair(kind: str, base: str):
     return blocks
 
 
+def _set_bn_mode(block: nn.Module, bn_mode: str) -> None:
+    """``train``; ``eval`` (running statistics, gradients still wanted: fine-tuning with frozen statistics);
+    ``cumulative`` (``momentum=None``); ``untracked`` (``track_running_stats=False``, no affine)."""
+    block.train(bn_mode != "eval")
+    for m in block.modules():
+        if isinstance(m, nn.BatchNorm2d) and m.num_features > 1:
+            if bn_mode == "cumulative":
+                m.momentum = None
+            elif bn_mode == "untracked":
+                m.track_running_stats, m.running_mean, m.running_var, m.num_batches_tracked = False, None, None, None
+                m.affine, m.weight, m.bias = False, None, None
+
+
 @pytest.mark.parametrize("kind", ["salient", "ssa"])
-@pytest.mark.parametrize("base", ["timm-basic", "timm-bottleneck", "torchvision-basic", "torchvision-bottleneck"])
-def test_the_residual_epilogue_is_the_literal_block_exactly(kind, base):
-    """Gate product, shortcut add and ReLU in one fused pass: same output, input gradient (both paths: the branch
-    and the shortcut through the downsample) and parameter gradients as the seed's literal block, in fp64."""
+@pytest.mark.parametrize(
+    "base,bn_mode",
+    [
+        ("timm-basic", "train"),
+        ("timm-bottleneck", "train"),
+        ("torchvision-basic", "train"),
+        ("torchvision-bottleneck", "train"),
+        ("timm-bottleneck", "eval"),
+        ("timm-basic", "cumulative"),
+        ("torchvision-bottleneck", "untracked"),
+    ],
+)
+def test_the_residual_epilogue_is_the_literal_block_exactly(kind, base, bn_mode):
+    """Branch norm, gate product, shortcut add and ReLU in one fused pass: same output, input gradient (both paths:
+    the branch and the shortcut through the downsample), parameter gradients and BN statistics as the seed's literal
+    block, in fp64, whatever the BatchNorm's mode."""
     fused, literal = _block_pair(kind, base)
+    _set_bn_mode(fused, bn_mode), _set_bn_mode(literal, bn_mode)
     channels = fused.conv1.in_channels
     x = torch.randn(2, channels, 8, 8, dtype=torch.float64, requires_grad=True)
     y_fused = fused(x)
@@ -242,17 +271,74 @@ def test_the_residual_epilogue_is_the_literal_block_exactly(kind, base):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     for a, b in zip(fused.modules(), literal.modules()):  # BN statistics, downsample's included, updated once
         if isinstance(a, nn.BatchNorm2d):
-            torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-12, atol=1e-12)
-            assert a.num_batches_tracked == b.num_batches_tracked == 1
+            for name, buffer in a.named_buffers():
+                torch.testing.assert_close(buffer, b.get_buffer(name), rtol=1e-12, atol=1e-12, msg=name)
+            if a.num_batches_tracked is not None:
+                assert a.num_batches_tracked == (0 if bn_mode == "eval" else 1)
 
 
-def test_the_residual_epilogue_passes_gradcheck_and_gradgradcheck():
+def _saved_bytes(block: nn.Module, x: torch.Tensor, at_least: int) -> int:
+    """Bytes of the distinct tensors of at least ``at_least`` elements that autograd keeps for backward."""
+    storages = {}
+
+    def pack(t):
+        if t.numel() >= at_least:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        block(x)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("kind", ["salient", "ssa"])
+@pytest.mark.parametrize("base", ["timm-basic", "timm-bottleneck", "torchvision-bottleneck"])
+def test_a_gated_block_keeps_no_more_for_backward_than_the_plain_block_plus_its_maps(kind, base):
+    """Training memory: the gate adds only its (N, 1, H, W) maps to what the plain residual block saves (the gate's
+    input is recomputed from the branch norm's saved input in backward, not kept)."""
+    fused, _ = _block_pair(kind, base)
+    plain = copy.deepcopy(fused)
+    plain.se = None
+    x = torch.randn(4, fused.conv1.in_channels, 16, 16, dtype=torch.float64, requires_grad=True)
+    maps = 4 * (8 * 8) * 8 * 3  # output (N, 1, 8, 8) in fp64: saliency, and at most two more per-pixel tensors
+    width = post_channels(fused)
+    assert _saved_bytes(fused, x, 4 * 8 * 8) <= _saved_bytes(plain, x, 4 * 8 * 8) + maps
+    assert _saved_bytes(fused, x, 4 * width * 8 * 8) == _saved_bytes(plain, x, 4 * width * 8 * 8)
+
+
+def test_a_frozen_or_hooked_branch_norm_runs_as_it_is_before_the_fused_epilogue():
+    """FrozenBatchNorm2d (fine-tuning with frozen BN) or a hook on the norm: the norm runs its own call (the hook
+    fires), the gate and the epilogue still fuse, and the block stays exact."""
+    from timm.layers import freeze_batch_norm_2d
+
+    fused, literal = _block_pair("salient", "timm-bottleneck")
+    fused.bn2, literal.bn2 = freeze_batch_norm_2d(fused.bn2), freeze_batch_norm_2d(literal.bn2)  # the mid norm
+    fused.bn3, literal.bn3 = freeze_batch_norm_2d(fused.bn3), freeze_batch_norm_2d(literal.bn3)  # the branch's last
+    seen = []
+    fused.bn3.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    x = torch.randn(2, fused.conv1.in_channels, 8, 8, dtype=torch.float64, requires_grad=True)
+    out = fused(x)
+    assert out.grad_fn.name() == "_SpatialGateFnBackward" and len(seen) == 1
+    torch.testing.assert_close(out, literal(x), rtol=1e-12, atol=1e-12)
+    r = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, x, r), torch.autograd.grad(literal(x), x, r)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    plain_bn = _block_pair("salient", "timm-bottleneck")[0]  # a hook on a plain BatchNorm2d: the same contract
+    plain_bn.bn3.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    out = plain_bn(x)
+    assert out.grad_fn.name() == "_SpatialGateFnBackward" and len(seen) == 2
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_the_residual_epilogue_passes_gradcheck_and_gradgradcheck(train):
+    """Both BN modes are a deterministic function of x (train: batch statistics; the running ones only move)."""
     fused, _ = _block_pair("salient", "timm-bottleneck")
-    fused.eval()  # BN in eval: a deterministic function of x for the numerical Jacobian
-    x = torch.randn(1, fused.conv1.in_channels, 4, 4, dtype=torch.float64, requires_grad=True)
+    fused.train(train)
+    x = torch.randn(2, fused.conv1.in_channels, 4, 4, dtype=torch.float64, requires_grad=True)
     assert fused(x).grad_fn.name() == "_SpatialGateFnBackward"
-    assert torch.autograd.gradcheck(fused, (x,), fast_mode=True)
-    assert torch.autograd.gradgradcheck(fused, (x,), fast_mode=True)
+    params = [fused.bn3.weight, fused.bn3.bias, fused.se.conv.weight]
+    assert torch.autograd.gradcheck(lambda x, *p: fused(x), (x, *params), fast_mode=True)
+    assert torch.autograd.gradgradcheck(lambda x, *p: fused(x), (x, *params), fast_mode=True)
 
 
 def test_drop_path_or_another_activation_takes_the_plain_ops_and_stays_exact():
