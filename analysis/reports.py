@@ -237,8 +237,8 @@ def _compare_row(label: str, model: nn.Module, spec: ModelSpec, base: Tuple[Any,
         "fp32 MB": 4 * params.params / 1e6,
         **timm_units(infer),
         "MB moved": infer.total.forward.bytes / 1e6,
-        "train MB moved": step.total.step.bytes / 1e6 if step else None,
-        "train saved MB": step.total.saved_bytes / 1e6 if step else None,
+        "train MB moved": step.as_run.step.bytes / 1e6 if step and step.as_run else None,
+        "train saved MB": step.as_run.saved_bytes / 1e6 if step and step.as_run else None,
     }
 
 
@@ -304,8 +304,9 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
             "per input element); activations: outputs of conv/linear/matmul (fvcore's ActivationCountAnalysis). "
             "gmacs_mm: conv/linear/matmul MACs only, per image",
             "MB moved: bytes read + written by every op of the forward pass (counted, not measured); train: "
-            "forward + backward of a training step, and the activation bytes autograd saves for backward "
-            "(salient-analyze profile has the breakdown and measured time)",
+            "forward + backward of one eager training step as it runs (the fused gate epilogue included), and the "
+            "activation bytes autograd saves for backward (salient-analyze profile has the per-module breakdown, "
+            "which counts each block's plain ops, and measured time)",
         ]
         + ([train_note] if train_note else [])
         + (

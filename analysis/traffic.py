@@ -31,7 +31,7 @@ MACs of the forward, caught at the ``torch.nn.functional`` level where fvcore's 
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple, cast
 
 import torch
 from torch import nn
@@ -150,6 +150,7 @@ class TrafficReport:
     by_op: Dict[str, Cost]
     uncounted_ops: Tuple[str, ...]
     fvcore_terms: int = 0  # fvcore's norm and pooling terms of the forward (module docstring)
+    as_run: Optional[ModuleTraffic] = None  # train: the whole step as eager training runs it (count_traffic)
 
     @property
     def total(self) -> ModuleTraffic:
@@ -287,11 +288,23 @@ def _tracker_names(model: nn.Module) -> Dict[str, str]:
     return names
 
 
+class _NoModules:
+    """A ``ModuleTracker`` stand-in with no module active: everything counts to the whole model only."""
+
+    parents: set = set()
+
+
 def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = True) -> TrafficReport:
     """Count ops, bytes and saved bytes of one forward (``train``: train mode, plus backward of ``out.sum()``).
 
     The input is zeros of ``input_shape`` on the model's device and dtype. Inference (``train=False``)
-    runs in eval mode under ``no_grad``, as ``count_cost`` does.
+    runs in eval mode under ``no_grad``, as ``count_cost`` does. The model comes back as it was: train/eval
+    flags, gradients and buffers (BatchNorm running statistics) restored.
+
+    Per-module rows come from a pass under ``torch.utils.module_tracker``; the fused gate epilogue steps aside
+    for a tracker (``salient_timm.slots``), so they count each block's plain ops, gate by gate. With ``train``,
+    ``as_run`` is a second, untracked step: what eager training as it runs moves and keeps for backward (the
+    fused epilogue saves less: the gate's input is recomputed, not kept).
     """
     input_shape = tuple(int(s) for s in input_shape)
     ref = next(iter(model.parameters()), None)
@@ -304,6 +317,8 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
     seen_saved: set = set()
     flags = [(m, m.training) for m in model.modules()]
     grads = [(p, p.grad) for p in model.parameters()]
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    as_run = None
     model.train(train)
     try:
         with ModuleTracker() as tracker:
@@ -330,14 +345,50 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
                             "size of 2 or more, or a larger input"
                         ) from e
             if train:
-                loss = out.float().sum() if isinstance(out, torch.Tensor) else sum(o.float().sum() for o in out)
                 with _TrafficMode(tracker, "backward", names, acc):
-                    loss.backward()
+                    _loss(out).backward()
+        if train:
+            as_run = _step_as_run(model, x, owned)
     finally:
         for m, flag in flags:
             m.training = flag
         for p, g in grads:
             p.grad = g
+        with torch.no_grad():
+            for b, value in buffers:
+                b.copy_(value)
     return TrafficReport(
-        input_shape, train, dict(acc.modules), dict(acc.by_op), tuple(sorted(acc.uncounted)), fvcore_terms.count
+        input_shape,
+        train,
+        dict(acc.modules),
+        dict(acc.by_op),
+        tuple(sorted(acc.uncounted)),
+        fvcore_terms.count,
+        as_run,
     )
+
+
+def _loss(out) -> torch.Tensor:
+    return out.float().sum() if isinstance(out, torch.Tensor) else sum(o.float().sum() for o in out)
+
+
+def _step_as_run(model: nn.Module, x: torch.Tensor, owned: set) -> ModuleTraffic:
+    """One training step with no module tracker (so no gate path steps aside): its bytes and saved bytes."""
+    for p in model.parameters():
+        p.grad = None  # a fresh step: gradients written, not accumulated onto the first pass's
+    acc, seen = _Accumulator(), set()
+    total = cast(ModuleTraffic, acc.module(""))
+    tracker = cast(ModuleTracker, _NoModules())
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(t)
+        if key not in owned and key not in seen:
+            seen.add(key)
+            total.saved_bytes += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _TrafficMode(tracker, "forward", {}, acc):
+        out = model(x)
+    with _TrafficMode(tracker, "backward", {}, acc):
+        _loss(out).backward()
+    return total

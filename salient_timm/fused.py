@@ -177,10 +177,10 @@ class _SpatialGateFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bn, gate, bn_weight, bn_bias, shortcut, norm, norm_weight, norm_bias):
-        c = x  # the norm's input where the function takes the norm (then x = norm(c))
+        c, norm_stats = x, (None, None)  # the norm's input where the function takes the norm (then x = norm(c))
         with _autocast_off(x.device.type):  # explicit dtypes (autocast's rules, see _saliency)
             if norm is not None:
-                x, ctx.norm_stats, ctx.norm_batch_stats = _norm_forward(norm, c)
+                x, norm_stats, ctx.norm_batch_stats = _norm_forward(norm, c)
                 ctx.norm_eps = norm.eps
             v, s = _saliency(x, weight, _norm_dtype(bn))
             batch_stats = bn.training or bn.running_mean is None
@@ -190,15 +190,15 @@ class _SpatialGateFn(torch.autograd.Function):
         saved_v = v if weight is None else None  # SSA: v (N, C)
         saved_x, saved_c = (x, None) if norm is None else (None, c)  # with the norm: c, and x recomputed
         saved_out = None if shortcut is None else y
-        norm_params = (norm_weight, norm_bias)
-        ctx.save_for_backward(saved_x, weight, s, bn_weight, bn_bias, saved_v, saved_out, saved_c, *norm_params)
+        norm_saved = (norm_weight, norm_bias, *norm_stats)
+        ctx.save_for_backward(saved_x, weight, s, bn_weight, bn_bias, saved_v, saved_out, saved_c, *norm_saved)
         ctx.stats, ctx.eps, ctx.gate, ctx.norm_dtype = stats, bn.eps, gate, s.dtype
         ctx.shortcut_dtype = None if shortcut is None else shortcut.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, s, bn_weight, bn_bias, v, out, c, norm_weight, norm_bias = ctx.saved_tensors
+        x, weight, s, bn_weight, bn_bias, v, out, c, norm_weight, norm_bias, *norm_stats = ctx.saved_tensors
         d_shortcut = None
         if out is not None:  # through the ReLU: the gradient of the sum, so of the shortcut and of x * g
             dy = torch.ops.aten.threshold_backward(dy, out, 0)  # differentiable in dy, as autograd's own
@@ -206,7 +206,8 @@ class _SpatialGateFn(torch.autograd.Function):
         if torch.is_grad_enabled() or _batched(dy):
             # create_graph=True (the grads must be differentiable) or batched grad_outputs
             # (autograd.grad(is_grads_batched=True), jacobian(vectorize=True)): differentiate the plain ops
-            grads = _SpatialGateFn._plain_backward(ctx, dy, x, weight, bn_weight, bn_bias, c, norm_weight, norm_bias)
+            norm = (c, norm_weight, norm_bias, norm_stats)
+            grads = _SpatialGateFn._plain_backward(ctx, dy, x, weight, bn_weight, bn_bias, *norm)
             return grads[:6] + (d_shortcut, None) + grads[6:]
         with _autocast_off(dy.device.type):
             if c is None:
@@ -214,14 +215,14 @@ class _SpatialGateFn(torch.autograd.Function):
                 grads = _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v, needs_x)
                 return grads + (d_shortcut, None, None, None)
             need_norm = ctx.needs_input_grad[0] or any(ctx.needs_input_grad[8:10])
-            x = _norm_recompute(c, ctx.norm_stats, norm_weight, norm_bias, ctx.norm_batch_stats, ctx.norm_eps)
+            x = _norm_recompute(c, norm_stats, norm_weight, norm_bias, ctx.norm_batch_stats, ctx.norm_eps)
             grads = _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v, need_norm)
             del x
             norm_grads: Tuple[Optional[torch.Tensor], ...] = (None, None, None)
             if need_norm:
                 mask = [ctx.needs_input_grad[0], norm_weight is not None and ctx.needs_input_grad[8]]
                 mask.append(norm_bias is not None and ctx.needs_input_grad[9])
-                mean, invstd_or_var = ctx.norm_stats
+                mean, invstd_or_var = norm_stats
                 running = (None, None) if ctx.norm_batch_stats else (mean, invstd_or_var)
                 norm_grads = torch.ops.aten.native_batch_norm_backward(
                     grads[0], c, norm_weight, *running, mean, invstd_or_var, ctx.norm_batch_stats, ctx.norm_eps, mask
@@ -261,13 +262,13 @@ class _SpatialGateFn(torch.autograd.Function):
         return (dx, dw, None, None) + param_grads
 
     @staticmethod
-    def _plain_backward(ctx, dy, x, weight, bn_weight, bn_bias, c, norm_weight, norm_bias):
+    def _plain_backward(ctx, dy, x, weight, bn_weight, bn_bias, c, norm_weight, norm_bias, norm_stats):
         """Gradients of x * gate(...) by autograd of the plain ops: for the first six inputs, then (with the norm,
         x = norm(c)) for the norm's weight and bias; the first is then c's gradient."""
         create_graph = torch.is_grad_enabled()
         with torch.enable_grad(), _autocast_off(dy.device.type):
             if c is not None:
-                x = _norm_plain(c, ctx.norm_stats, norm_weight, norm_bias, ctx.norm_batch_stats, ctx.norm_eps)
+                x = _norm_plain(c, norm_stats, norm_weight, norm_bias, ctx.norm_batch_stats, ctx.norm_eps)
             _, s = _saliency(x, weight, ctx.norm_dtype)
             y = x * ctx.gate(_batch_norm(s, ctx.stats, bn_weight, bn_bias, ctx.eps)).to(x.dtype)
         inputs = (x if c is None else c, weight, None, None, bn_weight, bn_bias, norm_weight, norm_bias)

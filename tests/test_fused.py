@@ -294,14 +294,15 @@ def _saved_bytes(block: nn.Module, x: torch.Tensor, at_least: int) -> int:
 @pytest.mark.parametrize("kind", ["salient", "ssa"])
 @pytest.mark.parametrize("base", ["timm-basic", "timm-bottleneck", "torchvision-bottleneck"])
 def test_a_gated_block_keeps_no_more_for_backward_than_the_plain_block_plus_its_maps(kind, base):
-    """Training memory: the gate adds only its (N, 1, H, W) maps to what the plain residual block saves (the gate's
-    input is recomputed from the branch norm's saved input in backward, not kept)."""
+    """Training memory: the gate adds only its (N, 1, H, W) maps (SSA: and its (N, C) weights) to what the plain
+    residual block saves (the gate's input is recomputed from the branch norm's saved input in backward, not kept)."""
     fused, _ = _block_pair(kind, base)
     plain = copy.deepcopy(fused)
     plain.se = None
     x = torch.randn(4, fused.conv1.in_channels, 16, 16, dtype=torch.float64, requires_grad=True)
-    maps = 4 * (8 * 8) * 8 * 3  # output (N, 1, 8, 8) in fp64: saliency, and at most two more per-pixel tensors
     width = post_channels(fused)
+    maps = 4 * (8 * 8) * 8 * 3  # output (N, 1, 8, 8) in fp64: saliency, and at most two more per-pixel tensors
+    maps += 4 * width * 8 if kind == "ssa" else 0  # SSA's per-sample channel weights GAP(x)/C, (N, C)
     assert _saved_bytes(fused, x, 4 * 8 * 8) <= _saved_bytes(plain, x, 4 * 8 * 8) + maps
     assert _saved_bytes(fused, x, 4 * width * 8 * 8) == _saved_bytes(plain, x, 4 * width * 8 * 8)
 

@@ -170,13 +170,31 @@ def test_given_peaks_set_the_roofline():
 
 
 def test_compare_has_counted_bytes_and_saved_memory_columns():
+    """Training memory as training runs it: the fused Salient/SSA epilogue keeps only its (N, 1, H, W) maps beyond
+    the plain ResNet (here Salient +0.1 %, SSA +1.8 % with its (N, C) channel weights); SE keeps a full-size tensor
+    per block (+16 %)."""
     result = CliRunner().invoke(
-        main, ["compare", "-m", "resnet18", "-a", "none,salient", "-s", "32", "-b", "2", "-f", "json"]
+        main, ["compare", "-m", "resnet18", "-a", "none,salient,ssa,se", "-s", "32", "-b", "2", "-f", "json"]
     )
     assert result.exit_code == 0, result.output
-    base, salient = json.loads(result.stdout)["tables"][0]["rows"]
-    assert salient["train saved MB"] > base["train saved MB"] > 0
+    base, salient, ssa, se = json.loads(result.stdout)["tables"][0]["rows"]
+    for gated in (salient, ssa):
+        assert base["train saved MB"] < gated["train saved MB"] < 1.03 * base["train saved MB"]
+    assert se["train saved MB"] > 1.1 * base["train saved MB"]
     assert salient["MB moved"] > base["MB moved"] > 0 and salient["infer_macts"] > base["infer_macts"]
+
+
+def test_counting_a_training_step_leaves_the_model_as_it_was():
+    """No BatchNorm statistic moved, no gradient left, train/eval flags kept, on a real device."""
+    from salient_analysis.traffic import count_traffic
+    from salient_timm import ModelSpec
+
+    model = ModelSpec("resnet18", attn="salient", num_classes=10).build().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    count_traffic(model, (2, 3, 32, 32), train=True)
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
 
 
 def test_training_counts_that_cannot_run_say_why_and_compare_still_reports_inference():
