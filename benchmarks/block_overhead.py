@@ -13,7 +13,8 @@ two references, ``resnet50 (fx fuse)`` (torch's ``torch.fx.experimental.optimiza
 
 Interleaved timing (every repeat runs every model once, so drift hits all alike), median and
 spread (min-max over repeats) of img/s and latency, peak memory (CUDA: max allocated; CPU training: the
-rise of a fresh process's peak resident size over one step), and each model's
+rise of a fresh process's peak resident size over one step), the activations a training step saves for
+backward (``saved MB``: counted as it runs, allocator-independent), and each model's
 ratio to resnet50. On CUDA: bf16 autocast + channels_last. The "bound" columns give, per model,
 the bytes its attention blocks must move (salient: read x for the C->1 reduction, then read x
 and the gate and write the product: 3*C*H*W + 2*H*W values per block and image; se: pool read,
@@ -174,6 +175,24 @@ def measure(
     return times
 
 
+def saved_activation_mb(model: nn.Module, runner: Callable, x: torch.Tensor) -> float:
+    """MiB of activations autograd keeps for backward in one training forward as it runs (every distinct storage
+    packed by ``saved_tensors_hooks``, parameters and buffers excluded): the deterministic part of training memory,
+    which the peak figures blur with allocator caching."""
+    owned = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    saved: Dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in owned:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = runner(x)
+    del out
+    return sum(saved.values()) / 2**20
+
+
 def cpu_step_peak_mb(name: str, scenario: Scenario, channels_last: bool) -> float:
     """Peak resident memory a CPU training step adds, measured in a fresh process (MiB).
 
@@ -305,6 +324,10 @@ def run_matrix(
                 peaks[k] = torch.cuda.max_memory_allocated(device) / 2**20
         elif sc.train and cpu_memory and mode == "eager":
             peaks = {k: cpu_step_peak_mb(k[0], sc, k[1] == "channels_last") for k in keys}
+        saved = {}
+        if sc.train and mode == "eager":
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                saved = {k: saved_activation_mb(m, r, x) for k, (m, r, o, x, y) in built.items()}
         n_iter = iters if (cuda or not sc.train or iters_given) else 2  # a CPU training step takes seconds
         times = measure(fns, device, n_iter, repeats, warmup=2 if cuda else 1)
         for n, fmt in keys:
@@ -326,6 +349,7 @@ def run_matrix(
                     "overhead_ms": 1e3 * (med - base),
                     "bound_ms": 1e3 * moved / bandwidth if bandwidth else None,
                     "peak_mem_mb": peaks.get((n, fmt)),
+                    "saved_mb": saved.get((n, fmt)),
                 }
             )
         if echo:
@@ -337,14 +361,15 @@ def print_table(rows: List[dict], title: str) -> None:
     print(f"\n{title}")
     print(
         f"{'model':30s} {'format':13s} {'img/s':>9s} {'ms':>9s} {'min-max ms':>17s} {'x resnet50':>10s} "
-        f"{'x nchw':>7s} {'overhead':>9s} {'bound':>7s} {'peak MB':>8s}"
+        f"{'x nchw':>7s} {'overhead':>9s} {'bound':>7s} {'peak MB':>8s} {'saved MB':>9s}"
     )
     for r in rows:
         peak = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
+        saved = f"{r['saved_mb']:.1f}" if r.get("saved_mb") is not None else "-"
         print(
             f"{r['model']:30s} {r['format']:13s} {r['img_per_s']:9.1f} {r['latency_ms']:9.2f} "
             f"{r['spread_ms'][0]:8.2f}-{r['spread_ms'][1]:<8.2f} {r['ratio_time']:10.3f} {r['ratio_to_nchw']:7.3f} "
-            f"{r['overhead_ms']:8.2f}ms {r['bound_ms'] or 0:6.2f}ms {peak:>8s}"
+            f"{r['overhead_ms']:8.2f}ms {r['bound_ms'] or 0:6.2f}ms {peak:>8s} {saved:>9s}"
         )
 
 

@@ -67,14 +67,15 @@ def device_name(device: torch.device) -> str:
 
 def table(rows: List[dict]) -> List[str]:
     lines = [
-        "| mode | scenario | model | img/s | ms | min-max ms | x resnet50 | peak MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | scenario | model | img/s | ms | min-max ms | x resnet50 | peak MB | saved MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         peak = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
+        saved = f"{r['saved_mb']:.1f}" if r.get("saved_mb") is not None else "-"
         lines.append(
             f"| {r['mode']} | {r['scenario']} | {r['model']} | {r['img_per_s']:.1f} | {r['latency_ms']:.2f} | "
-            f"{r['spread_ms'][0]:.2f}-{r['spread_ms'][1]:.2f} | {r['ratio_time']:.3f} | {peak} |"
+            f"{r['spread_ms'][0]:.2f}-{r['spread_ms'][1]:.2f} | {r['ratio_time']:.3f} | {peak} | {saved} |"
         )
     return lines
 
