@@ -3,7 +3,8 @@
 ``count_traffic(model, input_shape, train=True)`` runs one forward (and, for ``train``, the backward
 of ``out.sum()``) under a dispatch mode and records, for every aten op autograd actually runs:
 
-- MACs (torch's own formulas, ``torch.utils.flop_counter.flop_registry``, plus in-place GEMMs) and
+- MACs (torch's own formulas, ``torch.utils.flop_counter.flop_registry``, plus in-place GEMMs, and the backward
+  of grouped and depthwise convolutions, which torch counts as dense: ``EXTRA_MAC_FORMULAS``) and
   elementwise ops (``counting.ELEMENTWISE_FORMULAS``, with the backward rows below);
 - bytes read: every tensor input at its dtype, each *distinct* element once (a broadcast
   ``expand`` is read as the tensor it views); bytes written: every tensor output. View ops move
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry, shape_wrapper
+from torch.utils.flop_counter import conv_flop_count, flop_registry, shape_wrapper
 from torch.utils.module_tracker import ModuleTracker
 
 from salient_timm.errors import SalientError
@@ -92,8 +93,21 @@ BACKWARD_FORMULAS: Dict[object, Callable[..., int]] = {
         )
     },
 }
-# GEMM ops torch's registry lacks (in-place forms): 2 FLOPs per MAC, like the registry.
-EXTRA_MAC_FORMULAS = {aten.baddbmm_: flop_registry[aten.baddbmm]}
+
+
+def _conv_backward_flops(grad_out, x, w, _bias, _stride, _padding, _dilation, transposed, *args, out_val=None, **kw):
+    """``convolution_backward``: each requested gradient (input, weight) costs the forward's multiplies, for any
+    ``groups``. torch's own formula counts the weight gradient of a grouped conv as if it were dense (``groups``
+    times too many: 33x the forward for ``Conv2d(groups=32)``); the forward's formula (``conv_flop_count``) reads
+    the grouped weight shape, so it is right."""
+    output_mask = args[2] if len(args) > 2 else kw["output_mask"]
+    forward = conv_flop_count(list(x.shape), list(w.shape), list(grad_out.shape), transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+# Our rules where torch's registry has none (in-place GEMMs) or a wrong one (grouped conv backward); 2 FLOPs per MAC,
+# like the registry. Checked before the registry.
+EXTRA_MAC_FORMULAS = {aten.baddbmm_: flop_registry[aten.baddbmm], aten.convolution_backward: _conv_backward_flops}
 # Output elements of these forward ops are fvcore's / timm's "activations".
 ACTIVATION_OPS = frozenset({aten.convolution, aten._convolution, aten.addmm, aten.mm, aten.bmm, aten.baddbmm})
 
@@ -235,7 +249,7 @@ class _TrafficMode(TorchDispatchMode):
             read=sum(_distinct_bytes(t) for t in _tensors((args, kwargs))),
             written=sum(t.numel() * t.element_size() for t in _tensors(out)),
         )
-        mac_formula = flop_registry.get(packet) or EXTRA_MAC_FORMULAS.get(packet)
+        mac_formula = EXTRA_MAC_FORMULAS.get(packet) or flop_registry.get(packet)
         elementwise = ELEMENTWISE_FORMULAS.get(packet) or BACKWARD_FORMULAS.get(packet)
         if mac_formula is not None:
             cost.macs = int(mac_formula(*args, **kwargs, out_val=out)) // 2

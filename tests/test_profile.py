@@ -50,6 +50,26 @@ def test_conv_bytes_saved_bytes_and_training_macs_by_hand(device):
     assert (conv.backward.read, conv.backward.written) == ((OUT + X + WEIGHT) * B, WEIGHT * B)
 
 
+@pytest.mark.parametrize("groups", [1, 4, 16])  # dense, grouped, depthwise
+def test_conv_backward_costs_the_forward_multiplies_per_gradient_for_any_groups(groups):
+    """Per layer, by hand: the first conv needs only its weight gradient (its input is data), the second its weight
+    and input gradients, each as many multiplies as the forward. (torch's counter: dense for the weight gradient,
+    i.e. ``groups`` times too many.)"""
+    model = nn.Sequential(*(nn.Conv2d(16, 16, 3, padding=1, groups=groups, bias=False) for _ in range(2)))
+    step = count_traffic(model, (2, 16, 8, 8))
+    forward_per_conv = 2 * 16 * 8 * 8 * (16 // groups) * 9
+    assert step.module("0").forward.macs == step.module("1").forward.macs == forward_per_conv
+    assert step.module("0").backward.macs == forward_per_conv
+    assert step.module("1").backward.macs == 2 * forward_per_conv
+
+
+def test_a_grouped_resnet_trains_at_about_three_times_its_forward():
+    """resnext50_32x4d (the base of salient_resnext50_32x4d): a training step is forward + two backward products,
+    less the stem's input gradient; torch's dense rule made it 4.65x."""
+    step = count_traffic(timm.create_model("resnext50_32x4d").to("meta"), (2, 3, 224, 224))
+    assert 2.9 < step.total.backward.macs / step.total.forward.macs + 1 <= 3.0
+
+
 def test_batch_norm_saved_bytes_and_training_ops_by_hand():
     model = nn.Sequential(_conv(), nn.BatchNorm2d(C), nn.ReLU())
     bn = count_traffic(model, (N, C_IN, H, W)).module("1")
