@@ -24,6 +24,7 @@ from salient_timm import attention_modules, find_residual_blocks
 from .crosscheck import available_memory, real_forward_bytes
 from .render import Report, Table
 from .spec import ModelSpec, SpecError
+from .stages import model_stages
 from .timing import Peaks, Timing, device_peaks, peak_step_bytes, remeasured, time_modules
 from .traffic import TrafficReport, count_traffic
 
@@ -37,8 +38,6 @@ __all__ = [
     "timm_units",
     "trust_warnings",
 ]
-
-STEM_OR_HEAD = {"global_pool": "head", "fc": "head", "head": "head", "head_drop": "head"}
 
 
 @dataclass(frozen=True)
@@ -89,14 +88,10 @@ class ModelProfile:
         return self.scopes[-1]
 
 
-def _stage_of(child: str) -> str:
-    return child if child.startswith("layer") else STEM_OR_HEAD.get(child, "stem")
-
-
 def _scope_names(model: nn.Module) -> Dict[str, List[str]]:
-    """Modules to time: top-level children (grouped into stages later), residual blocks, attention slots."""
+    """Modules to time: the stages' modules (``salient_analysis.stages``), residual blocks, attention slots."""
     return {
-        "children": [n for n, _ in model.named_children()],
+        "children": [name for _, names in model_stages(model) for name in names],
         "blocks": [b.name for b in find_residual_blocks(model)],
         "attention": [n for n, _ in attention_modules(model)],
     }
@@ -121,10 +116,7 @@ def _timed(timings: Dict, label: str, name: str, train: bool) -> Tuple[Optional[
 def _scopes(label: str, model: nn.Module, traffic: TrafficReport, timings: Dict, train: bool) -> List[ScopeCost]:
     names = _scope_names(model)
     scopes: List[ScopeCost] = []
-    stages: Dict[str, List[str]] = {}
-    for child in names["children"]:
-        stages.setdefault(_stage_of(child), []).append(child)
-    for stage, children in stages.items():
+    for stage, children in model_stages(model):
         counts = [_count(traffic, c, train) for c in children]
         times = [_timed(timings, label, c, train)[0] for c in children]
         seconds = sum(times) if times and all(t is not None for t in times) else None

@@ -2,7 +2,7 @@
 
 import warnings
 from dataclasses import replace
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from torch import nn
 
@@ -17,6 +17,7 @@ from .profiling import timm_units
 from .render import Report, Table
 from .size import measure_size
 from .spec import ModelSpec
+from .stages import model_stages
 from .traffic import TrafficReport, TrainCountError, count_traffic
 
 __all__ = [
@@ -41,32 +42,17 @@ def _base(spec: ModelSpec) -> ModelSpec:
     return replace(spec, attn="none")
 
 
-STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
-
-
-def _stage(name: str) -> str:
-    head = name.split(".")[0]
-    if head.startswith("layer"):
-        return head
-    return "head" if head in ("global_pool", "fc", "head", "head_drop") else "stem"
-
-
-def _grouped(counts: dict) -> dict:
-    out: dict = {}
-    for name, n in counts.items():
-        out[_stage(name)] = out.get(_stage(name), 0) + n
-    return out
-
-
 def params_report(spec: ModelSpec) -> Report:
-    """Parameters of the base model and the variant, per stage, and what the attention adds."""
-    variant = count_params(spec.build())
-    base: ParamReport = count_params(_base(spec).build()) if spec.attn != "none" else variant
-    b, v = _grouped(base.per_child), _grouped(variant.per_child)
+    """Parameters of the base model and the variant, per stage (``salient_analysis.stages``), and what the attention
+    adds; stages without parameters in either are left out."""
+    variant_model = spec.build()
+    base_model = _base(spec).build() if spec.attn != "none" else variant_model
+    variant, base = count_params(variant_model), count_params(base_model)
+    b, v = _stage_params(base_model), _stage_params(variant_model)
     rows = [
         {"part": part, "base": b.get(part, 0), "variant": v.get(part, 0), "added": v.get(part, 0) - b.get(part, 0)}
-        for part in STAGES
-        if part in b or part in v
+        for part in dict.fromkeys([*b, *v])
+        if b.get(part, 0) or v.get(part, 0)
     ]
     rows.append(
         {"part": "total", "base": base.params, "variant": variant.params, "added": variant.params - base.params}
@@ -82,6 +68,16 @@ def params_report(spec: ModelSpec) -> Report:
     )
 
 
+def _stage_params(model: nn.Module) -> Dict[str, int]:
+    """Parameters per stage, and the root's own (ViT's ``cls_token``, ``pos_embed``) as "outside the stages"."""
+    counts = {
+        stage: sum(p.numel() for name in names for p in model.get_submodule(name).parameters())
+        for stage, names in model_stages(model)
+    }
+    counts["outside the stages"] = sum(p.numel() for p in model.parameters(recurse=False))
+    return counts
+
+
 def _cost_row(scope: str, count) -> dict:
     return {"scope": scope, "MACs": count.macs, "elementwise": count.elementwise, "FLOPs": count.flops}
 
@@ -91,17 +87,16 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
     model = spec.build()
     report = count_cost(model, spec.input_shape)
     rows = [_cost_row("total", report.total)]
-    stages: dict = {}
-    for child, _ in model.named_children():  # stem parts, layer1..4, head: every top-level module in one stage
-        count = report.module(child)
-        acc = stages.setdefault(_stage(child), OpCount())
-        acc.macs, acc.elementwise = acc.macs + count.macs, acc.elementwise + count.elementwise
+    stages: Dict[str, OpCount] = {}
+    for stage, names in model_stages(model):  # timm's structure: every top-level module in one stage
+        counts = [report.module(name) for name in names]
+        stages[stage] = OpCount(sum(c.macs for c in counts), sum(c.elementwise for c in counts))
     rest = OpCount(
         report.total.macs - sum(c.macs for c in stages.values()),
         report.total.elementwise - sum(c.elementwise for c in stages.values()),
     )
-    rows += [_cost_row(stage, stages[stage]) for stage in STAGES if stage in stages]
-    if rest.macs or rest.elementwise:  # ops of the root's own forward (e.g. a functional head)
+    rows += [_cost_row(stage, count) for stage, count in stages.items() if count.macs or count.elementwise]
+    if rest.macs or rest.elementwise:  # ops of the root's own forward (e.g. ViT's position embedding add)
         rows.append(_cost_row("outside the stages", rest))
     if per_block:
         attention = {name.rsplit(".", 1)[0]: name for name, _ in attention_modules(model)}
@@ -115,11 +110,11 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
             rows,
         )
     ]
-    notes = (
-        ["the stage rows (stem, layer1-4, head) add up to the total; block and attention rows are parts of their stage"]
-        if per_block
-        else ["the stage rows (stem, layer1-4, head) add up to the total"]
+    stage_note = (
+        "the stage rows (timm's stages: stem, layer1-4, head for a ResNet; the top-level modules, feature_info's "
+        "stages split out, otherwise; those without ops left out) add up to the total"
     )
+    notes = [stage_note + ("; block and attention rows are parts of their stage" if per_block else "")]
     if report.uncounted_ops:
         notes.append(f"ops not counted (no formula): {', '.join(report.uncounted_ops)}")
     if crosscheck:

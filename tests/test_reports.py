@@ -44,6 +44,28 @@ def test_flops_stage_rows_add_up_to_the_total():
         assert sum(r[column] for r in stages) == rows["total"][column]
 
 
+@pytest.mark.parametrize(
+    "model,size,stages",
+    [
+        ("vit_small_patch16_224", "224", ["patch_embed", *(f"blocks.{i}" for i in range(12)), "norm", "head"]),
+        ("convnext_atto", "32", ["stem", "stages.0", "stages.1", "stages.2", "stages.3", "head"]),
+    ],
+)
+def test_any_timm_model_reads_in_its_own_stages_which_add_up_to_the_total(model, size, stages):
+    """timm's structure (feature_info's stage modules), not the ResNet names: a ViT's cost is not all 'stem'."""
+    data = json.loads(_run("flops", "-m", model, "-s", size, "--no-crosscheck", "-f", "json"))
+    rows = {r["scope"]: r for r in data["tables"][0]["rows"]}
+    parts = [scope for scope in rows if scope != "total"]
+    assert [scope for scope in parts if scope != "outside the stages"] == stages
+    for column in ("MACs", "elementwise", "FLOPs"):
+        assert sum(rows[scope][column] for scope in parts) == rows["total"][column]
+    assert max(rows[scope]["MACs"] for scope in stages) < 0.5 * rows["total"]["MACs"]
+    params = json.loads(_run("params", "-m", model, "-f", "json"))["tables"][0]["rows"]
+    own = ["outside the stages"] if model.startswith("vit") else []  # cls_token, pos_embed: the root's own
+    assert [r["part"] for r in params][:-1] == stages + own
+    assert sum(r["base"] for r in params[:-1]) == params[-1]["base"]
+
+
 def test_maps_takes_the_shared_model_options(tmp_path):
     from PIL import Image
 
