@@ -220,7 +220,16 @@ def _compare_row(label: str, model: nn.Module, spec: ModelSpec, base: Tuple[Any,
     cost, params = count_cost(model, spec.input_shape), count_params(model)
     bcost, bparams = base
     infer = count_traffic(model, spec.input_shape, train=False)
-    step: Optional[TrafficReport] = count_traffic(model, spec.input_shape) if train else None
+    step: Optional[TrafficReport] = None
+    per_step = 1.0  # the train columns' scale: 1/2 where batch 1 is counted at batch 2 (see compare_report)
+    if train:
+        try:
+            step = count_traffic(model, spec.input_shape)
+        except TrainCountError:
+            if spec.input_shape[0] != 1:
+                raise
+            step, per_step = count_traffic(model, (2, *spec.input_shape[1:])), 0.5
+    as_run = step.as_run if step else None
     return {
         "model": label,
         "params": params.params,
@@ -232,8 +241,9 @@ def _compare_row(label: str, model: nn.Module, spec: ModelSpec, base: Tuple[Any,
         "fp32 MB": 4 * params.params / 1e6,
         **timm_units(infer),
         "MB moved": infer.total.forward.bytes / 1e6,
-        "train MB moved": step.as_run.step.bytes / 1e6 if step and step.as_run else None,
-        "train saved MB": step.as_run.saved_bytes / 1e6 if step and step.as_run else None,
+        "train MB moved": per_step * as_run.step.bytes / 1e6 if as_run else None,
+        "train saved MB": per_step * as_run.saved_bytes / 1e6 if as_run else None,
+        "_train batch 2": per_step != 1.0,
     }
 
 
@@ -246,6 +256,7 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
     base_cache: dict = {}
     train_note = None
     folded_notes: List[str] = []
+    halved: List[str] = []
     for spec in specs:
         model = spec.build()
         key = _base(spec)
@@ -260,9 +271,13 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
         except TrainCountError as e:
             train_note = f"train columns empty: {e}"
             rows.append(_compare_row(spec.label, model, spec, base_cache[key], train=False))
+        if rows[-1].pop("_train batch 2"):
+            halved.append(spec.label)
         if reparam:
             folded, left = _folded(spec.build("cpu"))  # folding reads weights: timm's hooks copy real tensors
-            rows.append(_compare_row(f"{spec.label} (reparam)", folded, spec, base_cache[key, "reparam"], train=False))
+            row = _compare_row(f"{spec.label} (reparam)", folded, spec, base_cache[key, "reparam"], train=False)
+            row.pop("_train batch 2")
+            rows.append(row)
             folded_notes += [f"{spec.label}: {note}" for note in left]
         if progress:
             progress(spec.label)
@@ -304,6 +319,14 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
             "which counts each block's plain ops, and measured time)",
         ]
         + ([train_note] if train_note else [])
+        + (
+            [
+                f"train columns of {', '.join(halved)}: counted at batch 2 and halved (per image), since at batch 1 "
+                "some BatchNorm sees a 1x1 map, one value per channel, and cannot train; the step is counted, not run"
+            ]
+            if halved
+            else []
+        )
         + (
             [
                 "(reparam) rows: the inference deploy form (salient_timm.reparameterize: every conv + BN folded, "

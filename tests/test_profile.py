@@ -217,12 +217,24 @@ def test_counting_a_training_step_leaves_the_model_as_it_was():
         assert torch.equal(value, before[key]), key
 
 
-def test_training_counts_that_cannot_run_say_why_and_compare_still_reports_inference():
-    result = CliRunner().invoke(main, ["compare", "-m", "resnet18", "-a", "salient", "-s", "32", "-f", "json"])
+def _compare_rows(*args):
+    result = CliRunner().invoke(main, ["compare", "-m", "resnet18", "-a", "none,salient", "-f", "json", *args])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["tables"][0]["rows"][0]["train saved MB"] is None and data["tables"][0]["rows"][0]["MB moved"] > 0
-    assert any("batch size of 2 or more" in n for n in data["notes"])
+    return json.loads(result.stdout)
+
+
+def test_training_columns_at_batch_one_are_counted_at_batch_two_per_image_and_say_so():
+    """At 32 px resnet18's layer4 map is 1x1: batch 1 cannot train its BatchNorm, but a count does not run the step."""
+    data = _compare_rows("-s", "32")
+    at_two = _compare_rows("-s", "32", "-b", "2")
+    for row, row2 in zip(data["tables"][0]["rows"], at_two["tables"][0]["rows"]):
+        assert row["train saved MB"] == pytest.approx(row2["train saved MB"] / 2)
+        assert row["train MB moved"] == pytest.approx(row2["train MB moved"] / 2)
+    assert any("counted at batch 2 and halved" in n for n in data["notes"])
+    assert not any("batch 2" in n for n in at_two["notes"])
+
+
+def test_a_profile_whose_step_cannot_train_says_why_in_one_line():
     result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "-s", "32", "--no-measure"])
     assert result.exit_code == 1 and "use a batch size of 2 or more" in result.output
     assert "Traceback" not in result.output
