@@ -172,14 +172,22 @@ def params(fmt, **spec) -> None:
     _emit(lambda: reports.params_report(_spec(**spec)), fmt)
 
 
+REPARAM_HELP = (
+    "count the model folded for inference first (salient_timm.reparameterize, which runs timm's "
+    "reparameterize_model hooks: conv+BN folded, the Salient gate a conv channel), as timm's benchmark.py --reparam"
+)
+
+
 @main.command()
 @spec_options()
 @click.option("--per-block", is_flag=True, help="also one row per residual block and attention module")
 @click.option("--no-crosscheck", is_flag=True, help="skip the fvcore / thop comparison")
+@click.option("--reparam", is_flag=True, help=REPARAM_HELP)
 @format_option
-def flops(fmt, per_block, no_crosscheck, **spec) -> None:
+def flops(fmt, per_block, no_crosscheck, reparam, **spec) -> None:
     """Full op count (MACs, elementwise ops, FLOPs) with fvcore's and thop's totals beside it."""
-    _emit(lambda: reports.flops_report(_spec(**spec), per_block=per_block, crosscheck=not no_crosscheck), fmt)
+    report = functools.partial(reports.flops_report, per_block=per_block, crosscheck=not no_crosscheck, reparam=reparam)
+    _emit(lambda: report(_spec(**spec)), fmt)
 
 
 @main.command()
@@ -239,6 +247,7 @@ def reproduce(fmt) -> None:
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="timed repeats (medians)")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="untimed repeats first")
 @click.option("--no-measure", is_flag=True, help="counts only: no timing, no peak memory, no roofline")
+@click.option("--reparam", is_flag=True, help=REPARAM_HELP + "; with --infer")
 @click.option(
     "--peak-gflops",
     type=click.FloatRange(min=0, min_open=True),
@@ -258,7 +267,7 @@ def reproduce(fmt) -> None:
     help="write a figure (.png/.pdf): per-block shares of FLOPs, bytes and time, and a roofline",
 )
 @format_option
-def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwidth_gbs, plot, **spec) -> None:
+def profile(fmt, train, device, repeats, warmup, no_measure, reparam, peak_gflops, bandwidth_gbs, plot, **spec) -> None:
     """Bytes moved, memory saved for backward and measured time beside FLOPs, per stage, block and gate."""
     from .profile_plot import plot_profile
     from .profiling import ProfileOptions, profile_models, profile_report, profile_steps, trust_warnings
@@ -269,6 +278,8 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
             "give both --peak-gflops and --bandwidth-gbs, or neither (then both are measured)",
             param_hint="--peak-gflops/--bandwidth-gbs",
         )
+    if reparam and train:
+        raise click.BadParameter("a folded model is for inference: add --infer", param_hint="--reparam")
     _check_output(plot, "--plot", figure=True)
     if plot and no_measure:
         raise click.BadParameter("the figure shows measured time: drop --no-measure", param_hint="--plot")
@@ -282,7 +293,7 @@ def profile(fmt, train, device, repeats, warmup, no_measure, peak_gflops, bandwi
         raise click.BadParameter("no CUDA device is available here; use --device cpu", param_hint="--device")
     peaks = Peaks(peak_gflops * 1e9, bandwidth_gbs * 1e9, measured=False) if peak_gflops else None
     options = ProfileOptions(
-        train=train, device=device, repeats=repeats, warmup=warmup, measure=not no_measure, peaks=peaks
+        train=train, device=device, repeats=repeats, warmup=warmup, measure=not no_measure, peaks=peaks, reparam=reparam
     )
     model_spec = _spec(**spec)
 

@@ -22,6 +22,7 @@ from torch import nn
 from salient_timm import attention_modules, find_residual_blocks
 
 from .crosscheck import available_memory, real_forward_bytes
+from .deploy import REPARAM_NOTE, reparameterized
 from .render import Report, Table
 from .spec import ModelSpec, SpecError
 from .stages import model_stages
@@ -42,7 +43,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ProfileOptions:
-    """``measure=False`` counts only (no timing, no peaks). ``peaks=None`` measures the device's peaks."""
+    """``measure=False`` counts only (no timing, no peaks). ``peaks=None`` measures the device's peaks.
+    ``reparam`` (inference only): both models folded for inference first (``salient_analysis.deploy``)."""
 
     train: bool = True
     device: str = "cpu"
@@ -50,6 +52,15 @@ class ProfileOptions:
     warmup: int = 1
     measure: bool = True
     peaks: Optional[Peaks] = None
+    reparam: bool = False
+
+    def build(self, spec: ModelSpec, device: str) -> nn.Module:
+        """``spec``'s model on ``device``, folded where ``reparam``."""
+        if self.reparam:
+            if self.train:
+                raise SpecError("a folded model is for inference: profile it with train=False")
+            return reparameterized(spec, device)[0]
+        return spec.build(device)
 
 
 @dataclass(frozen=True)
@@ -168,7 +179,7 @@ def profile_models(
 
     ``progress(what)`` is called after each of ``profile_steps(spec, options)`` steps, ``what`` naming it."""
     specs = _specs(spec)
-    meta = {s.label: s.build("meta") for s in specs}  # counts, scope names and the memory check
+    meta = {s.label: options.build(s, "meta") for s in specs}  # counts, scope names and the memory check
     traffic, inference = {}, {}
     for label, m in meta.items():
         traffic[label] = count_traffic(m, spec.input_shape, train=options.train)
@@ -183,7 +194,7 @@ def profile_models(
         if peaks is None:
             peaks = device_peaks(device)
             progress("measured the device's peaks")
-        models = {s.label: s.build(str(device)) for s in specs}
+        models = {s.label: options.build(s, str(device)) for s in specs}
         x = torch.randn(spec.input_shape, device=device)
         names = {label: [n for group in _scope_names(m).values() for n in group] for label, m in models.items()}
         rounds = options.warmup + options.repeats
@@ -449,6 +460,15 @@ def profile_report(
         "infer_gmacs / infer_macts: per image, forward, timm's benchmark.py units (MACs + fvcore's norm and pooling "
         "terms; activations: outputs of conv/linear/matmul); gmacs_mm: conv/linear/matmul MACs only",
     ]
+    if options.train and variant is not base:
+        notes.append(
+            "each gate is counted and timed on its own call: the fused residual epilogue (gate, shortcut add and "
+            "ReLU, with the branch's BatchNorm, which then keeps its input instead of the gate's) steps aside while "
+            "modules are tracked; compare's train columns count the step as training runs it"
+        )
+    if options.reparam:
+        notes.append(REPARAM_NOTE + "; blocks and gates are folded into plain convs, so only stages and totals")
+        tables = [t for t in tables if t.rows]
     if options.measure:
         notes.append(
             f"measured on {options.device} (fp32, contiguous NCHW): {options.repeats} repeats after "

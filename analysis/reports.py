@@ -1,17 +1,16 @@
 """Library functions behind each ``salient-analyze`` command: they build models and return ``Report`` data."""
 
-import warnings
 from dataclasses import replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from torch import nn
 
-import salient_timm
 from salient_timm import attention_modules, find_residual_blocks
 
 from .claims import ABOUT_TOLERANCE, check_claims
 from .counting import OpCount, ParamReport, count_cost, count_params
 from .crosscheck import available_memory, fvcore_count, real_forward_bytes, thop_count
+from .deploy import REPARAM_NOTE, reparameterized
 from .formulas import formula_rows
 from .profiling import timm_units
 from .render import Report, Table
@@ -82,9 +81,16 @@ def _cost_row(scope: str, count) -> dict:
     return {"scope": scope, "MACs": count.macs, "elementwise": count.elementwise, "FLOPs": count.flops}
 
 
-def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = True) -> Report:
-    """Full op count (total, per stage, optionally per block) with fvcore/thop totals beside it."""
-    model = spec.build()
+def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = True, reparam: bool = False) -> Report:
+    """Full op count (total, per stage, optionally per block) with fvcore/thop totals beside it.
+
+    ``reparam``: the model folded for inference first (``salient_analysis.deploy``), as timm's ``benchmark.py
+    --reparam``; the cross-check counts the same folded model."""
+    folded_notes: List[str] = []
+    if reparam:
+        model, folded_notes = reparameterized(spec, device="meta")  # counted on meta: nothing allocated
+    else:
+        model = spec.build()
     report = count_cost(model, spec.input_shape)
     rows = [_cost_row("total", report.total)]
     stages: Dict[str, OpCount] = {}
@@ -126,8 +132,10 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
                 f"{'x'.join(map(str, spec.input_shape))} needs up to {need / 1e9:.1f} GB, more than half of "
                 f"the {have / 1e9:.1f} GB available (counting itself allocates nothing)"
             )
+    if reparam:
+        notes += [REPARAM_NOTE, *folded_notes]
     if crosscheck:
-        real = spec.build(device="cpu")
+        real = reparameterized(spec)[0] if reparam else spec.build(device="cpu")
         checks = [fvcore_count(real, spec.input_shape, report), thop_count(real, spec.input_shape, report)]
         tables.append(
             Table(
@@ -207,15 +215,6 @@ def size_report(spec: ModelSpec) -> Report:
     )
 
 
-def _folded(model: nn.Module) -> Tuple[nn.Module, List[str]]:
-    """``salient_timm.reparameterize`` of an eval-mode model (timm's ``reparameterize_model`` hooks included, as
-    ``benchmark.py --reparam``), and its warnings (slots that stay as they are)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        folded = salient_timm.reparameterize(model, inplace=True)
-    return folded, [str(w.message) for w in caught if "reparameterize" in str(w.message)]
-
-
 def _compare_row(label: str, model: nn.Module, spec: ModelSpec, base: Tuple[Any, ParamReport], train: bool) -> dict:
     cost, params = count_cost(model, spec.input_shape), count_params(model)
     bcost, bparams = base
@@ -264,7 +263,7 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
             base_model = key.build() if spec.attn != "none" else model
             base_cache[key] = (count_cost(base_model, key.input_shape), count_params(base_model))
             if reparam:
-                folded_base = _folded(key.build("cpu"))[0]
+                folded_base = reparameterized(key)[0]
                 base_cache[key, "reparam"] = (count_cost(folded_base, key.input_shape), count_params(folded_base))
         try:
             rows.append(_compare_row(spec.label, model, spec, base_cache[key], train=True))
@@ -274,7 +273,7 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
         if rows[-1].pop("_train batch 2"):
             halved.append(spec.label)
         if reparam:
-            folded, left = _folded(spec.build("cpu"))  # folding reads weights: timm's hooks copy real tensors
+            folded, left = reparameterized(spec)  # folding reads weights: timm's hooks copy real tensors
             row = _compare_row(f"{spec.label} (reparam)", folded, spec, base_cache[key, "reparam"], train=False)
             row.pop("_train batch 2")
             rows.append(row)

@@ -186,3 +186,41 @@ def test_compare_reparam_counts_the_folded_model():
     # one output channel of each conv3 (weights over its input width, and a bias) instead of C + 2 gate parameters
     assert salient["added params"] == sum(width + 1 for width in (64, 64, 128, 128, 256, 256, 512, 512))
     assert any("SEModule" in note for note in report["notes"])
+
+
+def test_flops_and_profile_count_the_folded_model_with_reparam():
+    """timm's benchmark.py --reparam, on flops and profile: repvgg's branches and every conv + BN fold away (fewer
+    MACs, no BN ops); profile refuses a folded training step in one line."""
+    from salient_analysis.cli import main
+
+    def total(*args):
+        result = CliRunner().invoke(
+            main, ["flops", "-m", "repvgg_a0", "-s", "64", "--no-crosscheck", "-f", "json", *args]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["tables"][0]["rows"][0]
+
+    plain, folded = total(), total("--reparam")
+    assert folded["MACs"] < plain["MACs"] and folded["elementwise"] < plain["elementwise"]
+    result = CliRunner().invoke(
+        main,
+        [
+            "profile",
+            "-m",
+            "resnet18",
+            "-a",
+            "salient",
+            "-s",
+            "32",
+            "--infer",
+            "--reparam",
+            "--no-measure",
+            "-f",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert all(t["rows"] for t in data["tables"]) and any("--reparam" in n for n in data["notes"])
+    result = CliRunner().invoke(main, ["profile", "-m", "resnet18", "--reparam", "--no-measure"])
+    assert result.exit_code == 2 and "add --infer" in result.output and "Traceback" not in result.output
