@@ -1,22 +1,42 @@
-"""``salient-analyze``: thin click commands over ``salient_analysis.reports`` (presentation only)."""
+"""``salient-analyze``: thin click commands over ``salient_analysis.reports`` (presentation only).
+
+Start-up: this module imports only click and the renderer, so ``--help`` and ``--version`` answer without
+loading torch, timm or fvcore; each command imports the counting it needs when it runs.
+"""
 
 import functools
 import os
 import sys
-from typing import Callable, List, Optional, Tuple
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 import click
-import torch
 
-import salient_timm
-from salient_timm import attention_kinds
-
-from . import reports
 from .render import FORMATS, Report, Table, render
-from .spec import ModelSpec, SpecError, check_model_name, parse_input_size
 
-# Errors that mean "bad input": shown as one line, exit code 1 (every project error is a SalientError).
-USER_ERRORS = (salient_timm.SalientError, ValueError)
+if TYPE_CHECKING:
+    import salient_timm
+
+    from .spec import ModelSpec
+
+# Kinds named in --attn's help (the rest are listed by the one-line error an unknown name gets).
+HELP_KINDS = ("none", "salient", "ssa", "se")
+
+
+def _version() -> str:
+    try:
+        return version("salient-timm")
+    except PackageNotFoundError:  # run from a source tree without installing: the package's own fallback
+        import salient_timm
+
+        return salient_timm.__version__
+
+
+def _user_errors() -> Tuple[type, ...]:
+    """Errors that mean "bad input": shown as one line, exit code 1 (every project error is a SalientError)."""
+    import salient_timm
+
+    return (salient_timm.SalientError, ValueError)
 
 
 class InputSize(click.ParamType):
@@ -25,6 +45,8 @@ class InputSize(click.ParamType):
     name = "SIZE"
 
     def convert(self, value, param, ctx) -> Tuple[int, int, int]:
+        from .spec import SpecError, parse_input_size
+
         if isinstance(value, tuple):
             return value
         try:
@@ -56,8 +78,7 @@ def spec_options(multi: bool = False, maps: bool = False) -> Callable:
                 "-a",
                 default="none",
                 show_default=True,
-                help=f"attention to inject: {'|'.join(attention_kinds()[:4])}|..."
-                + (" (comma-separated list)" if multi else ""),
+                help=f"attention to inject: {'|'.join(HELP_KINDS)}|..." + (" (comma-separated list)" if multi else ""),
             ),
             click.option(
                 "--position",
@@ -122,8 +143,12 @@ def _check_output(path: Optional[str], hint: str, figure: bool = False) -> None:
         raise click.BadParameter(f"folder {os.path.dirname(path)!r} does not exist; create it first", param_hint=hint)
 
 
-def _optional_spec(model, attn, position, num_classes, cifar_stem, input_size) -> Optional[salient_timm.ModelSpec]:
+def _optional_spec(model, attn, position, num_classes, cifar_stem, input_size) -> Optional["salient_timm.ModelSpec"]:
     """The model options of ``maps`` / ``export`` as a build spec (None without --model: a checkpoint names it)."""
+    import salient_timm
+
+    from .spec import check_model_name
+
     if not model:
         return None
     check_model_name(model)
@@ -140,20 +165,22 @@ def _optional_spec(model, attn, position, num_classes, cifar_stem, input_size) -
 def _emit(build: Callable[[], Report], fmt: str) -> None:
     try:
         report = build()
-    except USER_ERRORS as e:
+    except _user_errors() as e:
         raise click.ClickException(str(e)) from e
     click.echo(render(report, fmt))
 
 
-def _spec(model, attn, position, num_classes, cifar_stem, input_size, batch) -> ModelSpec:
+def _spec(model, attn, position, num_classes, cifar_stem, input_size, batch) -> "ModelSpec":
+    from .spec import ModelSpec
+
     try:
         return ModelSpec(model, attn, position, num_classes, cifar_stem, input_size, batch)
-    except USER_ERRORS as e:
+    except _user_errors() as e:
         raise click.ClickException(str(e)) from e
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(salient_timm.__version__, prog_name="salient-analyze")
+@click.version_option(_version(), prog_name="salient-analyze")
 def main() -> None:
     """Count parameters, FLOPs and size of attention add-ons on ResNets, and check the seed's claims.
 
@@ -169,6 +196,8 @@ def main() -> None:
 @format_option
 def params(fmt, **spec) -> None:
     """Parameters: base, variant and added, per stage."""
+    from . import reports
+
     _emit(lambda: reports.params_report(_spec(**spec)), fmt)
 
 
@@ -186,6 +215,8 @@ REPARAM_HELP = (
 @format_option
 def flops(fmt, per_block, no_crosscheck, reparam, **spec) -> None:
     """Full op count (MACs, elementwise ops, FLOPs) with fvcore's and thop's totals beside it."""
+    from . import reports
+
     report = functools.partial(reports.flops_report, per_block=per_block, crosscheck=not no_crosscheck, reparam=reparam)
     _emit(lambda: report(_spec(**spec)), fmt)
 
@@ -195,6 +226,8 @@ def flops(fmt, per_block, no_crosscheck, reparam, **spec) -> None:
 @format_option
 def size(fmt, **spec) -> None:
     """Parameter/buffer counts, bytes at fp32/fp16/bf16, torch.save and safetensors file sizes."""
+    from . import reports
+
     _emit(lambda: reports.size_report(_spec(**spec)), fmt)
 
 
@@ -209,6 +242,8 @@ def size(fmt, **spec) -> None:
 @format_option
 def compare(fmt, model, attn, reparam, **rest) -> None:
     """Several models x attention kinds side by side (comma-separated --model and --attn)."""
+    from . import reports
+
     specs = [_spec(m, a, **rest) for m in _split(model) for a in _split(attn)]
     if not specs:
         raise click.BadParameter("give at least one model and one attention kind", param_hint="--model/--attn")
@@ -221,6 +256,8 @@ def compare(fmt, model, attn, reparam, **rest) -> None:
 @format_option
 def formula(fmt, **spec) -> None:
     """One row per attention block: the seed's formula, the full formula, and the measured count."""
+    from . import reports
+
     _emit(lambda: reports.formula_report(_spec(**spec)), fmt)
 
 
@@ -229,6 +266,7 @@ def formula(fmt, **spec) -> None:
 def reproduce(fmt) -> None:
     """Every numeric claim of the seed (the SalientNet design note this project reproduces): measured
     value and verdict in a table, the whole measurement and the reason below it."""
+    from . import reports
     from .claims import SEED_CLAIMS
 
     with click.progressbar(length=len(SEED_CLAIMS), label="checking claims", file=sys.stderr) as bar:
@@ -269,6 +307,8 @@ def reproduce(fmt) -> None:
 @format_option
 def profile(fmt, train, device, repeats, warmup, no_measure, reparam, peak_gflops, bandwidth_gbs, plot, **spec) -> None:
     """Bytes moved, memory saved for backward and measured time beside FLOPs, per stage, block and gate."""
+    import torch
+
     from .profile_plot import plot_profile
     from .profiling import ProfileOptions, profile_models, profile_report, profile_steps, trust_warnings
     from .timing import Peaks
@@ -359,6 +399,8 @@ def export(
     random_weights,
 ) -> None:
     """Deploy a model: ONNX with an onnxruntime parity check, ExportedProgram, Hugging Face folder."""
+    import torch
+
     from salient_timm import export as ex
 
     from . import maps as m
@@ -477,6 +519,10 @@ def maps(
 ) -> None:
     """Saliency maps: every gate's map for each image; statistics always, a figure with --out. With --dataset:
     how well each gate localizes the object (pointing game, energy in box, chance)."""
+    import torch
+
+    import salient_timm
+
     from . import maps as m
 
     _check_output(out, "--out", figure=True)

@@ -45,3 +45,25 @@ def test_surgery_errors_tell_a_command_line_user_what_they_can_do():
     assert "without attention (e.g. resnet50" in filled.output
     ge = runner.invoke(main, ["params", "-m", "resnet18", "--attn", "ge"])
     assert ge.exit_code != 0 and "cannot pass it arguments, so use it from Python" in ge.output
+
+
+def test_help_and_version_answer_without_loading_torch_timm_or_fvcore():
+    """Start-up: --help and --version (the group's and a command's) import only click and the renderer."""
+    code = (
+        "import sys\n"
+        "from salient_analysis.cli import main\n"
+        "for args in (['--help'], ['--version'], ['profile', '--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, (args, e.code)\n"
+        "print(sorted(m for m in ('torch', 'timm', 'fvcore', 'salient_timm') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_the_kinds_named_in_the_help_are_kinds():
+    from salient_analysis.cli import HELP_KINDS
+
+    assert set(HELP_KINDS) <= set(salient_timm.attention_kinds())
