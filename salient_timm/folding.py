@@ -5,13 +5,17 @@ In eval mode BatchNorm is an affine map, so every conv + BN pair folds into one 
 
 | slot | block | the gate logit ``t`` (eval) is | it folds into | deploy forward |
 |---|---|---|---|---|
-| post (``se``) | Basic, Bottleneck | affine in the last conv's input | an extra output channel of that conv | (1) |
-| mid (``attn_mid``) | Bottleneck | ``a * w . x + c`` on conv3's input | an extra channel of conv3 (1x1) | (2) |
+| post (``se``) | Basic, Bottleneck | affine in the last conv's input | a 1-channel conv beside that conv | (1) |
+| mid (``attn_mid``) | Bottleneck | ``a * w . x + c`` on conv3's input | a 1-channel 1x1 conv beside conv3 | (2) |
 | mid | BasicBlock | - (a 3x3 conv follows the product) | stays as it is | its own |
 | any | - | SE, SSA, ECA, CBAM: a pool precedes the product | stays as it is | its own |
 
 (1) ``act(addcmul(shortcut, y, scale * sigmoid(t)))``: +1/C of the conv's MACs, no extra pass over the product.
 (2) ``act(addcmul(shortcut, u, g) + b3)``: conv3(g x) = g conv3(x) for a 1x1 conv, so BN3's shift follows the product.
+
+The logit is its own 1-channel conv on the same input rather than an extra output channel of the conv: both cost
++1/C of its MACs, but oneDNN runs a conv with C+1 output channels up to 26 % slower than one with C (measured on
+CPU: resnet50's layer1 conv3 at batch 8), while the 1-channel conv re-reads only the conv's input.
 
 ``a = gamma / sqrt(var + eps)`` and ``c = beta - a * mean`` are the gate BN's eval affine, ``w`` its 1x1 conv
 and ``scale`` its ``ScaledSigmoid`` scale. The folded weights are computed in float64 and stored in the model's
@@ -142,10 +146,12 @@ class FoldedResidualBlock(nn.Module):
         act: nn.Module,
         gate_scale: torch.Tensor,
         branch_bias: torch.Tensor,
+        gate_conv: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
         self.branch = branch
         self.conv = conv
+        self.gate_conv = gate_conv if gate_conv is not None else nn.Identity()
         self.channels = channels
         self.gate = gate
         self.post = post
@@ -156,11 +162,12 @@ class FoldedResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x)
-        out = self.conv(self.branch(x))
+        h = self.branch(x)
+        out = self.conv(h)
         if self.gate == "none":
             return self.act(self.post(out) + shortcut)
-        g = self.gate_scale * torch.sigmoid(out[:, self.channels :])
-        out = torch.addcmul(shortcut, out[:, : self.channels], g)
+        g = self.gate_scale * torch.sigmoid(self.gate_conv(h))
+        out = torch.addcmul(shortcut, out, g)
         if self.gate == "mid":
             out = out + self.branch_bias.view(1, -1, 1, 1)
         return self.act(out)
@@ -199,6 +206,7 @@ def fold_residual_block(block: nn.Module) -> Tuple[FoldedResidualBlock, List[str
     last: Any = fold_conv_bn(conv, bn)  # nn.Conv2d with a bias, or None
     channels = int(bn.num_features)
     gate, scale, branch_bias = "none", torch.ones((), dtype=conv.weight.dtype), torch.zeros(0, dtype=conv.weight.dtype)
+    gate_conv: Optional[nn.Conv2d] = None
     dtype, device = conv.weight.dtype, conv.weight.device
     mid_logit = _gate_logit(mid) if mid is not None else None
     post_logit = _gate_logit(post) if post is not None else None
@@ -208,10 +216,12 @@ def fold_residual_block(block: nn.Module) -> Tuple[FoldedResidualBlock, List[str
         if reason is None:
             assert last is not None and mid_logit is not None
             row, c, scale = mid_logit
-            folded: Any = _conv_like(last, channels + 1, bias=True)
+            folded: Any = _conv_like(last, channels, bias=False)  # conv3 without BN3's shift: it follows the product
+            gate_conv = _conv_like(last, 1, bias=True)
             with torch.no_grad():
-                folded.weight.copy_(torch.cat([last.weight.double(), row.view(1, -1, 1, 1)]))
-                folded.bias.copy_(torch.cat([torch.zeros(channels, dtype=torch.float64, device=device), c.view(1)]))
+                folded.weight.copy_(last.weight)
+                gate_conv.weight.copy_(row.view(1, -1, 1, 1))
+                cast(torch.Tensor, gate_conv.bias).copy_(c.view(1))
             branch_bias = last.bias.detach().clone()
             last, gate = folded, "mid"
             ops = [op for op in ops if op is not mid]
@@ -222,12 +232,11 @@ def fold_residual_block(block: nn.Module) -> Tuple[FoldedResidualBlock, List[str
             row, c, scale = post_logit
             weight = last.weight.double()
             bias = last.bias.double()
-            folded = _conv_like(last, channels + 1, bias=True)
+            gate_conv = _conv_like(last, 1, bias=True)
             with torch.no_grad():
-                extra = (row.view(-1, 1) * weight.view(channels, -1)).sum(0).view(1, *weight.shape[1:])
-                folded.weight.copy_(torch.cat([weight, extra]))
-                folded.bias.copy_(torch.cat([bias, (row @ bias + c).view(1)]))
-            last, gate, post = folded, "post", None
+                gate_conv.weight.copy_((row.view(-1, 1) * weight.view(channels, -1)).sum(0).view(1, *weight.shape[1:]))
+                cast(torch.Tensor, gate_conv.bias).copy_((row @ bias + c).view(1))
+            gate, post = "post", None
         else:
             reason = "its product follows a global pool or a nonlinearity" if post_logit is None else "no plain conv"
             left.append(f"post {type(post).__name__}: {reason}")
@@ -244,6 +253,7 @@ def fold_residual_block(block: nn.Module) -> Tuple[FoldedResidualBlock, List[str
         act,
         scale.to(device=device, dtype=dtype).clone(),
         branch_bias.to(device=device, dtype=dtype),
+        gate_conv,
     )
     return module, left
 

@@ -68,11 +68,11 @@ def test_in_fp32_the_fold_is_within_float_rounding(base, position, folded_as):
     assert _relative_error(model, reparameterize(model), torch.randn(4, 3, 64, 64)) < 1e-5
 
 
-def test_a_folded_gate_costs_one_conv_channel():
+def test_a_folded_gate_costs_one_conv_output_channel():
     model = _model("resnet26")
     folded = reparameterize(model)
     block = folded.layer1[0]
-    assert block.conv.out_channels == model.layer1[0].conv3.out_channels + 1 == 257
+    assert block.conv.out_channels == model.layer1[0].conv3.out_channels == 256 and block.gate_conv.out_channels == 1
     assert sum(p.numel() for p in folded.parameters()) < sum(p.numel() for p in model.parameters())
 
 
