@@ -203,7 +203,7 @@ def params(fmt, **spec) -> None:
 
 REPARAM_HELP = (
     "count the model folded for inference first (salient_timm.reparameterize, which runs timm's "
-    "reparameterize_model hooks: conv+BN folded, the Salient gate a conv channel), as timm's benchmark.py --reparam"
+    "reparameterize_model hooks: conv+BN folded, the Salient gate a 1-channel conv), as timm's benchmark.py --reparam"
 )
 
 
@@ -237,7 +237,7 @@ def size(fmt, **spec) -> None:
     "--reparam",
     is_flag=True,
     help="add each model folded for inference (salient_timm.reparameterize: conv+BN folded, the Salient gate "
-    "a conv channel), as timm's benchmark.py --reparam",
+    "a 1-channel conv), as timm's benchmark.py --reparam",
 )
 @format_option
 def compare(fmt, model, attn, reparam, **rest) -> None:

@@ -13,7 +13,7 @@ __all__ = ["REPARAM_NOTE", "reparameterized"]
 
 REPARAM_NOTE = (
     "--reparam: the inference deploy form (salient_timm.reparameterize, which runs timm's reparameterize_model "
-    "hooks: every conv + BN folded, the Salient gate an extra output channel of the conv before it)"
+    "hooks: every conv + BN folded, the Salient gate a 1-channel conv beside the conv before it)"
 )
 
 

@@ -329,7 +329,7 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
         + (
             [
                 "(reparam) rows: the inference deploy form (salient_timm.reparameterize: every conv + BN folded, "
-                "the Salient gate an extra output channel of the conv before it); ratios against the folded base; "
+                "the Salient gate a 1-channel conv beside the conv before it); ratios against the folded base; "
                 "no train columns (a folded model is for inference)"
             ]
             + folded_notes

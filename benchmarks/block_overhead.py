@@ -7,7 +7,7 @@
     python benchmarks/block_overhead.py --modes reparam --scenarios "infer b1 224px,infer b8 224px"  # folded
 
 Modes: ``eager``, ``compile`` (``torch.compile``; ``--compile-backend``) and ``reparam``: inference of each model
-folded by ``salient_timm.reparameterize`` (conv + BN folded, the Salient gate a conv channel), interleaved with
+folded by ``salient_timm.reparameterize`` (conv + BN folded, the Salient gate a 1-channel conv), interleaved with
 two references, ``resnet50 (fx fuse)`` (torch's ``torch.fx.experimental.optimization.fuse``) and
 ``resnet50 (unfolded)`` (plain eager); ratios are to the folded resnet50.
 

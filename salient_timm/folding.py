@@ -125,11 +125,11 @@ def _gate_logit(gate: Any) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 class FoldedResidualBlock(nn.Module):
-    """A residual block in deploy form: folded convs, the Salient gate as an extra output channel of a conv.
+    """A residual block in deploy form: folded convs, the Salient gate as a 1-channel conv beside a conv.
 
-    ``gate``: ``"none"`` (``post`` slot module, or Identity, then the shortcut add), ``"post"`` (the last conv's
-    extra channel is the gate logit) or ``"mid"`` (conv3's extra channel; ``branch_bias`` is BN3's shift, added
-    after the product). Shapes: (N, C_in, H, W) -> (N, C_out, H', W') as the block it replaces. Inference only.
+    ``gate``: ``"none"`` (``post`` slot module, or Identity, then the shortcut add), ``"post"`` (``gate_conv``, on
+    the last conv's input, gives the gate logit) or ``"mid"`` (``gate_conv`` beside conv3; ``branch_bias`` is BN3's
+    shift, added after the product). Shapes: (N, C_in, H, W) -> (N, C_out, H', W') as the block it replaces. Inference only.
     """
 
     branch_bias: torch.Tensor
