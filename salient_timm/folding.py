@@ -129,7 +129,8 @@ class FoldedResidualBlock(nn.Module):
 
     ``gate``: ``"none"`` (``post`` slot module, or Identity, then the shortcut add), ``"post"`` (``gate_conv``, on
     the last conv's input, gives the gate logit) or ``"mid"`` (``gate_conv`` beside conv3; ``branch_bias`` is BN3's
-    shift, added after the product). Shapes: (N, C_in, H, W) -> (N, C_out, H', W') as the block it replaces. Inference only.
+    shift, added after the product). Shapes: (N, C_in, H, W) -> (N, C_out, H', W') as the block it replaces.
+    Inference only.
     """
 
     branch_bias: torch.Tensor
