@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Callable, Optional, cast
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module_hooks
 
 from .fused import pixel_dot, spatial_gate, use_fused
 
@@ -106,11 +107,14 @@ class _SpatialGate(nn.Module):
         self, x: torch.Tensor, shortcut: Callable[[], torch.Tensor], norm: Optional[nn.Module] = None
     ) -> Optional[torch.Tensor]:
         """``relu(shortcut() + self(norm(x)))`` in one fused pass forward and one backward, or None (and neither
-        ``norm`` nor ``shortcut`` called) where the fused path does not apply; the caller then runs its plain ops.
+        ``norm`` nor ``shortcut`` called) where the fused path does not apply or something must see the gate's own
+        call (a hook on this module, a module tracker); the caller then runs its plain ops.
         ``shortcut``: a callable giving the block's shortcut (its downsample runs only if the fused path is taken).
         ``norm``: the branch's last norm, x its input; a plain unhooked ``nn.BatchNorm2d`` runs inside the fused
         function (which then saves x instead of its output), any other norm runs first, as it is."""
-        if self.impl != "fused" or not self._fused_applies(x, norm):
+        if self.impl != "fused" or self._forward_hooks or self._forward_pre_hooks or _global_module_hooks():
+            return None  # a hook on the gate (capture_gates) or a module tracker (counting, profiling) must see it run
+        if not self._fused_applies(x, norm):
             return None
         if norm is not None and (type(norm) is not nn.BatchNorm2d or norm._forward_hooks or norm._forward_pre_hooks):
             x = norm(x)  # FrozenBatchNorm2d, SyncBatchNorm, a hooked norm...: its own call, then the fused gate
@@ -126,6 +130,11 @@ class _SpatialGate(nn.Module):
         self.gate.scale.fill_(2.0)
         nn.init.constant_(self.bn.weight, gain)
         nn.init.zeros_(self.bn.bias)
+
+
+def _global_module_hooks() -> bool:
+    """Whether global module hooks are set (``torch.utils.module_tracker``: FlopCounterMode, salient-analyze)."""
+    return bool(_module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks)
 
 
 def _compiling() -> bool:

@@ -23,7 +23,6 @@ import torch
 from timm.models.resnet import BasicBlock as TimmBasicBlock
 from timm.models.resnet import Bottleneck as TimmBottleneck
 from torch import nn
-from torch.nn.modules import module as _module_hooks
 from torchvision.models.resnet import BasicBlock as TvBasicBlock
 from torchvision.models.resnet import Bottleneck as TvBottleneck
 
@@ -40,24 +39,17 @@ def _gate_epilogue(
     block: nn.Module, x: torch.Tensor, norm: nn.Module, shortcut: torch.Tensor, act: nn.Module
 ) -> Optional[torch.Tensor]:
     """``act(downsample(shortcut) + se(norm(x)))`` as one fused pass (``salient_timm.fused``) when ``se`` is a Salient
-    or SSA gate on its fused path, ``act`` a ReLU, drop-path off and no hook watches the gate module; else None,
-    nothing has run (``norm`` included), and the caller runs its plain ops. ``x``: the branch's last conv output."""
+    or SSA gate whose ``residual_epilogue`` applies, ``act`` a ReLU and drop-path off; else None, nothing has run
+    (``norm`` included), and the caller runs its plain ops. ``x``: the branch's last conv output."""
     se, drop_path = getattr(block, "se", None), getattr(block, "drop_path", None)
     if type(se) not in (SalientBlock, SSABlock) or type(act) is not nn.ReLU:
         return None
-    if cast(nn.Module, se)._forward_hooks or cast(nn.Module, se)._forward_pre_hooks or _global_module_hooks():
-        return None  # a hook on the gate (capture_gates) or a module tracker (counting, profiling) must see it run
     if drop_path is not None and not isinstance(drop_path, nn.Identity):
         return None
     downsample = block.downsample
     return cast(SalientBlock, se).residual_epilogue(
         x, lambda: shortcut if downsample is None else cast(nn.Module, downsample)(shortcut), norm
     )
-
-
-def _global_module_hooks() -> bool:
-    """Whether global module hooks are set (``torch.utils.module_tracker``: FlopCounterMode, salient-analyze)."""
-    return bool(_module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks)
 
 
 def _fuse(block: nn.Module) -> nn.Module:
