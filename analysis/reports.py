@@ -1,7 +1,8 @@
 """Library functions behind each ``salient-analyze`` command: they build models and return ``Report`` data."""
 
+import copy
 from dataclasses import replace
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 
 from torch import nn
 
@@ -17,7 +18,7 @@ from .render import Report, Table
 from .size import measure_size
 from .spec import ModelSpec
 from .stages import model_stages
-from .traffic import TrafficReport, TrainCountError, count_traffic
+from .traffic import ModuleTraffic, TrainCountError, count_traffic
 
 __all__ = [
     "CONVENTION",
@@ -87,8 +88,10 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
     ``reparam``: the model folded for inference first (``salient_analysis.deploy``), as timm's ``benchmark.py
     --reparam``; the cross-check counts the same folded model."""
     folded_notes: List[str] = []
+    folded: Optional[nn.Module] = None
     if reparam:
-        model, folded_notes = reparameterized(spec, device="meta")  # counted on meta: nothing allocated
+        folded, folded_notes = reparameterized(spec)  # folding reads weights: on the CPU, then counted on meta
+        model = copy.deepcopy(folded).to("meta")
     else:
         model = spec.build()
     report = count_cost(model, spec.input_shape)
@@ -135,7 +138,7 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
     if reparam:
         notes += [REPARAM_NOTE, *folded_notes]
     if crosscheck:
-        real = reparameterized(spec)[0] if reparam else spec.build(device="cpu")
+        real = folded if folded is not None else spec.build(device="cpu")
         checks = [fvcore_count(real, spec.input_shape, report), thop_count(real, spec.input_shape, report)]
         tables.append(
             Table(
@@ -215,20 +218,29 @@ def size_report(spec: ModelSpec) -> Report:
     )
 
 
-def _compare_row(label: str, model: nn.Module, spec: ModelSpec, base: Tuple[Any, ParamReport], train: bool) -> dict:
+def _train_step(model: nn.Module, spec: ModelSpec) -> Tuple[ModuleTraffic, float]:
+    """The training step as eager training runs it (``TrafficReport.as_run``), and the scale that makes it the
+    spec's: where batch 1 cannot train a BatchNorm (a 1x1 map), it is counted at batch 2 and scaled by 1/2."""
+    try:
+        return cast(ModuleTraffic, count_traffic(model, spec.input_shape).as_run), 1.0
+    except TrainCountError:
+        if spec.input_shape[0] != 1:
+            raise
+        return cast(ModuleTraffic, count_traffic(model, (2, *spec.input_shape[1:])).as_run), 0.5
+
+
+def _compare_row(
+    label: str,
+    model: nn.Module,
+    spec: ModelSpec,
+    base: Tuple[Any, ParamReport],
+    step: Optional[ModuleTraffic] = None,
+    per_step: float = 1.0,
+) -> dict:
+    """One row of ``compare``; ``step`` (scaled by ``per_step``, see ``_train_step``) fills the train columns."""
     cost, params = count_cost(model, spec.input_shape), count_params(model)
     bcost, bparams = base
     infer = count_traffic(model, spec.input_shape, train=False)
-    step: Optional[TrafficReport] = None
-    per_step = 1.0  # the train columns' scale: 1/2 where batch 1 is counted at batch 2 (see compare_report)
-    if train:
-        try:
-            step = count_traffic(model, spec.input_shape)
-        except TrainCountError:
-            if spec.input_shape[0] != 1:
-                raise
-            step, per_step = count_traffic(model, (2, *spec.input_shape[1:])), 0.5
-    as_run = step.as_run if step else None
     return {
         "model": label,
         "params": params.params,
@@ -240,9 +252,8 @@ def _compare_row(label: str, model: nn.Module, spec: ModelSpec, base: Tuple[Any,
         "fp32 MB": 4 * params.params / 1e6,
         **timm_units(infer),
         "MB moved": infer.total.forward.bytes / 1e6,
-        "train MB moved": per_step * as_run.step.bytes / 1e6 if as_run else None,
-        "train saved MB": per_step * as_run.saved_bytes / 1e6 if as_run else None,
-        "_train batch 2": per_step != 1.0,
+        "train MB moved": per_step * step.step.bytes / 1e6 if step else None,
+        "train saved MB": per_step * step.saved_bytes / 1e6 if step else None,
     }
 
 
@@ -253,7 +264,6 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
     ratios against the folded base; inference columns only."""
     rows: List[dict] = []
     base_cache: dict = {}
-    train_note = None
     folded_notes: List[str] = []
     halved: List[str] = []
     for spec in specs:
@@ -265,18 +275,13 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
             if reparam:
                 folded_base = reparameterized(key)[0]
                 base_cache[key, "reparam"] = (count_cost(folded_base, key.input_shape), count_params(folded_base))
-        try:
-            rows.append(_compare_row(spec.label, model, spec, base_cache[key], train=True))
-        except TrainCountError as e:
-            train_note = f"train columns empty: {e}"
-            rows.append(_compare_row(spec.label, model, spec, base_cache[key], train=False))
-        if rows[-1].pop("_train batch 2"):
+        step, per_step = _train_step(model, spec)
+        if per_step != 1.0:
             halved.append(spec.label)
+        rows.append(_compare_row(spec.label, model, spec, base_cache[key], step, per_step))
         if reparam:
             folded, left = reparameterized(spec)  # folding reads weights: timm's hooks copy real tensors
-            row = _compare_row(f"{spec.label} (reparam)", folded, spec, base_cache[key, "reparam"], train=False)
-            row.pop("_train batch 2")
-            rows.append(row)
+            rows.append(_compare_row(f"{spec.label} (reparam)", folded, spec, base_cache[key, "reparam"]))
             folded_notes += [f"{spec.label}: {note}" for note in left]
         if progress:
             progress(spec.label)
@@ -317,7 +322,6 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
             "activation bytes autograd saves for backward (salient-analyze profile has the per-module breakdown, "
             "which counts each block's plain ops, and measured time)",
         ]
-        + ([train_note] if train_note else [])
         + (
             [
                 f"train columns of {', '.join(halved)}: counted at batch 2 and halved (per image), since at batch 1 "
