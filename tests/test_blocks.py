@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import assert_same_function
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
@@ -42,13 +43,7 @@ def test_fast_impls_equal_the_literal_ones(train):
     for fast, literal in pairs + [(SSABlock(64, impl="gemv"), SSABlock(64))]:
         literal.load_state_dict(fast.state_dict())
         fast.double().train(train), literal.double().train(train)
-        y_fast, y_lit = fast(x), literal(x)
-        torch.testing.assert_close(y_fast, y_lit, rtol=1e-12, atol=1e-12)
-        g = torch.randn_like(y_fast)
-        grads_fast = torch.autograd.grad(y_fast, [x, *fast.parameters()], g)
-        grads_lit = torch.autograd.grad(y_lit, [x, *literal.parameters()], g)
-        for a, b in zip(grads_fast, grads_lit):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert_same_function(fast, literal, x)
 
 
 @pytest.mark.parametrize("impl", ["sum", "gemv", "conv"])

@@ -5,6 +5,7 @@ import copy
 import pytest
 import timm
 import torch
+from conftest import assert_same_function, randomize_bn
 from torch import nn
 
 import salient_timm
@@ -39,14 +40,8 @@ def test_fused_gate_equals_the_literal_block_forward_and_every_gradient(kind, tr
     fused, literal = _pair(kind, 24)
     fused.train(train), literal.train(train)
     x = _input(3, 24, 5, 7, channels_last).requires_grad_()
-    y_fused, y_literal = fused(x), literal(x)
+    y_fused = assert_same_function(fused, literal, x)
     assert y_fused.grad_fn.name() == "_SpatialGateFnBackward"  # the fused path ran
-    torch.testing.assert_close(y_fused, y_literal, rtol=1e-12, atol=1e-12)
-    dy = torch.randn_like(y_fused)
-    grads_fused = torch.autograd.grad(y_fused, [x, *fused.parameters()], dy)
-    grads_literal = torch.autograd.grad(y_literal, [x, *literal.parameters()], dy)
-    for a, b in zip(grads_fused, grads_literal):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     for name, buf in fused.bn.named_buffers():  # BN's running statistics advance exactly once per forward
         torch.testing.assert_close(buf, literal.bn.get_buffer(name), rtol=1e-12, atol=1e-12)
 
@@ -203,7 +198,6 @@ def test_a_training_step_on_the_meta_device_runs_through_the_fused_gate():
 
 def _block_pair(kind: str, base: str):
     """(fused block, literal block): one residual block with a downsample and a post gate, fp64, equal weights."""
-    from conftest import randomize_bn
 
     literal_impl = "conv" if kind == "salient" else "mean"
     if base.startswith("torchvision"):
@@ -260,15 +254,8 @@ def test_the_residual_epilogue_is_the_literal_block_exactly(kind, base, bn_mode)
     _set_bn_mode(fused, bn_mode), _set_bn_mode(literal, bn_mode)
     channels = fused.conv1.in_channels
     x = torch.randn(2, channels, 8, 8, dtype=torch.float64, requires_grad=True)
-    y_fused = fused(x)
+    y_fused = assert_same_function(fused, literal, x, grad_atol=1e-10)
     assert y_fused.grad_fn.name() == "_SpatialGateFnBackward"  # the epilogue ran: the block's output is its own
-    y_literal = literal(x)
-    torch.testing.assert_close(y_fused, y_literal, rtol=1e-12, atol=1e-12)
-    r = torch.randn_like(y_fused)
-    grads_fused = torch.autograd.grad(y_fused, [x, *fused.parameters()], r)
-    grads_literal = torch.autograd.grad(y_literal, [x, *literal.parameters()], r)
-    for a, b in zip(grads_fused, grads_literal):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     for a, b in zip(fused.modules(), literal.modules()):  # BN statistics, downsample's included, updated once
         if isinstance(a, nn.BatchNorm2d):
             for name, buffer in a.named_buffers():
