@@ -198,7 +198,6 @@ def test_a_training_step_on_the_meta_device_runs_through_the_fused_gate():
 
 def _block_pair(kind: str, base: str):
     """(fused block, literal block): one residual block with a downsample and a post gate, fp64, equal weights."""
-
     literal_impl = "conv" if kind == "salient" else "mean"
     if base.startswith("torchvision"):
         import torchvision
