@@ -88,6 +88,12 @@ def spec_options(multi: bool = False, maps: bool = False) -> Callable:
                 help="post: before the shortcut add (seed); mid: after the 3x3 conv",
             ),
             click.option(
+                "--attn-stages",
+                default=None,
+                metavar="N,N,...",
+                help="the residual stages that get --attn, numbered from 1 (e.g. 1,2)  [default: all]",
+            ),
+            click.option(
                 "--num-classes",
                 type=click.IntRange(min=0),
                 default=None,
@@ -143,7 +149,9 @@ def _check_output(path: Optional[str], hint: str, figure: bool = False) -> None:
         raise click.BadParameter(f"folder {os.path.dirname(path)!r} does not exist; create it first", param_hint=hint)
 
 
-def _optional_spec(model, attn, position, num_classes, cifar_stem, input_size) -> Optional["salient_timm.ModelSpec"]:
+def _optional_spec(
+    model, attn, position, attn_stages, num_classes, cifar_stem, input_size
+) -> Optional["salient_timm.ModelSpec"]:
     """The model options of ``maps`` / ``export`` as a build spec (None without --model: a checkpoint names it)."""
     import salient_timm
 
@@ -156,6 +164,7 @@ def _optional_spec(model, attn, position, num_classes, cifar_stem, input_size) -
         model,
         attn=attn,
         position=position,
+        attn_stages=attn_stages,
         num_classes=num_classes,
         cifar_stem=cifar_stem,
         in_chans=input_size[0] if input_size else 3,
@@ -170,11 +179,11 @@ def _emit(build: Callable[[], Report], fmt: str) -> None:
     click.echo(render(report, fmt))
 
 
-def _spec(model, attn, position, num_classes, cifar_stem, input_size, batch) -> "ModelSpec":
+def _spec(model, attn, position, attn_stages, num_classes, cifar_stem, input_size, batch) -> "ModelSpec":
     from .spec import ModelSpec
 
     try:
-        return ModelSpec(model, attn, position, num_classes, cifar_stem, input_size, batch)
+        return ModelSpec(model, attn, position, num_classes, cifar_stem, input_size, batch, attn_stages)
     except _user_errors() as e:
         raise click.ClickException(str(e)) from e
 
@@ -389,6 +398,7 @@ def export(
     model,
     attn,
     position,
+    attn_stages,
     num_classes,
     cifar_stem,
     input_size,
@@ -416,7 +426,7 @@ def export(
     _check_output(program_path, "--exported-program")
 
     def build() -> Report:
-        spec = _optional_spec(model, attn, position, num_classes, cifar_stem, input_size)
+        spec = _optional_spec(model, attn, position, attn_stages, num_classes, cifar_stem, input_size)
         net, config = m.load_for_maps(spec, checkpoint)
         size = tuple(input_size or config["input_size"])
         torch.manual_seed(0)
@@ -502,6 +512,7 @@ def maps(
     model,
     attn,
     position,
+    attn_stages,
     num_classes,
     cifar_stem,
     input_size,
@@ -530,7 +541,7 @@ def maps(
         raise click.UsageError("give --image (one or more) or --dataset, not both")
 
     def build() -> Report:
-        spec = _optional_spec(model, attn, position, num_classes, cifar_stem, input_size)
+        spec = _optional_spec(model, attn, position, attn_stages, num_classes, cifar_stem, input_size)
         net, config = m.load_for_maps(spec, checkpoint)
         if input_size:
             config = {**config, "input_size": input_size}

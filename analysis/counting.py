@@ -243,7 +243,20 @@ class CostReport:
     uncounted_ops: List[str]
 
     def module(self, name: str) -> OpCount:
-        return self.modules.get(name, OpCount())
+        """Counts of the module ``name``; a container that is never called itself (a ``ModuleList``, e.g. HRNet's
+        ``transition1``) sums its outermost called descendants."""
+        if name in self.modules or not name:
+            return self.modules.get(name, OpCount())
+        called = [k for k in self.modules if k.startswith(name + ".")]
+        outer = [k for k in called if not any(k.startswith(o + ".") for o in called)]
+        total = OpCount()
+        for k in outer:
+            count = self.modules[k]
+            total.macs += count.macs
+            total.elementwise += count.elementwise
+            for op, n in count.by_op.items():
+                total.by_op[op] = total.by_op.get(op, 0) + n
+        return total
 
 
 def _op_name(op) -> str:

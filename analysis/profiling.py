@@ -160,7 +160,7 @@ def _check_fits(meta_model: nn.Module, spec: ModelSpec, device: torch.device, tr
 
 
 def _specs(spec: ModelSpec) -> List[ModelSpec]:
-    return [replace(spec, attn="none")] + ([spec] if spec.attn.lower() != "none" else [])
+    return [replace(spec, attn="none", attn_stages=None)] + ([spec] if spec.attn.lower() != "none" else [])
 
 
 def profile_steps(spec: ModelSpec, options: ProfileOptions) -> int:

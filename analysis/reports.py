@@ -39,7 +39,7 @@ Progress = Optional[Callable[[str], None]]
 
 
 def _base(spec: ModelSpec) -> ModelSpec:
-    return replace(spec, attn="none")
+    return replace(spec, attn="none", attn_stages=None)
 
 
 def params_report(spec: ModelSpec) -> Report:

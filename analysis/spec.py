@@ -57,6 +57,7 @@ class ModelSpec:
     cifar_stem: bool = False
     input_size: Tuple[int, int, int] = (3, 224, 224)
     batch: int = 1
+    attn_stages: Optional[str] = None  # "1,2": the residual stages that get attn (salient_timm.ModelSpec parses it)
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -66,13 +67,15 @@ class ModelSpec:
             raise SpecError(f"batch must be a positive integer, got {self.batch}")
         if self.num_classes is not None and self.num_classes < 0:
             raise SpecError(f"num_classes must be >= 0, got {self.num_classes}")
+        try:
+            _ = self.model_spec  # its own checks (attn_stages)
+        except ModelSpecError as e:
+            raise SpecError(str(e)) from e
 
     @property
     def label(self) -> str:
         """Short name, e.g. ``resnet50+salient``, ``resnet50+se@mid``."""
-        if self.attn.lower() == "none":
-            return self.model
-        return f"{self.model}+{self.attn}" + ("" if self.position == "post" else f"@{self.position}")
+        return self.model_spec.label
 
     @property
     def input_shape(self) -> Tuple[int, int, int, int]:
@@ -93,6 +96,7 @@ class ModelSpec:
             num_classes=self.num_classes,
             cifar_stem=self.cifar_stem,
             in_chans=self.input_size[0],
+            attn_stages=self.attn_stages,
         )
 
     def example_input(self, device: str = "meta") -> torch.Tensor:

@@ -2,12 +2,13 @@
 
 | model | stages (in forward order) |
 |---|---|
-| ResNet family (top-level ``layer1`` ... ``layer4``) | ``stem``, ``layer1`` ... ``layer4``, ``head`` |
+| residual blocks in two or more top-level children (ResNet's ``layer1`` ... ``layer4``, HRNet's ``layer1``, ``stage2`` ..., DLA's ``level2`` ...) | ``stem``, each of those children, the children between them as they are, ``head`` |
 | other timm models (``feature_info``) | each top-level child, containers of stage modules split down to them |
 | any other ``nn.Module`` | each top-level child |
 
-ResNet: ``stem`` is every child before the head that is not a layer; ``head`` is ``global_pool``, ``fc``, ``head``
-and ``head_drop``. timm's ``feature_info`` names the stage modules: a ViT reads ``patch_embed``, ``blocks.0`` ...
+Residual stages: ``stem`` is every child before the first that holds residual blocks
+(``salient_timm.find_residual_blocks``); ``head`` is ``global_pool``, ``fc``, ``head``, ``head_drop`` and
+``classifier`` after the last. timm's ``feature_info`` names the stage modules: a ViT reads ``patch_embed``, ``blocks.0`` ...
 ``blocks.11``, ``norm``, ``head``; a ConvNeXt ``stem``, ``stages.0`` ... ``stages.3``, ``head``.
 
 Each stage lists the modules it is made of; together they partition the model's children, so their counts add
@@ -15,13 +16,15 @@ up to the total except for ops the root's own forward issues (e.g. ViT's positio
 list as a row of their own.
 """
 
-from typing import Dict, List, Set, Tuple
+from typing import List, Set, Tuple
 
 from torch import nn
 
+from salient_timm import find_residual_blocks
+
 __all__ = ["HEAD_CHILDREN", "model_stages"]
 
-HEAD_CHILDREN = frozenset({"global_pool", "fc", "head", "head_drop"})  # a ResNet's head (timm and torchvision)
+HEAD_CHILDREN = frozenset({"global_pool", "fc", "head", "head_drop", "classifier"})  # timm's and torchvision's heads
 
 
 def _feature_modules(model: nn.Module) -> Set[str]:
@@ -48,11 +51,14 @@ def model_stages(model: nn.Module) -> List[Tuple[str, List[str]]]:
     """``[(stage label, [module names]), ...]`` in forward order (module docstring's table); the module names
     partition the model's children."""
     children = [name for name, _ in model.named_children()]
-    if any(name.startswith("layer") for name in children):  # ResNet family: stem, layer1..4, head
-        grouped: Dict[str, List[str]] = {}
-        for name in children:
-            stage = name if name.startswith("layer") else "head" if name in HEAD_CHILDREN else "stem"
-            grouped.setdefault(stage, []).append(name)
-        order = ["stem"] + sorted(s for s in grouped if s.startswith("layer")) + ["head"]
-        return [(stage, grouped[stage]) for stage in order if stage in grouped]
+    holders = {block.name.split(".")[0] for block in find_residual_blocks(model)}
+    if len(holders) >= 2:  # residual stages at the top level: stem, the stages (and what lies between), head
+        first = min(children.index(h) for h in holders)
+        last = max(children.index(h) for h in holders)
+        rows: List[Tuple[str, List[str]]] = [("stem", children[:first])] if first else []
+        rows += [(name, [name]) for name in children[first : last + 1]]
+        after = children[last + 1 :]
+        rows += [(name, [name]) for name in after if name not in HEAD_CHILDREN]
+        head = [name for name in after if name in HEAD_CHILDREN]
+        return rows + ([("head", head)] if head else [])
     return [(name, [name]) for name in _split(model, "", _feature_modules(model))]

@@ -174,56 +174,46 @@ class FoldedResidualBlock(nn.Module):
         return self.act(out)
 
 
-def _layout(block: Any) -> Tuple[List[Optional[nn.Module]], Any, Any, nn.Module]:
-    """The block's eval-mode ops before its last conv + BN (the mid slot included, as ``None``), that pair's conv
-    and BN, and its final activation. timm's blocks (``act1``.., ``aa``, ``drop_block``) and torchvision's
-    (``relu``); drop_block and drop_path are the identity in eval."""
-    mid = getattr(block, "attn_mid", None)
-    if hasattr(block, "relu"):  # torchvision
-        act = block.relu
-        if hasattr(block, "conv3"):
-            ops = [_pair(block.conv1, block.bn1), act, _pair(block.conv2, block.bn2), act, mid]
-            return ops, block.conv3, block.bn3, act
-        return [_pair(block.conv1, block.bn1), act, mid], block.conv2, block.bn2, act
-    if hasattr(block, "conv3"):  # timm Bottleneck
-        ops = [_pair(block.conv1, block.bn1), block.act1, _pair(block.conv2, block.bn2), block.act2, mid, block.aa]
-        return ops, block.conv3, block.bn3, block.act3
-    return [_pair(block.conv1, block.bn1), block.act1, mid, block.aa], block.conv2, block.bn2, block.act2
+def _resolve(ops: List[Any]) -> List[Optional[nn.Module]]:
+    """A fold layout's ops with each ``(conv, norm)`` pair folded into one conv where it can fold."""
+    return [_pair(*op) if isinstance(op, tuple) else op for op in ops]
 
 
-def fold_residual_block(block: nn.Module) -> Tuple[FoldedResidualBlock, List[str]]:
-    """The deploy form of an eval-mode timm or torchvision BasicBlock/Bottleneck (slotted or not), and a reason
-    for each attention slot left as it is (``"post: SE (a global pool precedes the product)"``).
+def fold_residual_block(block: nn.Module, adapter: Any) -> Tuple[FoldedResidualBlock, List[str]]:
+    """The deploy form of an eval-mode residual block whose row (``salient_timm.surgery.adapter.BlockAdapter``) has a
+    ``fold_layout``, and a reason for each attention slot left as it is (``"post: SE (a global pool precedes the
+    product)"``).
 
     Raises ``ReparameterizeError`` in training mode. The block itself is not changed."""
     if any(m.training for m in block.modules()):
         raise ReparameterizeError(
             "folding needs an eval-mode model (BatchNorm folds with its running statistics): call model.eval() first"
         )
-    ops, conv, bn, act = _layout(block)
-    post: Optional[nn.Module] = getattr(block, "se", None)
-    mid = getattr(block, "attn_mid", None)
+    raw_ops, conv, bn, act = adapter.fold_layout(block)
+    ops = _resolve(raw_ops)
+    post: Optional[nn.Module] = adapter.post.module(block)
+    mid: Optional[nn.Module] = adapter.mid.module(block)
     left: List[str] = []
-    last: Any = fold_conv_bn(conv, bn)  # nn.Conv2d with a bias, or None
-    channels = int(bn.num_features)
+    last: Optional[nn.Conv2d] = fold_conv_bn(conv, bn)  # with a bias; None where the pair cannot fold
+    channels = int(conv.out_channels)
     gate, scale, branch_bias = "none", torch.ones((), dtype=conv.weight.dtype), torch.zeros(0, dtype=conv.weight.dtype)
     gate_conv: Optional[nn.Conv2d] = None
     dtype, device = conv.weight.dtype, conv.weight.device
     mid_logit = _gate_logit(mid) if mid is not None else None
     post_logit = _gate_logit(post) if post is not None else None
     if mid is not None:
-        aa = getattr(block, "aa", None)
-        reason = _mid_blocker(block, last, mid_logit, post, aa)
+        between = ops[ops.index(mid) + 1 :]
+        reason = _mid_blocker(last, mid_logit, post, between)
         if reason is None:
             assert last is not None and mid_logit is not None
             row, c, scale = mid_logit
-            folded: Any = _conv_like(last, channels, bias=False)  # conv3 without BN3's shift: it follows the product
+            folded: Any = _conv_like(last, channels, bias=False)  # the conv without the norm's shift: it follows
             gate_conv = _conv_like(last, 1, bias=True)
             with torch.no_grad():
                 folded.weight.copy_(last.weight)
                 gate_conv.weight.copy_(row.view(1, -1, 1, 1))
                 cast(torch.Tensor, gate_conv.bias).copy_(c.view(1))
-            branch_bias = last.bias.detach().clone()
+            branch_bias = cast(torch.Tensor, last.bias).detach().clone()
             last, gate = folded, "mid"
             ops = [op for op in ops if op is not mid]
         else:
@@ -232,7 +222,7 @@ def fold_residual_block(block: nn.Module) -> Tuple[FoldedResidualBlock, List[str
         if post_logit is not None and last is not None and last.groups == 1:
             row, c, scale = post_logit
             weight = last.weight.double()
-            bias = last.bias.double()
+            bias = cast(torch.Tensor, last.bias).double()
             gate_conv = _conv_like(last, 1, bias=True)
             with torch.no_grad():
                 gate_conv.weight.copy_((row.view(-1, 1) * weight.view(channels, -1)).sum(0).view(1, *weight.shape[1:]))
@@ -260,21 +250,21 @@ def fold_residual_block(block: nn.Module) -> Tuple[FoldedResidualBlock, List[str
 
 
 def _mid_blocker(
-    block: nn.Module,
-    last: Optional[nn.Conv2d],
-    logit: Optional[tuple],
-    post: Optional[nn.Module],
-    aa: Optional[nn.Module],
+    last: Optional[nn.Conv2d], logit: Optional[tuple], post: Optional[nn.Module], between: List[Optional[nn.Module]]
 ) -> Optional[str]:
-    """Why a mid-slot gate cannot fold into conv3, or None if it can."""
+    """Why a mid-slot gate cannot fold into the conv after it (``between``: the ops in between), or None if it can."""
     if logit is None:
         return "its product follows a global pool or a nonlinearity"
-    if not hasattr(block, "conv3"):
-        return "a 3x3 conv follows its product (only a 1x1 conv commutes with a per-pixel gate)"
-    if last is None or last.kernel_size != (1, 1) or last.stride != (1, 1) or last.groups != 1:
-        return "conv3 is not a plain 1x1 stride-1 conv"
-    if aa is not None and not isinstance(aa, nn.Identity):
-        return "an anti-aliasing pool sits between the gate and conv3"
+    if last is None:
+        return "the conv after it does not fold with its norm"
+    if last.kernel_size != (1, 1):
+        k = "x".join(map(str, last.kernel_size))
+        return f"a {k} conv follows its product (only a 1x1 conv commutes with a per-pixel gate)"
+    if last.stride != (1, 1) or last.groups != 1:
+        return "the conv after it is not a plain 1x1 stride-1 conv"
+    blocker = next((op for op in between if op is not None and not isinstance(op, nn.Identity)), None)
+    if blocker is not None:
+        return f"a {type(blocker).__name__} (an anti-aliasing pool) sits between the gate and the conv after it"
     if post is not None:
-        return "the post slot is filled too and only one gate folds into conv3"
+        return "the post slot is filled too and only one gate folds into the last conv"
     return None

@@ -199,23 +199,31 @@ _IDENTITY_RECIPES: Dict[type, Tuple[str, Callable[[Any, float], None]]] = {
 IDENTITY_KINDS: Tuple[str, ...] = (*OUR_KINDS, *(name for name, _ in _IDENTITY_RECIPES.values()))
 
 
-def init_identity(module: nn.Module, gain: float = 0.0) -> None:
+def init_identity(module: nn.Module, gain: float = 0.0, output_gain: float = 1.0) -> None:
     """Re-initialise a fresh attention module in place so that ``module(x) == x`` exactly (``gain=0``).
 
     The gate becomes ``2*sigmoid(z)`` with the layer feeding it zeroed (``z = 0``), so
     gradients still flow. ``gain > 0``: that layer keeps ``gain`` x its fresh init (near-identity).
-    Raises ``IdentityInitError`` for kinds without such a recipe, ``ValueError`` for a bad gain.
+    ``output_gain``: a constant the block multiplies the module's output by (NF-ResNets' ``attn_gain``); the first
+    gate's scale is divided by it, so that ``output_gain * module(x) == x``.
+    Raises ``IdentityInitError`` for kinds without such a recipe or a bad gain.
     """
     if not 0.0 <= gain < float("inf"):
-        raise ValueError(f"identity gain must be a finite number >= 0, got {gain}")
+        raise IdentityInitError(f"identity gain must be a finite number >= 0, got {gain}")
+    if not 0.0 < output_gain < float("inf"):
+        raise IdentityInitError(f"output gain must be a finite number > 0, got {output_gain}")
     own = getattr(module, "init_identity", None)
     if callable(own):
         own(gain)
-        return
-    recipe = _IDENTITY_RECIPES.get(type(module))
-    if recipe is None:
-        raise IdentityInitError(
-            f"init='identity' is not available for {type(module).__name__}; "
-            f"kinds that support it: {', '.join(IDENTITY_KINDS)} (use init='default' for others)"
-        )
-    recipe[1](module, gain)
+    else:
+        recipe = _IDENTITY_RECIPES.get(type(module))
+        if recipe is None:
+            raise IdentityInitError(
+                f"init='identity' is not available for {type(module).__name__}; "
+                f"kinds that support it: {', '.join(IDENTITY_KINDS)} (use init='default' for others)"
+            )
+        recipe[1](module, gain)
+    if output_gain != 1.0:
+        gate = next(m for m in module.modules() if isinstance(m, ScaledSigmoid))
+        with torch.no_grad():
+            gate.scale.div_(output_gain)

@@ -2,7 +2,8 @@
 
 | what | folded by |
 |---|---|
-| each residual block: conv + BN pairs, downsample, a Salient gate | ``folding.fold_residual_block`` (1) |
+| each residual block whose row has a fold layout (timm's and torchvision's ResNets): conv + BN pairs, downsample, a Salient gate | ``folding.fold_residual_block`` (1) |
+| other residual blocks | their conv + BN pairs inside ``nn.Sequential``s; their gates stay, named in the warning |
 | the stem's ``conv1``/``bn1`` (deep stems too), conv + BN pairs inside any ``nn.Sequential`` | here only (2) |
 | other modules with timm's ``fuse()`` / ``reparameterize()`` / ``switch_to_deploy()`` hooks | timm |
 
@@ -59,7 +60,14 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
     model = model if inplace else copy.deepcopy(model)
     left: List[str] = []
     for block in find_residual_blocks(model):
-        folded, reasons = fold_residual_block(block.module)
+        if block.adapter.fold_layout is None:  # no deploy form: its filled slots stay, named
+            left += [
+                f"{block.name} {pos} {type(block.slot(pos)).__name__}: {block.adapter.block.__name__} has no fold layout"
+                for pos in ("post", "mid")
+                if block.slot(pos) is not None
+            ]
+            continue
+        folded, reasons = fold_residual_block(block.module, block.adapter)
         left += [f"{block.name} {reason}" for reason in reasons]
         _set(model, block.name, folded)
     reparameterize_model(model, inplace=True)  # other modules' own timm hooks

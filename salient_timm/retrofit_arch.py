@@ -48,6 +48,7 @@ def salient_retrofit(
             position=step.get("position", "post"),
             init=step.get("init", "default"),  # an identity start may add modules (SE's scaled gate)
             init_gain=step.get("init_gain", 0.0),
+            stages=step.get("stages"),
             **step.get("kwargs", {}),
         )
     if kwargs.get("features_only"):  # a feature extractor: timm's FeatureListNet around the retrofitted trunk

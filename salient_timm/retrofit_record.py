@@ -7,7 +7,7 @@ stem converted) carries ``pretrained_cfg["architecture"] = "salient_retrofit"`` 
 |---|---|
 | ``base`` | the base architecture (``"resnet50"``, or ``"torchvision:resnet50"``) |
 | ``cifar_stem`` | whether the stem was converted |
-| ``surgery`` | ``[{"attn", "position", "kwargs", "init", "init_gain"}, ...]`` in order (``init`` if not default) |
+| ``surgery`` | ``[{"attn", "position", "kwargs", "init", "init_gain", "stages"}, ...]`` in order (``init`` if not default, ``stages`` if not all) |
 | ``num_classes``, ``in_chans`` | the head and the input |
 | the base's own timm arguments | ``channels``, ``stem_width``, ... if given |
 

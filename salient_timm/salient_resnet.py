@@ -23,9 +23,9 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, get_arch_pr
 from timm.models.resnet import ResNet
 
 from .kinds import OUR_KINDS, init_identity
-from .slots import TimmBasicBlockSlots, TimmBottleneckSlots
 from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import attention_modules
+from .surgery.families.resnet import TimmBasicBlockSlots, TimmBottleneckSlots
 from .weights import CheckpointError, CheckpointNotFoundError, describe_unreadable
 
 __all__ = ["SalientResNet", "Variant", "VARIANTS", "CheckpointError", "fill_attention_keys"]
@@ -107,9 +107,9 @@ def _describe(keys: List[str], limit: int = 6) -> str:
 def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """timm ``pretrained_filter_fn``: make a checkpoint fit a model with attention slots, or raise.
 
-    - No attention keys at all (base ResNet weights): every attention module is set to the
-      identity (``init_identity``) and its keys are filled from the model.
-    - Attention keys present: only the gate ``scale`` buffer may be missing (checkpoints of
+    - An attention module none of whose keys the checkpoint has (base ResNet weights, or a slot added
+      after training) is set to the identity (``init_identity``) and its keys are filled from the model.
+    - A module whose keys are present: only the gate ``scale`` buffer may be missing (checkpoints of
       the seed's own code), and is filled with the model's value (1.0, the seed's gate).
     - Any other missing backbone key, any unexpected key, or a shape mismatch outside the
       classifier raises ``CheckpointError``. Into a CIFAR stem (``has_cifar_stem``) a 7x7 stem
@@ -122,18 +122,21 @@ def fill_attention_keys(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
     cfg = getattr(model, "pretrained_cfg", None) or {}
     classifier = cfg.get("classifier") or "fc"
     is_classifier = _prefixes([classifier] if isinstance(classifier, str) else list(classifier))
-    attn_prefixes = _prefixes([name for name, _ in attention_modules(model)])
-    attn_keys = [k for k in own if k.startswith(attn_prefixes)]
-
-    if not any(k in state_dict for k in attn_keys):
-        for _, module in attention_modules(model):
+    modules = attention_modules(model)
+    attn_keys = [k for k in own if k.startswith(_prefixes([name for name, _ in modules]))]
+    fresh = []
+    for name, module in modules:
+        keys = [k for k in own if k.startswith(f"{name}.")]
+        if not any(k in state_dict for k in keys):  # a module the checkpoint does not know: it starts as identity
             init_identity(module)
-        own = model.state_dict()
-        _logger.info("checkpoint has no attention weights: %d attention modules start as identity", len(attn_prefixes))
-    else:
-        missing_attn = [k for k in attn_keys if k not in state_dict and not k.endswith(".gate.scale")]
+            fresh.append(name)
+            continue
+        missing_attn = [k for k in keys if k not in state_dict and not k.endswith(".gate.scale")]
         if missing_attn:
-            raise CheckpointError(f"checkpoint has only some attention weights; missing: {_describe(missing_attn)}")
+            raise CheckpointError(f"checkpoint has only some of {name}'s weights; missing: {_describe(missing_attn)}")
+    if fresh:
+        own = model.state_dict()
+        _logger.info("checkpoint has no weights for %d attention modules: they start as identity", len(fresh))
     state_dict = dict(state_dict)
     for k in attn_keys:
         state_dict.setdefault(k, own[k])

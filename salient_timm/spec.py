@@ -7,7 +7,7 @@ A spec says what to build; ``build`` always does it in this order:
 | 1 | the timm model (``salient_*`` / ``ssa_*`` included), or ``torchvision:NAME`` | ``timm.create_model(model, num_classes, in_chans)`` / ``torchvision.models.get_model`` |
 | 2 | CIFAR stem | ``cifar_stem=True`` for our variants, ``convert_to_cifar_stem`` otherwise |
 | 3 | weights | ``pretrained``: a file (safetensors, ``torch.save``, a salient-train ``best.pth``) or a timm tag; timm's loader with ``fill_attention_keys`` |
-| 4 | attention | ``inject_attention(model, attn, position, init, init_gain, **attn_kwargs)`` (our variants: ``attn_kwargs`` go to their blocks) |
+| 4 | attention | ``inject_attention(model, attn, position, init, init_gain, stages=attn_stages, **attn_kwargs)`` (our variants: ``attn_kwargs`` go to their blocks) |
 | 5 | frozen BatchNorm | ``freeze_bn`` |
 
 A retrofitted model (attention injected, or a converted stem) is recorded as timm architecture
@@ -112,6 +112,7 @@ class ModelSpec:
     freeze_bn: bool = False
     attn_kwargs: Tuple[Tuple[str, Any], ...] = field(default=())
     timm_kwargs: Tuple[Tuple[str, Any], ...] = field(default=())  # more timm.create_model options (global_pool, ...)
+    attn_stages: Optional[Tuple[int, ...]] = None  # residual stages that get attention (1-based); None: all
 
     def __post_init__(self) -> None:
         for name in ("attn_kwargs", "timm_kwargs"):  # hashable, so specs can key caches
@@ -119,6 +120,9 @@ class ModelSpec:
             if isinstance(value, Mapping):
                 value = tuple(sorted(value.items()))
             object.__setattr__(self, name, tuple((k, _hashable(v)) for k, v in value))
+        object.__setattr__(self, "attn_stages", _stages(self.attn_stages))
+        if self.attn_stages is not None and self.attn.lower() == "none":
+            raise ModelSpecError("attn_stages (--attn-stages) selects where --attn goes: give an attention kind too")
 
     @property
     def ours(self) -> bool:
@@ -131,6 +135,8 @@ class ModelSpec:
         if self.attn.lower() == "none":
             return self.model
         label = f"{self.model}+{self.attn}" + ("" if self.position == "post" else f"@{self.position}")
+        if self.attn_stages is not None:
+            label += f"[stages {','.join(map(str, self.attn_stages))}]"
         return label + (" (retrofit)" if self.pretrained and self.init == "identity" else "")
 
     def replace(self, **changes: Any) -> "ModelSpec":
@@ -184,6 +190,7 @@ class ModelSpec:
                     position=self.position,  # type: ignore[arg-type]
                     init=self.init,  # type: ignore[arg-type]
                     init_gain=self.init_gain,
+                    stages=self.attn_stages,
                     **({} if self.ours else dict(self.attn_kwargs)),
                 )
             features_only = dict(self.timm_kwargs).get("features_only", False)
@@ -195,6 +202,8 @@ class ModelSpec:
                     )
                     if self.init != "default":  # an identity start may add modules (SE's scaled gate)
                         step.update(init=self.init, init_gain=self.init_gain)
+                    if self.attn_stages is not None:
+                        step.update(stages=list(self.attn_stages))
                     surgery.append(step)
                 # reloadable from a hub folder (timm_kwargs: the base's own arguments, e.g. narrower channels)
                 record_retrofit(model, self.model, self.cifar_stem, surgery, dict(self.timm_kwargs))
@@ -236,6 +245,7 @@ class ModelSpec:
             pretrained=args.pretrained,
             freeze_bn=bool(getattr(args, "freeze_bn", False)),
             timm_kwargs=tuple(sorted((getattr(args, "model_kwargs", None) or {}).items())),
+            attn_stages=getattr(args, "attn_stages", None),
         )
 
     @classmethod
@@ -285,6 +295,19 @@ def _load_dropping_other_head(model: nn.Module, state: Dict[str, torch.Tensor]) 
     left = [k for k in missing if k not in other_head] + list(unexpected)
     if left:
         raise CheckpointError(f"pretrained weights do not fit the model: {', '.join(left[:5])}")
+
+
+def _stages(value: Any) -> Optional[Tuple[Any, ...]]:
+    """Stage numbers as a tuple: ``"1,2"`` (the CLIs' ``--attn-stages``), a list (args.json) or a tuple; flags
+    (``(True, False, ...)``) are kept as they are. ``inject_attention`` checks them against the model's stages."""
+    if value is None or isinstance(value, tuple):
+        return value
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise ModelSpecError(f"attn stages {value!r}: give stage numbers separated by commas, e.g. 1,2")
+        return tuple(int(p) for p in parts)
+    return tuple(value)
 
 
 def _hashable(value: Any) -> Any:

@@ -41,7 +41,7 @@ def test_salient_analyze_takes_salient_trains_img_size_name():
 def test_surgery_errors_tell_a_command_line_user_what_they_can_do():
     runner = CliRunner()
     filled = runner.invoke(main, ["params", "-m", "seresnet50", "--attn", "salient"])
-    assert filled.exit_code != 0 and "--position mid on the command line" in filled.output
+    assert filled.exit_code != 0 and "choose the other position (--position mid)" in filled.output
     assert "without attention (e.g. resnet50" in filled.output
     ge = runner.invoke(main, ["params", "-m", "resnet18", "--attn", "ge"])
     assert ge.exit_code != 0 and "cannot pass it arguments, so use it from Python" in ge.output

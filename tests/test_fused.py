@@ -9,8 +9,7 @@ from conftest import assert_same_function, randomize_bn
 from torch import nn
 
 import salient_timm
-from salient_timm import SalientBlock, SSABlock
-from salient_timm.slots import post_channels
+from salient_timm import SalientBlock, SSABlock, find_residual_blocks
 
 
 def _pair(kind: str, c: int):
@@ -286,7 +285,7 @@ def test_a_gated_block_keeps_no_more_for_backward_than_the_plain_block_plus_its_
     plain = copy.deepcopy(fused)
     plain.se = None
     x = torch.randn(4, fused.conv1.in_channels, 16, 16, dtype=torch.float64, requires_grad=True)
-    width = post_channels(fused)
+    width = find_residual_blocks(fused)[0].channels("post")
     maps = 4 * (8 * 8) * 8 * 3  # output (N, 1, 8, 8) in fp64: saliency, and at most two more per-pixel tensors
     maps += 4 * width * 8 if kind == "ssa" else 0  # SSA's per-sample channel weights GAP(x)/C, (N, C)
     assert _saved_bytes(fused, x, 4 * 8 * 8) <= _saved_bytes(plain, x, 4 * 8 * 8) + maps

@@ -230,8 +230,23 @@ def test_partial_attention_weights_raise(tmp_path):
     del state["layer3.1.se.conv.weight"]
     path = tmp_path / "half.safetensors"
     save_file(state, str(path))
-    with pytest.raises(CheckpointError, match="only some attention weights; missing: layer3.1.se.conv.weight"):
+    with pytest.raises(CheckpointError, match="only some of layer3.1.se's weights; missing: layer3.1.se.conv.weight"):
         timm.create_model("salient_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+def test_a_checkpoint_without_one_gates_weights_starts_that_gate_as_the_identity(tmp_path):
+    """A slot the checkpoint does not know (added after training) starts as identity; the rest load as saved."""
+    trained = randomize_bn(timm.create_model("salient_resnet18")).eval()
+    state = {k: v for k, v in trained.state_dict().items() if not k.startswith("layer3.1.se.")}
+    path = tmp_path / "one_gate_less.safetensors"
+    save_file(state, str(path))
+    model = timm.create_model("salient_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert float(loaded["layer3.1.se.gate.scale"]) == 2.0 and not loaded["layer3.1.se.bn.weight"].any()
+    t = torch.randn(2, 256, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(model.layer3[1].se(t), t)
 
 
 def test_seed_format_checkpoint_without_gate_scale_loads_doc_gate(tmp_path):

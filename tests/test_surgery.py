@@ -197,16 +197,26 @@ def test_failure_midway_leaves_model_untouched():
     assert_untouched(model, before)
 
 
+class MyBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
 @pytest.mark.parametrize(
     "model, match",
     [
-        (nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), "Sequential has no supported residual blocks"),
+        (nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), r"Sequential has no supported residual blocks \(found none\)"),
+        (nn.Sequential(MyBlock()), r"found test_surgery.MyBlock: no row in the adapter table.*supported_blocks\(\)"),
         (
-            timm.create_model("resnetv2_50"),
-            "ResNetV2 has no supported residual blocks; supported block types: timm.models.resnet.BasicBlock",
+            timm.create_model("repvgg_a0"),
+            "ByobNet holds timm.models.byobnet.RepVggBlock blocks, which take no attention",
         ),
     ],
-    ids=["sequential", "resnetv2"],
+    ids=["sequential", "unknown block class", "repvgg"],
 )
 def test_models_without_supported_blocks_are_refused(model, match):
     before = snapshot(model)

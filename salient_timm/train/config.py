@@ -124,6 +124,13 @@ def command_options() -> List[click.Parameter]:
             help="post: before the shortcut add (the seed's position); mid: after the 3x3 conv",
         ),
         click.Option(
+            ["--attn-stages"],
+            default=None,
+            metavar="N,N,...",
+            help="the residual stages that get --attn, numbered from 1 (e.g. 1,2: the first two; a ResNet's layer1 "
+            "and layer2)  [default: all]",
+        ),
+        click.Option(
             ["--pretrained"],
             default=None,
             metavar="FILE|TAG",
@@ -345,6 +352,8 @@ def run_label(args: argparse.Namespace) -> str:
     label = args.model if args.attn == "none" else f"{args.model}+{args.attn}"
     if args.attn != "none" and args.position != "post":
         label += f"@{args.position}"
+    if args.attn != "none" and getattr(args, "attn_stages", None):
+        label += f"[stages {args.attn_stages}]"
     return label + (" (retrofit)" if is_retrofit(args) else "")
 
 
