@@ -48,13 +48,27 @@ __all__ = ["ScaledSigmoid", "SalientBlock", "SSABlock"]
 
 
 class ScaledSigmoid(nn.Module):
-    """Gate ``scale * sigmoid(x)``; ``scale`` is a persistent buffer (1.0 = plain sigmoid)."""
+    """Gate ``scale * sigmoid(x)``; ``scale`` is a persistent buffer (1.0 = plain sigmoid).
+
+    ``reset_parameters()`` restores the scale it was built or last set with (``set_scale``), as meta-device
+    materialisation (``to_empty()`` then every module's ``reset_parameters()``) expects."""
 
     scale: torch.Tensor
 
     def __init__(self, scale: float = 1.0, device=None, dtype=None) -> None:
         super().__init__()
+        self.init_scale = float(scale)
         self.register_buffer("scale", torch.tensor(float(scale), device=device, dtype=dtype))
+
+    @torch.no_grad()
+    def set_scale(self, value: float) -> None:
+        """The gate's scale now and after ``reset_parameters()`` (an identity start sets 2)."""
+        self.init_scale = float(value)
+        self.scale.fill_(self.init_scale)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.scale.fill_(self.init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * torch.sigmoid(x)
@@ -74,33 +88,45 @@ class _SpatialGate(nn.Module):
         self.bn = nn.BatchNorm2d(1, device=device, dtype=dtype)
         self.gate = ScaledSigmoid(gate_scale, device=device, dtype=dtype)
 
-    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+    def saliency(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
-            if self.impl == "fused" and self._fused_applies(x):
-                return self._fused_forward(x)
+            weight = self._weight()  # read once: a parametrization (spectral_norm...) runs once per forward
+            if self.impl == "fused" and self._fused_applies(x, weight):
+                return spatial_gate(x, weight, self.bn, self.gate.forward)
+            return x * self.gate(self.bn(self.saliency(x, weight)))
         return x * self.gate(self.bn(self.saliency(x)))
 
     @torch.jit.unused
-    def _fused_applies(self, x: torch.Tensor, norm: Optional[nn.Module] = None) -> bool:
-        # the fused backward replays exactly nn.BatchNorm2d + ScaledSigmoid; a converted BN (SyncBatchNorm,
-        # FrozenBatchNorm2d) or a hooked bn/gate takes the plain ops. Global module hooks (ModuleTracker,
-        # FlopCounterMode) see the block, not the function's inner calls (bn.forward, not bn.__call__).
-        if type(self.bn) is not nn.BatchNorm2d or type(self.gate) is not ScaledSigmoid:
-            return False
-        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (self.bn, self.gate))
-        weight = self.conv.weight if hasattr(self, "conv") else None
-        norm_params = () if norm is None else tuple(norm.parameters())
-        return not hooked and use_fused(x, (weight, self.bn.weight, self.bn.bias, *norm_params))
+    def _weight(self) -> Optional[torch.Tensor]:
+        """The conv's weight as (C,), read as ``nn.Conv2d.forward`` reads it; None for SSA, and where the conv must run
+        as a module (``_conv_runs``: then its own call reads it)."""
+        if not hasattr(self, "conv") or self._conv_runs():
+            return None
+        return self.conv.weight.reshape(-1)
 
     @torch.jit.unused
-    def _fused_forward(
-        self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None, norm: Optional[nn.BatchNorm2d] = None
-    ) -> torch.Tensor:
-        weight = self.conv.weight.view(-1) if hasattr(self, "conv") else None
-        return spatial_gate(x, weight, self.bn, self.gate.forward, shortcut, norm)
+    def _conv_runs(self) -> bool:
+        """Salient's conv runs as a module: the seed's impl, a conv with hooks (prune, legacy weight_norm, per-module
+        counters), or the default impl while global module hooks watch (the literal block's calls are what they
+        see)."""
+        return self.impl == "conv" or has_hooks(self.conv) or (self.impl == "fused" and global_module_hooks())
+
+    @torch.jit.unused
+    def _fused_applies(self, x: torch.Tensor, weight: Optional[torch.Tensor], norm: Optional[nn.Module] = None) -> bool:
+        # the fused backward replays exactly nn.BatchNorm2d + ScaledSigmoid, and calls neither as a module: a converted
+        # BN (SyncBatchNorm, FrozenBatchNorm2d), a hook of any kind on the gate's parts or any global module hook
+        # (ModuleTracker, FlopCounterMode, torchinfo...) takes the plain ops, whose module calls they see.
+        if type(self.bn) is not nn.BatchNorm2d or type(self.gate) is not ScaledSigmoid:
+            return False
+        if has_hooks(self.bn) or has_hooks(self.gate) or global_module_hooks():
+            return False
+        if hasattr(self, "conv") and weight is None:  # its conv runs as a module (_conv_runs)
+            return False
+        norm_params = () if norm is None else tuple(norm.parameters())
+        return use_fused(x, (weight, self.bn.weight, self.bn.bias, *norm_params))
 
     @torch.jit.unused
     def residual_epilogue(
@@ -108,33 +134,59 @@ class _SpatialGate(nn.Module):
     ) -> Optional[torch.Tensor]:
         """``relu(shortcut() + self(norm(x)))`` in one fused pass forward and one backward, or None (and neither
         ``norm`` nor ``shortcut`` called) where the fused path does not apply or something must see the gate's own
-        call (a hook on this module, a module tracker); the caller then runs its plain ops.
+        call (a hook of any kind on this module, a global module hook); the caller then runs its plain ops.
         ``shortcut``: a callable giving the block's shortcut (its downsample runs only if the fused path is taken).
         ``norm``: the branch's last norm, x its input; a plain unhooked ``nn.BatchNorm2d`` runs inside the fused
         function (which then saves x instead of its output), any other norm runs first, as it is."""
-        if self.impl != "fused" or self._forward_hooks or self._forward_pre_hooks or _global_module_hooks():
-            return None  # a hook on the gate (capture_gates) or a module tracker (counting, profiling) must see it run
-        if not self._fused_applies(x, norm):
+        if self.impl != "fused" or has_hooks(self):
             return None
-        if norm is not None and (type(norm) is not nn.BatchNorm2d or norm._forward_hooks or norm._forward_pre_hooks):
+        weight = self._weight()
+        if not self._fused_applies(x, weight, norm):
+            return None
+        if norm is not None and (type(norm) is not nn.BatchNorm2d or has_hooks(norm)):
             x = norm(x)  # FrozenBatchNorm2d, SyncBatchNorm, a hooked norm...: its own call, then the fused gate
             norm = None
             if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
                 x = x.contiguous()
-        return self._fused_forward(x, shortcut(), cast(Optional[nn.BatchNorm2d], norm))
+        return spatial_gate(x, weight, self.bn, self.gate.forward, shortcut(), cast(Optional[nn.BatchNorm2d], norm))
 
     @torch.no_grad()
     def init_identity(self, gain: float = 0.0) -> None:
         """Start as the identity: gate ``2*sigmoid(BN(.)) = 1`` (BN gamma 0). ``gain > 0``: gamma = gain,
         a near-identity gate ``2*sigmoid(gain * z_hat)`` whose conv learns from the first step."""
-        self.gate.scale.fill_(2.0)
+        self.gate.set_scale(2.0)
         nn.init.constant_(self.bn.weight, gain)
         nn.init.zeros_(self.bn.bias)
 
 
-def _global_module_hooks() -> bool:
-    """Whether global module hooks are set (``torch.utils.module_tracker``: FlopCounterMode, salient-analyze)."""
-    return bool(_module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks)
+def has_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` carries a hook of any kind: forward, forward-pre, backward or backward-pre (dict checks)."""
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+    )
+
+
+def global_module_hooks() -> bool:
+    """Whether a global module hook of any kind is set (``torch.utils.module_tracker``: FlopCounterMode,
+    salient-analyze; ``register_module_forward_hook`` and its kin)."""
+    return bool(
+        _module_hooks._global_forward_hooks
+        or _module_hooks._global_forward_pre_hooks
+        or _module_hooks._global_backward_hooks
+        or _module_hooks._global_backward_pre_hooks
+    )
+
+
+def gap_over_channels(x: torch.Tensor) -> torch.Tensor:
+    """SSA's channel weights ``GAP(x) / C``, (N, C): one FX leaf (``torch.fx.wrap``), so a traced graph holds no
+    Python scalar for FX quantization to observe."""
+    return x.mean((2, 3)) * (1.0 / x.shape[1])
+
+
+# FX traces these as single calls: the traced graph computes exactly what eager does, and FX graph-mode
+# quantization leaves the gate's reductions in float instead of observing their inner shapes and scalars.
+torch.fx.wrap("pixel_dot")
+torch.fx.wrap("gap_over_channels")
 
 
 def _compiling() -> bool:
@@ -176,13 +228,15 @@ class SalientBlock(_SpatialGate):
         super().__init__(conv, gate_scale, device=device, dtype=dtype)
         self.impl = _check_impl(impl, ("fused", "sum", "gemv", "conv"))
 
-    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+    def saliency(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``sum_c w_c x_c``, (N, 1, H, W); ``weight``: the conv's weight as (C,) if already read this forward."""
+        if self.impl == "conv" or weight is None and not torch.jit.is_scripting() and self._conv_runs():
+            return self.conv(x)
+        w = self.conv.weight.reshape(-1) if weight is None else weight
         if self.impl == "sum" or (self.impl == "fused" and _compiling()):
             # sum_c w_c x_c as multiply + channel sum: what inductor fuses into one kernel (no GEMM call)
-            return (x * self.conv.weight.view(1, -1, 1, 1)).sum(1, keepdim=True)
-        if self.impl in ("fused", "gemv"):  # (N,1,C) @ (N,C,HW): one batched GEMV
-            return pixel_dot(x, self.conv.weight.view(1, -1))
-        return self.conv(x)
+            return (x * w.view(1, -1, 1, 1)).sum(1, keepdim=True)
+        return pixel_dot(x, w.view(1, -1))  # (N,1,C) @ (N,C,HW): one batched GEMV
 
 
 class SSABlock(_SpatialGate):
@@ -207,7 +261,8 @@ class SSABlock(_SpatialGate):
         self.channels = channels
         self.impl = _check_impl(impl, ("fused", "mean", "gemv"))
 
-    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+    def saliency(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``mean_c(GAP(x) * x)``, (N, 1, H, W)."""
         if self.impl in ("fused", "gemv"):  # mean_c(g * x) = (g / C) @ x, with g = GAP(x) of shape (N, C)
-            return pixel_dot(x, x.mean((2, 3)) * (1.0 / x.shape[1]))
+            return pixel_dot(x, gap_over_channels(x))
         return (x.mean((2, 3), keepdim=True) * x).mean(1, keepdim=True)

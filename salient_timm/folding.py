@@ -121,7 +121,7 @@ def _gate_logit(gate: Any) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.T
     if affine is None:
         return None
     a, c = affine
-    return a * gate.conv.weight.detach().double().view(-1), c, gate.gate.scale.detach()
+    return a * gate.conv.weight.detach().double().reshape(-1), c, gate.gate.scale.detach()
 
 
 class FoldedResidualBlock(nn.Module):
@@ -225,7 +225,9 @@ def fold_residual_block(block: nn.Module, adapter: Any) -> Tuple[FoldedResidualB
             bias = cast(torch.Tensor, last.bias).double()
             gate_conv = _conv_like(last, 1, bias=True)
             with torch.no_grad():
-                gate_conv.weight.copy_((row.view(-1, 1) * weight.view(channels, -1)).sum(0).view(1, *weight.shape[1:]))
+                gate_conv.weight.copy_(
+                    (row.view(-1, 1) * weight.reshape(channels, -1)).sum(0).view(1, *weight.shape[1:])
+                )
                 cast(torch.Tensor, gate_conv.bias).copy_((row @ bias + c).view(1))
             gate, post = "post", None
         else:

@@ -159,7 +159,7 @@ def _saliency(x: torch.Tensor, weight: Optional[torch.Tensor], dtype: torch.dtyp
     Under autocast x is bf16/fp16: the GEMV reads it as it is (accumulating in fp32) and only the small map is
     cast, so BN and the sigmoid run in fp32, as autocast runs norms; the product stays in x's dtype."""
     c = x.shape[1]
-    v = x.mean((2, 3)) * (1.0 / c) if weight is None else weight.reshape(1, c).to(x.dtype)
+    v = x.mean((2, 3)) * (1.0 / c) if weight is None else weight.reshape(1, c).to(x.dtype)  # = blocks.gap_over_channels
     return v, pixel_dot(x, v).to(dtype)
 
 
@@ -292,10 +292,13 @@ def _transformed(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
 
 def use_fused(x: torch.Tensor, params: Sequence[Optional[torch.Tensor]]) -> bool:
     """Whether the fused path applies: eager reverse-mode autograd that will run backward (autocast included), no
-    tracer, no torch.func transform or forward-mode AD (those take the plain ops, which support them)."""
+    tracer, no torch.func transform or forward-mode AD, no anomaly detection (those take the plain ops, which
+    support them)."""
     if not isinstance(x, torch.Tensor) or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
         return False  # an FX proxy: trace the plain ops
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return False
+    if torch.is_anomaly_enabled():  # anomaly mode traces a NaN to the forward line that made it: the module's own
         return False
     if not torch.is_grad_enabled() or x.dim() != 4:
         return False

@@ -225,5 +225,4 @@ def init_identity(module: nn.Module, gain: float = 0.0, output_gain: float = 1.0
         recipe[1](module, gain)
     if output_gain != 1.0:
         gate = next(m for m in module.modules() if isinstance(m, ScaledSigmoid))
-        with torch.no_grad():
-            gate.scale.div_(output_gain)
+        gate.set_scale(gate.init_scale / output_gain)

@@ -175,6 +175,19 @@ def cases(tmp: str) -> List[Tuple[str, object, List[str], bool]]:
         ("analyze profile --device bogus", analyze, ["profile", "-m", "resnet18", "--device", "bogus"], True),
         ("analyze compare empty", analyze, ["compare", "-m", ",", "-a", "none"], True),
     ]
+    # block families and norm layers: every model is valid input; a refusal must be one clean line, never a crash
+    for model, position, fails in (
+        ("resnet50_gn", "post", False),  # GroupNorm: no num_features
+        ("resnetv2_50x1_bit", "mid", False),  # pre-activation, GroupNormAct + weight-standardised convs
+        ("nf_resnet26", "post", False),  # no norm at all
+        ("regnetx_002", "post", False),
+        ("dla34", "mid", False),
+        ("torchvision:resnet18", "post", False),
+        ("legacy_seresnet18", "post", True),  # its own SE holds the post slot
+        ("repvgg_a0", "post", True),  # a block that takes no attention
+    ):
+        args = ["params", "-m", model, "-a", "salient", "--position", position, "--attn-stages", "1,2"]
+        c.append((f"analyze {model} salient@{position}", analyze, args, fails))
     return c
 
 

@@ -155,7 +155,9 @@ def test_retrofitted_torchvision_loads_timm_registered_variant():
 def test_existing_attention_refused_unless_replace():
     model = timm.create_model("seresnet18")
     before = snapshot(model)
-    with pytest.raises(SurgeryError, match=r"layer1\.0\.se already holds SEModule; pass replace=True"):
+    with pytest.raises(
+        SurgeryError, match=r"layer1\.0\.se already holds SEModule \(the network.s own attention\); pass replace=True"
+    ):
         inject_attention(model, "salient")
     assert_untouched(model, before)
     inject_attention(model, "salient", replace=True)

@@ -17,7 +17,7 @@ from typing import Optional, cast
 import torch
 from torch import nn
 
-from ..blocks import SalientBlock, SSABlock
+from ..blocks import SalientBlock, SSABlock, has_hooks
 from ..folding import fold_residual_block
 from .adapter import BlockAdapter, adapter_for
 
@@ -56,8 +56,8 @@ def gate_epilogue(
     """``act(downsample(shortcut) + gate(norm(x)))`` as one fused pass when ``gate`` is a Salient or SSA gate whose
     ``residual_epilogue`` applies, ``act`` a ReLU and drop-path off; else ``None``, nothing has run (``norm`` and
     ``downsample`` included) and the caller runs its plain ops. ``x``: the branch's last conv output."""
-    if type(gate) not in (SalientBlock, SSABlock) or type(act) is not nn.ReLU:
-        return None
+    if type(gate) not in (SalientBlock, SSABlock) or type(act) is not nn.ReLU or has_hooks(act):
+        return None  # a hook on the activation must see its call: the plain ops make it
     if drop_path is not None and not isinstance(drop_path, nn.Identity):
         return None
     return cast(SalientBlock, gate).residual_epilogue(
