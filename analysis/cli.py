@@ -563,9 +563,11 @@ def maps(
         table, top1 = m.localization(net, x, boxes, labels)
         notes = [
             f"{len(labels)} test images of {dataset}; the model's top-1 on them: {top1:.2f}%",
-            "pointing game: share of images whose gate maximum (upsampled to the input) is inside the object box "
-            "(Zhang et al. 2016); energy in box: share of |gate - neutral| inside the box; chance: the box's "
-            "share of the image",
+            "scored at each map's own resolution (salient_analysis.localization): pointing game = the chance that a "
+            "point in the map's maximal cell(s) lies in the object box; energy in box = the share of the map's mass "
+            "above its minimum inside the box. Read a gate against the rows of its map size: chance (random and "
+            "constant maps), ceiling (the box itself), the baselines, and the network's own features (channel mean "
+            "of |activation| at each stage's last block), which any early feature map already localizes",
         ]
         if out:
             names = [f"test {i}: class {int(labels[i])}" for i in range(min(rows, len(labels)))]

@@ -6,10 +6,9 @@ models use their timm pretrained cfg). The figure has one row per image: the inp
 sees it, then one overlay per stage (its last block's gate) or per block (``all_blocks``): the
 gate map upsampled onto the image, with a colour bar and the map's min/mean/max.
 
-Localization, on images with a known object box (``cluttered-fashion-mnist``): ``pointing_game`` (Zhang et
-al. 2016, "Top-down Neural Attention by Excitation Backprop": does the map's maximum fall inside the box) and
-``energy_in_box`` (the share of the map's deviation from neutral inside the box), each beside its chance level,
-the box's share of the image.
+Localization, on images with a known object box (``cluttered-fashion-mnist``): ``localization`` scores every
+gate, the network's own stage-end features, chance, ceiling and baselines with ``salient_analysis.localization``
+(pointing game and energy in box at the map's own resolution).
 
 Statistics are read against each gate's neutral value ``gate(0)`` (0.5 for the seed's sigmoid,
 1.0 for an identity-started ``2*sigmoid`` gate): ``mean |dev|`` is how far the gate is from
@@ -28,7 +27,7 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 from torch import nn
 
-from salient_timm import capture_gates
+from salient_timm import capture_gates, find_residual_blocks
 from salient_timm.blocks import ScaledSigmoid
 from salient_timm.errors import SalientError
 from salient_timm.extras import require
@@ -36,6 +35,16 @@ from salient_timm.gates import gate_modules, gate_neutrals
 from salient_timm.spec import ModelSpec
 from salient_timm.train.data import DatasetError, ItemOptions, fashion_mnist_split  # data sets only, not the trainer
 from salient_timm.weights import NotATrainingCheckpointError
+
+from .localization import (  # noqa: F401  (re-exported: the metrics' home is salient_analysis.localization)
+    baseline_maps,
+    box_share,
+    energy_in_box,
+    feature_maps,
+    pointing_game,
+    reference_rows,
+    score_row,
+)
 
 __all__ = [
     "PANEL_INCHES",
@@ -50,6 +59,7 @@ __all__ = [
     "energy_in_box",
     "box_share",
     "localization",
+    "stage_ends",
 ]
 
 PANEL_INCHES = 2.4  # every panel is PANEL_INCHES square: (1 + min(blocks, 4)) x images * wrapped rows panels
@@ -177,62 +187,20 @@ def gate_variation(model: nn.Module, batches: Iterable[torch.Tensor]) -> Dict[st
     return {block: dict(zip(("std", "rel std", "mean |dev|"), (s / count).tolist())) for block, s in sums.items()}
 
 
-def _upsampled(maps: torch.Tensor, boxes: torch.Tensor, input_size: Any) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Maps (N, 1, h, w) bilinearly upsampled to the input (N, H, W), and a mask (N, H, W) of each box."""
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)[-2:]
-    if maps.ndim != 4 or maps.shape[1] != 1:
-        raise MapsError(f"maps must be (N, 1, h, w) spatial maps, got {tuple(maps.shape)}")
-    if boxes.shape != (maps.shape[0], 4):
-        raise MapsError(f"boxes must be (N, 4) = ({maps.shape[0]}, 4) as x0, y0, x1, y1, got {tuple(boxes.shape)}")
-    up = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    ys = torch.arange(size[0])[None, :, None]
-    xs = torch.arange(size[1])[None, None, :]
-    b = boxes.long()[:, :, None, None]
-    inside = (xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3])
-    return up, inside
-
-
-def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, input_size: Any) -> float:
-    """Fraction of images whose map maximum, upsampled (bilinear) to the input, lies inside the object box.
-
-    ``maps`` (N, 1, h, w); ``boxes`` (N, 4) int as x0, y0, x1, y1 in input pixels (x1, y1 exclusive);
-    ``input_size`` H, (H, W) or (C, H, W). Ties go to the first maximum in row-major order. Chance for a
-    map that points at random: ``box_share``. Source: Zhang et al. 2016, "Top-down Neural Attention by
-    Excitation Backprop". Raises ``MapsError`` for maps that are not spatial or boxes of the wrong shape."""
-    up, inside = _upsampled(maps, boxes, input_size)
-    peak = up.flatten(1).argmax(1)
-    return float(inside.flatten(1).gather(1, peak[:, None]).float().mean())
-
-
-def energy_in_box(maps: torch.Tensor, boxes: torch.Tensor, input_size: Any, neutral: float) -> float:
-    """Mean over images of the share of ``|map - neutral|``, upsampled (bilinear) to the input, that lies inside
-    the object box (0..1). A map that does nothing anywhere counts as its box's area share. Chance (a map whose
-    deviation is spread evenly): ``box_share``. Shapes as in ``pointing_game``."""
-    up, inside = _upsampled(maps, boxes, input_size)
-    dev = (up - neutral).abs().flatten(1).double()
-    total = dev.sum(1)
-    share_in = (dev * inside.flatten(1)).sum(1) / total.clamp_min(1e-30)
-    area = inside.flatten(1).double().mean(1)
-    return float(torch.where(total > 0, share_in, area).mean())
-
-
-def box_share(boxes: torch.Tensor, input_size: Any) -> float:
-    """Mean share of the input covered by the box: the chance level of both localization metrics."""
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)[-2:]
-    b = boxes.double()
-    return float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).mean() / (size[0] * size[1]))
-
-
 @torch.no_grad()
 def localization(
     model: nn.Module, images: torch.Tensor, boxes: torch.Tensor, labels: Optional[torch.Tensor] = None, batch: int = 256
 ) -> Tuple[List[dict], Optional[float]]:
-    """Per spatial gate (salient, ssa, CBAM's spatial gate) of ``model`` in eval mode: pointing game, energy in
-    box and their chance level over ``images`` (N, C, H, W, preprocessed) with ``boxes`` (N, 4) in input pixels.
-    Baseline rows (``block`` = "input brightness HxW"): the input itself averaged to each map size, i.e. a map
-    that follows brightness alone (the object is bright on black, but so is the clutter).
-    Returns the rows (one per block, then the baselines) and, given ``labels``, the model's top-1 (%) on these
-    images. The model's mode is restored. Raises ``MapsError`` if the model has no spatial gate."""
+    """How well each spatial gate (salient, ssa, CBAM's spatial gate) of ``model`` points at the object, over
+    ``images`` (N, C, H, W, preprocessed) with ``boxes`` (N, 4) in input pixels (``salient_analysis.localization``:
+    pointing game and energy in box at the map's own resolution).
+
+    Rows, each ``{"kind", "block", "map", "pointing game", "energy in box"}``: ``gate`` per gated block;
+    ``features`` per stage's last residual block: the channel mean of its output's ``|activation|``, what the
+    network's own features locate without any gate; and per map size ``reference`` (chance: random and constant
+    maps; ceiling: the box itself) and ``baseline`` (input brightness, blurred brightness, centre prior).
+    Also returns, given ``labels``, the model's top-1 (%) on these images. Eval mode; the mode is restored.
+    Raises ``MapsError`` if the model has no spatial gate."""
     was_training = model.training
     model.eval()
     maps: Dict[str, List[torch.Tensor]] = {}
@@ -247,45 +215,40 @@ def localization(
                     maps.setdefault(block, []).append(g)
     finally:
         model.train(was_training)
-    neutral = gate_neutrals(model)
     size = tuple(images.shape[-2:])
-    chance = box_share(boxes, size)
-    last = set(stage_blocks(list(maps)))
-    rows = []
-    for block, parts in maps.items():
-        m = torch.cat(parts)
-        if m.shape[1] != 1:
-            continue
-        rows.append(
-            {
-                "block": block,
-                "stage end": block in last,
-                "map": f"{m.shape[2]}x{m.shape[3]}",
-                "pointing game": pointing_game(m, boxes, size),
-                "energy in box": energy_in_box(m, boxes, size, neutral[block]),
-                "chance": chance,
-            }
-        )
-    if not rows:
+    spatial = {b: torch.cat(p) for b, p in maps.items()}
+    spatial = {b: m for b, m in spatial.items() if m.shape[0] == len(images) and m.shape[1] == 1 and m[0].numel() > 1}
+    if not spatial:
         raise MapsError("the model's gates are not spatial (SE-like channel gates): no map to localize")
-    background = float(images.min())  # the canvas's black, preprocessed
-    for hw in sorted({r["map"] for r in rows}, key=lambda t: -int(t.split("x")[0])):
-        h, w = map(int, hw.split("x"))
-        brightness = F.adaptive_avg_pool2d(images.mean(1, keepdim=True), (h, w))
-        rows.append(
-            {
-                "block": f"{INPUT_BASELINE} {hw}",
-                "stage end": False,
-                "map": hw,
-                "pointing game": pointing_game(brightness, boxes, size),
-                "energy in box": energy_in_box(brightness, boxes, size, background),
-                "chance": chance,
-            }
-        )
+    rows = [{"kind": "gate", "block": b, **_scores(m, boxes, size)} for b, m in spatial.items()]
+    rows += [
+        {"kind": "features", "block": b, **_scores(m, boxes, size)}
+        for b, m in feature_maps(model, images, stage_ends(model)).items()
+    ]
+    for hw in sorted({tuple(m.shape[-2:]) for m in spatial.values()}, reverse=True):
+        rows += [{"kind": "reference", "block": r.pop("name"), **r} for r in reference_rows(boxes, size, hw)]
+        rows += [
+            {"kind": "baseline", "block": name, **_scores(m, boxes, size)}
+            for name, m in baseline_maps(images, hw).items()
+        ]
     return rows, (100.0 * correct / len(images) if labels is not None else None)
 
 
-INPUT_BASELINE = "input brightness"
+def _scores(maps: torch.Tensor, boxes: torch.Tensor, size: Any) -> dict:
+    row = score_row("", maps, boxes, size)
+    row.pop("name")
+    return row
+
+
+def stage_ends(model: nn.Module) -> List[str]:
+    """The last residual block of each stage (``layer1.1``, ``layer2.1``, ...), the modules whose output the
+    ``features`` rows read."""
+    last: Dict[int, str] = {}
+    for block in find_residual_blocks(model):
+        last[block.stage] = block.name
+    return [last[s] for s in sorted(last)]
+
+
 BOXED_DATASETS = ("cluttered-fashion-mnist", "fashion-mnist")
 
 
