@@ -10,7 +10,7 @@ from . import (
     retrofit_arch,  # noqa: F401  (registers salient_retrofit in timm)
     salient_resnet,  # noqa: F401  (registers the timm variants)
 )
-from .blocks import SalientBlock, ScaledSigmoid, SSABlock
+from .blocks import ConstantGate, SalientBlock, ScaledSigmoid, SSABlock
 from .errors import RunFolderError, SalientError
 from .gates import capture_gates, gate_neutrals
 from .kinds import (
@@ -38,6 +38,7 @@ __all__ = [
     "SalientBlock",
     "SSABlock",
     "ScaledSigmoid",
+    "ConstantGate",
     "inject_attention",
     "find_residual_blocks",
     "attention_modules",

@@ -44,7 +44,7 @@ from torch.nn.modules import module as _module_hooks
 
 from .fused import pixel_dot, spatial_gate, use_fused
 
-__all__ = ["ScaledSigmoid", "SalientBlock", "SSABlock"]
+__all__ = ["ScaledSigmoid", "SalientBlock", "SSABlock", "ConstantGate"]
 
 
 class ScaledSigmoid(nn.Module):
@@ -266,3 +266,39 @@ class SSABlock(_SpatialGate):
         if self.impl in ("fused", "gemv"):  # mean_c(g * x) = (g / C) @ x, with g = GAP(x) of shape (N, C)
             return pixel_dot(x, gap_over_channels(x))
         return (x.mean((2, 3), keepdim=True) * x).mean(1, keepdim=True)
+
+
+class ConstantGate(nn.Module):
+    """A learnable per-block constant gate, ``x * scale * sigmoid(b)``: the control that has everything of a
+    retrofitted gate (a new multiplicative factor on the branch, trained with the same recipe) but no spatial or
+    channel information. The evidence study compares Salient against it to isolate the map.
+
+    Args:
+        channels: kept for the ``attn_layer`` signature; no weight depends on it.
+        gate_scale: gate multiplier, 1.0 is the plain sigmoid (identity start: 2, with b = 0).
+    Parameters: 1 (``logit``). Shapes: (N, C, H, W) -> (N, C, H, W); the gate is (1, 1, 1, 1).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        gate_scale: float = 1.0,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.logit = nn.Parameter(torch.zeros(1, 1, 1, 1, device=device, dtype=dtype))
+        self.gate = ScaledSigmoid(gate_scale, device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.logit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.logit)
+
+    @torch.no_grad()
+    def init_identity(self, gain: float = 0.0) -> None:
+        """``2 * sigmoid(0) = 1``. ``gain`` has no layer to act on: the constant learns from the first step."""
+        self.gate.set_scale(2.0)
+        self.logit.zero_()

@@ -11,6 +11,7 @@ before it get gradient from the first step (see ``retrofit.py`` for why that mat
 | kind | gate | layer feeding the gate: identity (gain 0) / near-identity |
 |---|---|---|
 | salient, ssa | ``2*sigmoid(BN1(s))`` | BN gamma 0 / gamma = gain; beta 0 |
+| constant | ``2*sigmoid(b)`` | b = 0 (no layer to scale) |
 | se | ``2*sigmoid(fc2(.))`` | fc2 0 / fc2 weight x gain, bias 0 |
 | eca | ``2*sigmoid(conv(.))`` | last conv 0 / weight x gain |
 | cbam | both gates ``2*sigmoid`` | channel fc2 and spatial BN as above |
@@ -27,7 +28,7 @@ from timm.layers.eca import EcaModule
 from timm.layers.squeeze_excite import SEModule
 from torch import nn
 
-from .blocks import SalientBlock, ScaledSigmoid, SSABlock
+from .blocks import ConstantGate, SalientBlock, ScaledSigmoid, SSABlock
 from .errors import SalientError
 
 __all__ = [
@@ -44,7 +45,8 @@ __all__ = [
 
 AttentionKind = Union[str, Type[nn.Module], Callable[..., nn.Module], None]
 
-OUR_KINDS: Dict[str, Type[nn.Module]] = {"salient": SalientBlock, "ssa": SSABlock}
+# constant: the control without spatial or channel information (blocks.ConstantGate)
+OUR_KINDS: Dict[str, Type[nn.Module]] = {"salient": SalientBlock, "ssa": SSABlock, "constant": ConstantGate}
 # Every string timm.layers.get_attn accepts (timm/layers/create_attn.py); tests check each resolves.
 TIMM_KINDS: Tuple[str, ...] = (
     "se",

@@ -67,5 +67,5 @@ def test_identity_recipes_are_exact(name):
 
 
 def test_identity_refused_for_kinds_without_recipe():
-    with pytest.raises(IdentityInitError, match="kinds that support it: salient, ssa, se"):
+    with pytest.raises(IdentityInitError, match="kinds that support it: salient, ssa, constant, se"):
         init_identity(resolve_attention("gc")(32))

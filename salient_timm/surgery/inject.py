@@ -244,7 +244,7 @@ def inject_attention(
         position: ``"post"`` (the residual branch's output before the shortcut add, after its last norm: the
             seed's position) or ``"mid"`` (after the block's kxk stage, on the narrower width).
         init: ``"default"`` (the module's own init) or ``"identity"`` (output equals the
-            model's output before surgery, exactly; salient, ssa, se, eca, cbam).
+            model's output before surgery, exactly; salient, ssa, constant, se, eca, cbam).
         init_gain: with ``init="identity"``, > 0 gives the near-identity start: the layer feeding
             each gate keeps ``init_gain`` x its fresh init (Salient/SSA: BN gamma = init_gain), so
             the gate's conv learns from the first step. 0 (default) is the exact identity.

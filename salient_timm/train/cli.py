@@ -241,6 +241,11 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     )
     test_shard = Subset(data.test, range(info.rank, len(data.test), info.world_size))
     test_loader = DataLoader(test_shard, batch_size=max(per_process, 64), num_workers=args.workers, pin_memory=pin)
+    val_loader = None
+    if data.val is not None:  # --holdout: evaluated every epoch, and best.pth is chosen on it
+        val_shard = Subset(data.val, range(info.rank, len(data.val), info.world_size))
+        val_loader = DataLoader(val_shard, batch_size=max(per_process, 64), num_workers=args.workers, pin_memory=pin)
+    select = "val_top1" if val_loader is not None else "test_top1"
     if len(train_loader) == 0:
         raise TrainConfigError(f"--batch-size {args.batch_size} is larger than the training set ({len(data.train)})")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
@@ -250,7 +255,9 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     _log(
         info,
         f"{label} ({n_params:,} params) on {args.dataset} "
-        f"({len(data.train)} train / {len(data.test)} test, {args.img_size}px), {info.world_size} process(es) "
+        f"({len(data.train)} train / "
+        + (f"{len(data.val)} validation / " if data.val is not None else "")
+        + f"{len(data.test)} test, {args.img_size}px), {info.world_size} process(es) "
         f"on {device.type}, global batch {args.batch_size}, {args.epochs} epochs",
     )
     if is_retrofit(args):
@@ -272,7 +279,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
         if info.is_main:
             with open(os.path.join(args.out, "initial_eval.json"), "w") as f:
                 json.dump(initial, f, indent=2)
-    best = max((h["test_top1"] for h in history), default=-1.0)
+    best = max((h[select] for h in history), default=-1.0)
     started = time.perf_counter()
     for epoch in range(start_epoch, args.epochs):
         sampler.set_epoch(epoch)
@@ -289,6 +296,8 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
                 bar.close()
         scheduler.step(epoch + 1)
         test = evaluate(model, test_loader, eval_loss, device, amp, channels_last, info)
+        if val_loader is not None:
+            test.update(evaluate(model, val_loader, eval_loss, device, amp, channels_last, info, split="val"))
         row = {"epoch": epoch + 1, "lr": lr, **train, **test, "epoch_s": time.perf_counter() - t0}
         if attn_lr is not None:  # a retrofit's attention group (--attn-lr-scale / --attn-weight-decay)
             row["attn_lr"] = attn_lr
@@ -296,7 +305,8 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
         _log(
             info,
             f"epoch {epoch + 1}/{args.epochs}: train loss {train['train_loss']:.4f} top-1 {train['train_top1']:.2f} | "
-            f"test loss {test['test_loss']:.4f} top-1 {test['test_top1']:.2f} top-5 {test['test_top5']:.2f} | "
+            + (f"val top-1 {test['val_top1']:.2f} | " if "val_top1" in test else "")
+            + f"test loss {test['test_loss']:.4f} top-1 {test['test_top1']:.2f} top-5 {test['test_top5']:.2f} | "
             f"{train['img_per_s']:.0f} img/s | lr {lr:.4g}",
         )
         if info.is_main:
@@ -311,8 +321,8 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
                 "metrics": history,
             }
             save_checkpoint(last_path, ckpt)
-            if test["test_top1"] > best:
-                best = test["test_top1"]
+            if test[select] > best:  # chosen on the validation split where there is one
+                best = test[select]
                 save_checkpoint(best_path, ckpt)
             # each epoch, so a stopped run has its figure too; before metrics.json, which marks the epoch done
             plot_curves(args.out, history, f"{label} on {args.dataset}", initial or _saved_initial(args.out))
@@ -328,7 +338,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
             f"best model written to {args.export_hf} (timm.create_model('local-dir:{args.export_hf}', "
             "pretrained=True) reloads it)",
         )
-    best_row = max(history, key=lambda h: h["test_top1"]) if history else None
+    best_row = max(history, key=lambda h: h.get(select, h["test_top1"])) if history else None
     summary = {
         "best_top1": best_row["test_top1"] if best_row else float("nan"),
         "best_epoch": best_row["epoch"] if best_row else 0,
@@ -340,7 +350,8 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     _log(
         info,
         f"done: {label} on {args.dataset}: best test top-1 {summary['best_top1']:.2f}% "
-        f"(epoch {summary['best_epoch']}), last {summary['last_top1']:.2f}%, {summary['seconds']:.1f} s; "
+        f"(epoch {summary['best_epoch']}{', chosen on validation' if val_loader is not None else ''}), "
+        f"last {summary['last_top1']:.2f}%, {summary['seconds']:.1f} s; "
         f"run folder {args.out}",
     )
     return summary

@@ -210,14 +210,24 @@ def command_options() -> List[click.Parameter]:
             type=int,
             default=None,
             metavar="N",
-            help="train on the first N items of the training split  [default: all]",
+            help="train on N items of the training split, drawn per class in proportion (stratified; the same "
+            "items for every run, whatever --seed)  [default: all]",
         ),
         click.Option(
             ["--test-subset"],
             type=int,
             default=None,
             metavar="N",
-            help="evaluate on the first N items of the test split  [default: all]",
+            help="evaluate on N items of the test split, stratified as --train-subset  [default: all]",
+        ),
+        click.Option(
+            ["--holdout"],
+            type=float,
+            default=None,
+            metavar="FRACTION",
+            help="hold out this share of the training items (stratified, the same for every run) as a validation "
+            "set: nothing trains on it, every epoch is evaluated on it (val_top1), and best.pth is chosen on it, "
+            "so a schedule can be chosen without the test set  [default: none]",
         ),
         click.Option(
             ["--img-size"],
@@ -395,6 +405,7 @@ FLOAT_OPTIONS = (
     "attn_lr_scale",
     "attn_weight_decay",
     "attn_init_gain",
+    "holdout",
 )
 # timm's create_scheduler_v2 names (timm lists none; checked against it at run time)
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "rsqrt", "constant")
@@ -440,6 +451,9 @@ def _check_items(args: argparse.Namespace) -> None:
         keep = getattr(args, f"{split}_subset")
         if keep is not None and keep < 1:
             raise TrainConfigError(f"--{split}-subset must be at least 1 item, got {keep}")
+    holdout = getattr(args, "holdout", None)
+    if holdout is not None and not 0 < holdout < 1:
+        raise TrainConfigError(f"--holdout must be a share between 0 and 1 (e.g. 0.1), got {holdout}")
 
 
 def item_options(args: argparse.Namespace) -> ItemOptions:
@@ -449,6 +463,7 @@ def item_options(args: argparse.Namespace) -> ItemOptions:
         clutter=getattr(args, "clutter", None),
         train_subset=getattr(args, "train_subset", None),
         test_subset=getattr(args, "test_subset", None),
+        holdout=getattr(args, "holdout", None),
     )
 
 

@@ -9,6 +9,7 @@
 | imagefolder | torchvision ImageFolder trees --data-dir/train and --data-dir/val (or test) | folders | 3 |
 """
 
+import copy
 import dataclasses
 import gzip
 import os
@@ -38,6 +39,9 @@ __all__ = [
     "ItemOptions",
     "CLUTTER_SEEDS",
     "read_idx",
+    "hold_out",
+    "split_labels",
+    "stratified_indices",
 ]
 
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
@@ -59,6 +63,7 @@ class DataBundle:
     in_chans: int
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
+    val: Any = None  # items held out of the training split (--holdout), preprocessed as the test split
 
 
 class TensorImages(Dataset):
@@ -125,6 +130,54 @@ def _digits(img_size: int, augment: bool) -> DataBundle:
         mean=(mean,),
         std=(std,),
     )
+
+
+SUBSET_SEED = 0  # subsets and hold-outs are the same items for every run, whatever its --seed
+
+
+def stratified_indices(labels: torch.Tensor, keep: int, seed: int = SUBSET_SEED) -> torch.Tensor:
+    """``keep`` indices of ``labels`` drawn per class in proportion to its share (largest remainders), each class
+    at least once, in a fixed random order (``seed``); returned sorted. ``DatasetError`` if ``keep`` is smaller
+    than the number of classes or larger than the split."""
+    labels = torch.as_tensor(labels).long()
+    classes = labels.unique()
+    if keep < len(classes):
+        raise DatasetError(f"{keep} items cannot cover the split's {len(classes)} classes: keep at least {len(classes)}")
+    if keep > len(labels):
+        raise DatasetError(f"{keep} items is more than the split's {len(labels)}")
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.stack([(labels == c).sum() for c in classes]).double()
+    quota = counts * keep / len(labels)
+    take = quota.floor().long().clamp_min(1)
+    order = torch.argsort(quota - quota.floor(), descending=True)
+    left = keep - int(take.sum())
+    for i in order.tolist():  # largest remainders first; classes with room only
+        if left <= 0:
+            break
+        if take[i] < counts[i]:
+            take[i] += 1
+            left -= 1
+    while left < 0:  # the at-least-one rule overshot: take back from the largest classes
+        i = int(torch.argmax(take))
+        take[i] -= 1
+        left += 1
+    chosen = [
+        torch.nonzero(labels == c).flatten()[torch.randperm(int(counts[i]), generator=g)[: int(take[i])]]
+        for i, c in enumerate(classes)
+    ]
+    return torch.cat(chosen).sort().values
+
+
+def split_labels(data: Any) -> torch.Tensor:
+    """The labels of a map-style data set: ours (``labels``), torchvision's (``targets``), or a ``Subset`` of one."""
+    if isinstance(data, Subset):
+        return split_labels(data.dataset)[torch.as_tensor(data.indices)]
+    labels = getattr(data, "labels", None)
+    if labels is None:
+        labels = getattr(data, "targets", None)
+    if labels is None:
+        raise DatasetError(f"{type(data).__name__} has no labels to stratify by")
+    return torch.as_tensor(labels)
 
 
 def read_idx(path: str) -> torch.Tensor:
@@ -238,6 +291,7 @@ class ItemOptions:
     cluttered: bool = False
     train_subset: Optional[int] = None
     test_subset: Optional[int] = None
+    holdout: Optional[float] = None  # share of the training items held out for validation
 
     def for_dataset(self, name: str) -> "ItemOptions":
         """These options with ``name``'s defaults filled in (the one place the cluttered layout's defaults apply)."""
@@ -265,9 +319,8 @@ def fashion_mnist_split(
     if len(images) != len(labels):
         raise DatasetError(f"fashion-mnist {split}: {len(images)} images but {len(labels)} labels")
     if keep is not None:
-        if keep > len(labels):
-            raise DatasetError(f"--{split}-subset {keep} is larger than the {split} split ({len(labels)} items)")
-        images, labels = images[:keep], labels[:keep]
+        chosen = _subset_indices(labels, keep, split)
+        images, labels = images[chosen], labels[chosen]
     boxes = None
     if items.cluttered:
         canvas = CLUTTERED_CANVAS if items.canvas is None else items.canvas
@@ -365,12 +418,43 @@ def _imagefolder(data_dir: Optional[str], img_size: int, augment: bool) -> DataB
 DATASET_NAMES = ("digits", "fashion-mnist", "cluttered-fashion-mnist", "cifar10", "cifar100", "imagefolder")
 
 
+def _subset_indices(labels: torch.Tensor, keep: int, split: str) -> torch.Tensor:
+    try:
+        return stratified_indices(labels, keep)
+    except DatasetError as e:
+        raise DatasetError(f"--{split}-subset {keep}: {e}") from e
+
+
 def _subset(data: Any, keep: Optional[int], split: str) -> Any:
     if keep is None:
         return data
-    if keep > len(data):
-        raise DatasetError(f"--{split}-subset {keep} is larger than the {split} split ({len(data)} items)")
-    return Subset(data, range(keep))
+    return Subset(data, _subset_indices(split_labels(data), keep, split).tolist())
+
+
+def hold_out(data: DataBundle, fraction: float) -> DataBundle:
+    """``fraction`` of the training items, stratified (``stratified_indices``, fixed seed), moved to ``data.val``
+    and preprocessed as the test split is (no augmentation); the rest stays ``data.train``."""
+    labels = split_labels(data.train)
+    n_val = max(1, round(fraction * len(labels)))
+    val_idx = stratified_indices(labels, n_val)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val_idx] = False
+    train_idx = torch.nonzero(keep).flatten()
+    if len(train_idx) < 1:
+        raise DatasetError(f"--holdout {fraction} leaves no training items")
+    data.val = Subset(_with_test_transform(data.train, data.test), val_idx.tolist())
+    data.train = Subset(data.train, train_idx.tolist())
+    return data
+
+
+def _with_test_transform(train: Any, test: Any) -> Any:
+    """A shallow copy of the training set (or of the set a ``Subset`` views) with the test split's transform."""
+    if isinstance(train, Subset):
+        return Subset(_with_test_transform(train.dataset, test), train.indices)
+    copy_ = copy.copy(train)
+    base = test.dataset if isinstance(test, Subset) else test
+    copy_.transform = base.transform
+    return copy_
 
 
 def build_datasets(
@@ -381,9 +465,16 @@ def build_datasets(
     download: bool = False,
     items: Optional[ItemOptions] = None,
 ) -> DataBundle:
-    """Train/test datasets and their class and channel counts. ``items``: canvas, clutter and subsets (canvas and
-    clutter apply to the Fashion-MNIST data sets; subsets keep the first N items of a split, for any data set)."""
+    """Train/test datasets and their class and channel counts. ``items``: canvas, clutter, subsets and the hold-out
+    (canvas and clutter apply to the Fashion-MNIST data sets; a subset keeps N items of a split, stratified by
+    class with a fixed seed, for any data set; ``holdout``: a stratified share of the training items becomes the
+    validation set ``val``)."""
     items = items or ItemOptions()
+    data = _build(name, data_dir, img_size, augment, download, items)
+    return hold_out(data, items.holdout) if items.holdout else data
+
+
+def _build(name: str, data_dir: Optional[str], img_size: int, augment: bool, download: bool, items: ItemOptions):
     if name in ("fashion-mnist", "cluttered-fashion-mnist"):
         return _fashion_mnist(data_dir, img_size, augment, items.for_dataset(name))
     if name == "digits":

@@ -68,9 +68,17 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: DataLoader, loss_fn, device: torch.device, amp: bool, channels_last: bool, info: DistInfo
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool,
+    info: DistInfo,
+    split: str = "test",
 ) -> Dict[str, float]:
-    """Loss, top-1 and top-5 (%) over the whole test set (each process evaluates its own shard)."""
+    """``{split}_loss``, ``{split}_top1`` and ``{split}_top5`` (%) over the whole split (each process evaluates its
+    own shard)."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64)  # loss * n, top1, top5, n
     for images, target in loader:
@@ -87,7 +95,7 @@ def evaluate(
     sums = all_sum(sums, info)
     n = max(sums[3].item(), 1.0)
     return {
-        "test_loss": sums[0].item() / n,
-        "test_top1": 100 * sums[1].item() / n,
-        "test_top5": 100 * sums[2].item() / n,
+        f"{split}_loss": sums[0].item() / n,
+        f"{split}_top1": 100 * sums[1].item() / n,
+        f"{split}_top5": 100 * sums[2].item() / n,
     }
