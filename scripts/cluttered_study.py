@@ -1,26 +1,25 @@
-"""Does the gate do its job? Accuracy and localization on cluttered Fashion-MNIST, against plain, SE, SSA and
-CBAM, from scratch and as a retrofit, plus the seed's table on plain Fashion-MNIST (issue 18).
+"""Does the Salient gate do its job? Version 2 of the evidence study (issue 30), run as results/evidence_protocol.md
+fixes it: schedules chosen on a held-out validation split, 7 seeds for plain vs +salient, a matched retrofit
+control, a per-stage ablation, and localization read against chance, ceiling, baselines and a gate-free control.
 
-    python scripts/cluttered_study.py                       # the CPU configuration (2 cores)
+    python scripts/cluttered_study.py                       # the CPU configuration (2 cores, about 4 to 5 hours)
     python scripts/cluttered_study.py --device cuda --data-dir /path/to/fashion-mnist   # the GPU configuration
 
-Resumable: every run is a salient-train run folder under --runs-dir (a killed run continues from its last
-epoch, a finished one is read back), localization and timing results are cached beside them, and the tables are
-rewritten from whatever has finished. So the study may run across several sittings.
+Resumable: every run is a salient-train run folder under --runs-dir (a killed run continues from its last epoch, a
+finished one is read back), localization results are cached beside them, and the tables are rewritten from
+whatever has finished. Parts run in this order, each for all its seeds: the pilot (schedule choice), scratch,
+retrofit; ``--parts`` selects some.
 
-| part | data | arms | per seed |
-|---|---|---|---|
-| scratch | cluttered-fashion-mnist (64 px canvas, 8 clutter patches) | resnet18-style + none, se, salient, ssa, cbam | one run per arm |
-| retrofit | base: fashion-mnist centred on the 64 px canvas; then cluttered | plain fine-tune; salient, se, ssa, cbam retrofits (the project's retrofit defaults) | one base, one fine-tune per arm |
-| fashion | fashion-mnist at 28 px, CIFAR stem (the seed's table on the data we have) | none, se, salient, ssa | one run per arm |
+| part | arms (seeds) |
+|---|---|
+| pilot | plain from scratch at each candidate length; base + plain fine-tune at each candidate length (seed 100) |
+| scratch | plain, +salient (7); +salient stages 1-2, +salient stage 1 (5) |
+| retrofit | base on centred items; plain fine-tune, +salient retrofit, +constant retrofit (the matched control) (5) |
 
-Every arm of a part shares backbone, recipe, data and data order (the seed sets both), so differences to the
-plain arm are paired by seed; intervals are t intervals over seeds (scipy). Accuracies are last-epoch test top-1
-(the best epoch would select on the test set). Localization: ``salient_analysis.maps.localization`` on the test
-canvases (pointing game, energy in box, chance = the box's share of the canvas, and the input-brightness
-baseline). Step time: an interleaved training-step benchmark of each arm's model at the study's batch and size.
-
-Writes results/cluttered.md, results/fashion.md, results/cluttered_curves.png and results/cluttered_maps.png.
+Accuracy: final-epoch test top-1; paired differences (same seed) with 95 % t intervals and the minimum detectable
+effect at 80 % power. Localization: ``salient_analysis.localization`` at each stage's map size, the gate against
+the plain network's own features of the same seed (the gate-free control). Writes results/cluttered.md and
+results/cluttered_curves.png.
 """
 
 import argparse
@@ -30,56 +29,62 @@ import os
 import platform
 import statistics
 import sys
-import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
-from torch import nn
 
 import salient_timm
-from salient_analysis.maps import boxed_test_images, draw_maps, localization, stage_blocks
+from salient_analysis.localization import baseline_maps, feature_maps, reference_rows, score_row
+from salient_analysis.maps import boxed_test_images, localization, stage_ends
 from salient_timm import ModelSpec
 from salient_timm.train.cli import parse_args, run
 
-# per device: the size of the study. CPU: a resnet18 narrowed to channels 16-128, training subsets, 3 seeds,
-# about 150 minutes on 2 cores; CUDA: full-width resnet18, every image, 5 seeds, sized for about 8 minutes on
-# one H200-class GPU (not run yet: no GPU was lent while this was written).
+# per device: the size of the study (results/evidence_protocol.md); CUDA: full width, every image (not run yet)
 CONFIGS: Dict[str, Dict[str, Any]] = {
     "cpu": dict(
-        seeds=3,
         channels="16,32,64,128",
         stem_width=16,
         train_subset=12000,
         test_subset=5000,
-        epochs=10,
-        pretrain_epochs=4,
-        finetune_epochs=4,
-        fashion_epochs=5,
+        holdout=0.1,
         batch_size=64,
         lr=0.05,
         finetune_lr=0.01,
+        pretrain_epochs=4,
+        scratch_lengths="10,15,20",
+        finetune_lengths="5,10",
+        main_seeds=7,
+        other_seeds=5,
+        pilot_seed=100,
     ),
     "cuda": dict(
-        seeds=5,
         channels="64,128,256,512",
         stem_width=64,
         train_subset=None,
         test_subset=None,
-        epochs=15,
-        pretrain_epochs=6,
-        finetune_epochs=6,
-        fashion_epochs=10,
+        holdout=0.1,
         batch_size=256,
         lr=0.2,
         finetune_lr=0.04,
+        pretrain_epochs=6,
+        scratch_lengths="15,20,30",
+        finetune_lengths="6,12",
+        main_seeds=10,
+        other_seeds=7,
+        pilot_seed=100,
     ),
 }
-SCRATCH_ARMS = ("none", "se", "salient", "ssa", "cbam")
-RETROFIT_ARMS = ("none", "salient", "se", "ssa", "cbam")  # none: the plain fine-tune
-FASHION_ARMS = ("none", "se", "salient", "ssa")
-SPATIAL = ("salient", "ssa", "cbam")
-PARTS = ("scratch", "retrofit", "fashion")
+PARTS = ("pilot", "scratch", "retrofit")
+TIE = 0.3  # a longer schedule must beat a shorter one by more than this many validation points
+# scratch arms: (label, attention, stages, seeds key)
+SCRATCH = (
+    ("plain", "none", None, "main_seeds"),
+    ("+salient", "salient", None, "main_seeds"),
+    ("+salient stages 1-2", "salient", "1,2", "other_seeds"),
+    ("+salient stage 1", "salient", "1", "other_seeds"),
+)
+RETROFIT = (("plain fine-tune", "none"), ("+salient retrofit", "salient"), ("+constant retrofit", "constant"))
 
 
 def _model_args(c: Dict[str, Any]) -> List[str]:
@@ -87,64 +92,33 @@ def _model_args(c: Dict[str, Any]) -> List[str]:
             f"stem_width={c['stem_width']}"]  # fmt: skip
 
 
-def _subsets(c: Dict[str, Any]) -> List[str]:
-    out = []
+def _data_args(c: Dict[str, Any], a: argparse.Namespace) -> List[str]:
+    out = ["-b", str(c["batch_size"]), "--holdout", str(c["holdout"])]
     for split in ("train", "test"):
         if c[f"{split}_subset"]:
             out += [f"--{split}-subset", str(c[f"{split}_subset"])]
-    return out
+    return out + (["--data-dir", a.data_dir] if a.data_dir else [])
 
 
 def _run(run_dir: str, argv: List[str], a: argparse.Namespace) -> Dict[str, Any]:
-    """One salient-train run: fresh, resumed after a kill, or read back when finished."""
+    """One salient-train run: fresh, resumed after a kill, or read back when finished (never extended)."""
     common = ["--no-progress"] + (["--device", a.device] if a.device else [])
     if os.path.exists(os.path.join(run_dir, "last.pth")):
         with open(os.path.join(run_dir, "args.json")) as f:
             planned = json.load(f)["epochs"]
         wanted = int(argv[argv.index("--epochs") + 1])
-        # a larger --epochs than the run was made with extends it (salient-train continues on the longer schedule)
-        run(parse_args(["--resume", run_dir, *common, *(["--epochs", str(wanted)] if wanted > planned else [])]))
+        if planned != wanted:
+            raise SystemExit(f"{run_dir} was made with {planned} epochs, the protocol now asks {wanted}: not extended")
+        run(parse_args(["--resume", run_dir, *common]))
     else:
         run(parse_args([*argv, "--out", run_dir, *common]))
     with open(os.path.join(run_dir, "metrics.json")) as f:
         history = json.load(f)
-    initial = os.path.join(run_dir, "initial_eval.json")
     step0 = None
-    if os.path.exists(initial):
-        with open(initial) as f:
+    if os.path.exists(os.path.join(run_dir, "initial_eval.json")):
+        with open(os.path.join(run_dir, "initial_eval.json")) as f:
             step0 = json.load(f)["test_top1"]
-    with open(os.path.join(run_dir, "args.json")) as f:
-        resumes = json.load(f).get("resumes") or []
-    first = (resumes[0]["epochs_before"],) if resumes else None  # an extended run: its first schedule's length
-    return {"history": history, "step0": step0, "dir": run_dir, "first_schedule": first}
-
-
-def _data_options(a: argparse.Namespace) -> List[str]:
-    return ["--data-dir", a.data_dir] if a.data_dir else []
-
-
-def _localize(run_dir: str, a: argparse.Namespace, c: Dict[str, Any], step0: bool = False) -> List[dict]:
-    """Localization rows of a cluttered run's model: as trained (``last.pth``) or, ``step0``, a retrofit as built
-    before its first step (its own options, the base's weights). Cached in the run folder, redone for a run
-    extended since."""
-    cache = os.path.join(run_dir, "localization_step0.json" if step0 else "localization_last.json")
-    weights = os.path.join(run_dir, "last.pth")
-    fresh = os.path.exists(cache) and (step0 or os.path.getmtime(cache) >= os.path.getmtime(weights))
-    if fresh:
-        with open(cache) as f:
-            return json.load(f)
-    if step0:
-        with open(os.path.join(run_dir, "args.json")) as f:
-            args = argparse.Namespace(**json.load(f))
-        torch.manual_seed(args.seed)
-        model = ModelSpec.from_train_args(args, args.num_classes, args.in_chans).build().eval()
-        config = dict(input_size=(1, args.img_size, args.img_size), mean=args.data_mean, std=args.data_std)
-    else:
-        _, model, config = ModelSpec.from_checkpoint(weights)
-    x, labels, boxes, _ = boxed_test_images("cluttered-fashion-mnist", config, a.data_dir, test_subset=c["test_subset"])
-    rows, _ = localization(model, x, boxes, labels)
-    _write_json(cache, rows)
-    return rows
+    return {"history": history, "step0": step0, "dir": run_dir}
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -154,42 +128,68 @@ def _write_json(path: str, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def step_times(specs: Dict[str, ModelSpec], size: int, batch: int, device: str, repeats: int = 5) -> Dict[str, list]:
-    """Seconds per training step of each model, interleaved (one round = every model once), ``repeats`` rounds
-    of 3 steps each after 2 warm-up steps; channels_last as salient-train trains."""
-    dev = torch.device(device)
-    models = {k: s.build().to(dev, memory_format=torch.channels_last) for k, s in specs.items()}
-    opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
-    x = torch.randn(batch, 1, size, size, device=dev).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), device=dev)
-
-    def step(k: str) -> None:
-        opts[k].zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(models[k](x), y).backward()
-        opts[k].step()
-
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    for k in models:
-        for _ in range(2):
-            step(k)
-    times: Dict[str, list] = {k: [] for k in models}
-    for _ in range(repeats):
-        for k in models:
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(3):
-                step(k)
-            sync()
-            times[k].append((time.perf_counter() - t0) / 3)
-    return times
+def _cached(path: str, newer_than: str, compute) -> Any:
+    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(newer_than):
+        with open(path) as f:
+            return json.load(f)
+    value = compute()
+    _write_json(path, value)
+    return value
 
 
-def _ms(values: Sequence[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+def _test_images(config: dict, a: argparse.Namespace, c: Dict[str, Any]):
+    return boxed_test_images("cluttered-fashion-mnist", config, a.data_dir, test_subset=c["test_subset"])
+
+
+def _localize(run_dir: str, a: argparse.Namespace, c: Dict[str, Any], step0: bool = False) -> List[dict]:
+    """Rows of ``salient_analysis.maps.localization`` for a gated run (``step0``: a retrofit before its first step,
+    rebuilt from its own options and the base's weights); cached in the run folder."""
+    weights = os.path.join(run_dir, "last.pth")
+
+    def compute() -> List[dict]:
+        if step0:
+            with open(os.path.join(run_dir, "args.json")) as f:
+                args = argparse.Namespace(**json.load(f))
+            torch.manual_seed(args.seed)
+            model = ModelSpec.from_train_args(args, args.num_classes, args.in_chans).build().eval()
+            config = dict(input_size=(1, args.img_size, args.img_size), mean=args.data_mean, std=args.data_std)
+        else:
+            _, model, config = ModelSpec.from_checkpoint(weights)
+        x, labels, boxes, _ = _test_images(config, a, c)
+        return localization(model, x, boxes, labels)[0]
+
+    name = "localization_step0.json" if step0 else "localization_last.json"
+    return _cached(os.path.join(run_dir, name), weights, compute)
+
+
+def _control(run_dir: str, a: argparse.Namespace, c: Dict[str, Any]) -> List[dict]:
+    """The gate-free control of a plain run: its stage-end features, with chance, ceiling and baselines."""
+    weights = os.path.join(run_dir, "last.pth")
+
+    def compute() -> List[dict]:
+        _, model, config = ModelSpec.from_checkpoint(weights)
+        x, _, boxes, _ = _test_images(config, a, c)
+        size = tuple(x.shape[-2:])
+        rows = []
+        for block, maps in feature_maps(model, x, stage_ends(model)).items():
+            rows.append({"kind": "features", "block": block, **_scores(maps, boxes, size)})
+            hw = tuple(maps.shape[-2:])
+            rows += [{"kind": "reference", "block": r.pop("name"), **r} for r in reference_rows(boxes, size, hw)]
+            rows += [
+                {"kind": "baseline", "block": k, **_scores(m, boxes, size)} for k, m in baseline_maps(x, hw).items()
+            ]
+        return rows
+
+    return _cached(os.path.join(run_dir, "control.json"), weights, compute)
+
+
+def _scores(maps: torch.Tensor, boxes: torch.Tensor, size: Any) -> dict:
+    row = score_row("", maps, boxes, size)
+    row.pop("name")
+    return row
+
+
+# ---- statistics ---------------------------------------------------------------------------------------------------
 
 
 def paired_interval(arm: Sequence[float], plain: Sequence[float]) -> Tuple[float, float, float]:
@@ -204,149 +204,161 @@ def paired_interval(arm: Sequence[float], plain: Sequence[float]) -> Tuple[float
     return mean, mean - half, mean + half
 
 
-def _diff_cell(arm: Sequence[float], plain: Sequence[float]) -> str:
-    mean, lo, hi = paired_interval(arm, plain)
-    return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+def detectable_effect(arm: Sequence[float], plain: Sequence[float]) -> float:
+    """Minimum detectable paired effect at 80 % power, two-sided 5 %: (t(.975, n-1) + t(.8, n-1)) sd / sqrt(n)."""
+    from scipy import stats
+
+    d = [x - y for x, y in zip(arm, plain)]
+    if len(d) < 2:
+        return float("nan")
+    n = len(d)
+    return float((stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * statistics.stdev(d) / n**0.5)
 
 
-def _last(r: Dict[str, Any]) -> float:
-    return r["history"][-1]["test_top1"]
+def _ms(values: Sequence[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
 
 
-def _plateau(runs: List[Dict[str, Any]]) -> str:
-    """The plain arm's mean gain over its last two epochs (levelled off when near 0), and for runs extended by a
-    later sitting, its accuracy at the end of the first schedule against the end of the extended one."""
-    gains = [r["history"][-1]["test_top1"] - r["history"][-3]["test_top1"] for r in runs if len(r["history"]) >= 3]
-    text = f"{statistics.mean(gains):+.2f} points" if gains else "n/a (fewer than 3 epochs)"
-    firsts = [r["first_schedule"] for r in runs if r.get("first_schedule")]
-    if firsts and len(firsts) == len(runs):
-        epochs = firsts[0][0]
-        before = [r["history"][epochs - 1]["test_top1"] for r in runs]
-        after = [_last(r) for r in runs]
-        text += (
-            f"; end of its first {epochs}-epoch schedule {_ms(before)}, after the extension to "
-            f"{len(runs[0]['history'])} epochs {_ms(after)} (gain {statistics.mean(after) - statistics.mean(before):+.2f})"
-        )
-    return text
+def _diff(arm: Sequence[float], plain: Sequence[float], digits: int = 2) -> str:
+    n = min(len(arm), len(plain))
+    mean, lo, hi = paired_interval(arm[:n], plain[:n])
+    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
-def _stage_localization(rows_by_seed: List[List[dict]]) -> Dict[str, Tuple[float, float, float, float]]:
-    """Per stage-end block: mean pointing game, sd, mean energy in box, sd over seeds."""
-    out = {}
-    blocks = stage_blocks([r["block"] for r in rows_by_seed[0] if not r["block"].startswith("input")])
-    for block in blocks:
-        pg = [next(r["pointing game"] for r in rows if r["block"] == block) for rows in rows_by_seed]
-        eb = [next(r["energy in box"] for r in rows if r["block"] == block) for rows in rows_by_seed]
-        out[block] = (
-            statistics.mean(pg),
-            statistics.stdev(pg) if len(pg) > 1 else 0.0,
-            statistics.mean(eb),
-            statistics.stdev(eb) if len(eb) > 1 else 0.0,
-        )
-    return out
+def _mde(arm: Sequence[float], plain: Sequence[float]) -> str:
+    n = min(len(arm), len(plain))
+    return f"{detectable_effect(arm[:n], plain[:n]):.2f}"
 
 
-def _n_params(spec: ModelSpec) -> int:
-    return sum(p.numel() for p in spec.build(device="meta").parameters())
+def _last(r: Dict[str, Any], key: str = "test_top1") -> float:
+    return r["history"][-1][key]
 
 
-def _spec(c: Dict[str, Any], attn: str, cifar_stem: bool = False) -> ModelSpec:
-    return ModelSpec(
-        "resnet18",
-        attn=attn,
-        num_classes=10,
-        in_chans=1,
-        cifar_stem=cifar_stem,
-        timm_kwargs=dict(channels=tuple(int(v) for v in c["channels"].split(",")), stem_width=c["stem_width"]),
-    )
+# ---- schedule choice ----------------------------------------------------------------------------------------------
 
 
-def _header(a: argparse.Namespace, c: Dict[str, Any], title: str, wall: float) -> List[str]:
+def choose_length(val_by_length: Dict[int, float], tie: float = TIE) -> int:
+    """The protocol's rule: the highest final validation top-1; a longer schedule wins only by more than ``tie``."""
+    best = min(val_by_length)
+    for length in sorted(val_by_length):
+        if val_by_length[length] > val_by_length[best] + tie:
+            best = length
+    return best
+
+
+def _lengths(text: str) -> List[int]:
+    return [int(v) for v in str(text).split(",") if v]
+
+
+# ---- the tables ---------------------------------------------------------------------------------------------------
+
+
+def _header(a: argparse.Namespace, c: Dict[str, Any], minutes: float) -> List[str]:
     device = (
         torch.cuda.get_device_name()
         if (a.device or "").startswith("cuda")
         else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     )
-    command = "python scripts/cluttered_study.py " + " ".join(a.argv)
     return [
-        f"# {title}",
+        "# Cluttered Fashion-MNIST: does the Salient gate help, and does its map point at the object? (version 2)",
         "",
-        f"- command: `{command.strip()}`",
+        "Protocol, fixed before the first run: `results/evidence_protocol.md`.",
+        "",
+        f"- command: `python scripts/cluttered_study.py {' '.join(a.argv)}`".rstrip() + "",
         f"- date {datetime.date.today()}, device {device}, torch {torch.__version__}, timm {timm.__version__}, "
         f"salient-timm {salient_timm.__version__}, Python {sys.version.split()[0]}",
         "- configuration: " + ", ".join(f"{k} {v}" for k, v in c.items()),
-        f"- training time of the runs in this table (sum of epoch times, all sittings): {wall / 60:.1f} min",
+        f"- training time of the runs in these tables (sum of epoch times, all sittings): {minutes:.1f} min",
         "",
     ]
 
 
-def _train_minutes(runs: List[Dict[str, Any]]) -> float:
-    return sum(row["epoch_s"] for r in runs for row in r["history"])
-
-
-def _accuracy_table(
-    arms: Sequence[str], runs: Dict[str, List[Dict[str, Any]]], c: Dict[str, Any], cifar_stem: bool, times: Dict
-) -> List[str]:
-    plain = [_last(r) for r in runs["none"]]
-    extended = all(r.get("first_schedule") for rs in runs.values() for r in rs)
-    first = runs["none"][0]["first_schedule"][0] if extended and runs["none"] else 0
-    extra = f" top-1 after {first} epochs (first schedule) | paired diff. after {first} [95 % CI] |" if first else ""
-    lines = [
-        "| arm | params | seeds | test top-1 (mean ± sd) | paired diff. to plain [95 % CI] | step time x plain |"
-        + extra,
-        "|---|---|---|---|---|---|" + ("---|---|" if first else ""),
+def _pilot_table(pilot: Dict[str, Dict[int, Dict[str, Any]]], chosen: Dict[str, int]) -> List[str]:
+    lines = ["## Schedules, chosen on validation (pilot seed, plain arm)", ""]
+    lines += ["| setting | epochs | final validation top-1 | chosen |", "|---|---|---|---|"]
+    for setting, runs in pilot.items():
+        for length, r in sorted(runs.items()):
+            mark = "**yes**" if chosen.get(setting) == length else ""
+            lines.append(f"| {setting} | {length} | {_last(r, 'val_top1'):.2f} | {mark} |")
+    return lines + [
+        "",
+        f"Rule: the highest final validation top-1; a longer schedule wins only by more than {TIE}.",
+        "",
     ]
-    base_t = statistics.median(times["none"]) if times else None
-    for arm in arms:
-        if not runs.get(arm):
+
+
+def _accuracy_rows(arms: Dict[str, List[Dict[str, Any]]], reference: str, extra: Optional[Tuple[str, str]] = None):
+    plain = [_last(r) for r in arms[reference]]
+    head = f"| arm | seeds | step-0 top-1 | test top-1 (mean ± sd) | − {reference} [95 % CI] | detectable at 80 % |"
+    sep = "|---|---|---|---|---|---|"
+    if extra:
+        head += f" {extra[0]} − {extra[1]} [95 % CI] | detectable |"
+        sep += "---|---|"
+    lines = [head, sep]
+    for label, runs in arms.items():
+        if not runs:
             continue
-        acc = [_last(r) for r in runs[arm]]
-        n = min(len(acc), len(plain))
-        diff = "-" if arm == "none" else _diff_cell(acc[:n], plain[:n])
-        t = times.get(arm) if times else None
-        ratio = "-"
-        if t and base_t:
-            ratios = sorted(x / base_t for x in t)
-            ratio = f"{statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})"
-        label = "plain" if arm == "none" else f"+{arm}"
-        row = f"| {label} | {_n_params(_spec(c, arm, cifar_stem)):,} | {len(acc)} | {_ms(acc)} | {diff} | {ratio} |"
-        if first:
-            early = [r["history"][first - 1]["test_top1"] for r in runs[arm]]
-            early_plain = [r["history"][first - 1]["test_top1"] for r in runs["none"]]
-            row += f" {_ms(early)} | " + ("-" if arm == "none" else _diff_cell(early[:n], early_plain[:n])) + " |"
+        acc = [_last(r) for r in runs]
+        step0 = _ms([r["step0"] for r in runs]) if runs[0]["step0"] is not None else "-"
+        diff = ("-", "-") if label == reference else (_diff(acc, plain), _mde(acc, plain))
+        row = f"| {label} | {len(acc)} | {step0} | {_ms(acc)} | {diff[0]} | {diff[1]} |"
+        if extra:
+            if label == extra[0] and arms.get(extra[1]):
+                other = [_last(r) for r in arms[extra[1]]]
+                row += f" {_diff(acc, other)} | {_mde(acc, other)} |"
+            else:
+                row += " - | - |"
         lines.append(row)
     return lines
 
 
-def _versus(runs: Dict[str, List[Dict[str, Any]]], pairs: Sequence[Tuple[str, str]]) -> List[str]:
-    """Paired differences between attention arms (same seed), e.g. salient - se."""
-    cells = []
-    for a, b in pairs:
-        if runs.get(a) and runs.get(b):
-            x, y = [_last(r) for r in runs[a]], [_last(r) for r in runs[b]]
-            n = min(len(x), len(y))
-            cells.append(f"+{a} - +{b}: {_diff_cell(x[:n], y[:n])}")
-    return ["Paired differences between attention arms [95 % CI]: " + "; ".join(cells) + ".", ""] if cells else []
+def _stage_scores(rows: List[dict], kind: str) -> Dict[str, Dict[str, float]]:
+    """``{map size: {metric: score}}`` of the stage-end rows of ``kind`` (``gate``: the last gate of each map size)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for r in rows:
+        if r["kind"] == kind:
+            out[r["map"]] = {"pg": r["pointing game"], "eb": r["energy in box"]}
+    return out
 
 
-def _localization_table(arms: Sequence[str], loc: Dict[str, List[List[dict]]], chance: float) -> List[str]:
+def _named(rows: List[dict], kind: str) -> Dict[Tuple[str, str], Dict[str, float]]:
+    return {
+        (r["map"], r["block"]): {"pg": r["pointing game"], "eb": r["energy in box"]} for r in rows if r["kind"] == kind
+    }
+
+
+def _localization_table(gated: List[List[dict]], control: List[List[dict]], label: str) -> List[str]:
+    """Per map size: the gate (last gated block of the stage), its own features, the plain control's features, the
+    paired difference gate − control over seeds, and chance, ceiling and baselines of the same size."""
+    n = min(len(gated), len(control))
+    if not n:
+        return []
     lines = [
-        "| arm | stage (last block) | map | pointing game (mean ± sd) | energy in box (mean ± sd) |",
-        "|---|---|---|---|---|",
+        f"| map | metric | {label} gate | its own features | plain features (control) | gate − control [95 % CI] "
+        "| chance (random) | ceiling | input brightness | blurred brightness | centre prior |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    baseline: Dict[str, Tuple[float, float]] = {}
-    for arm in arms:
-        if not loc.get(arm):
-            continue
-        maps = {r["block"]: r["map"] for r in loc[arm][0]}
-        for block, (pg, pg_sd, eb, eb_sd) in _stage_localization(loc[arm]).items():
-            lines.append(f"| +{arm} | {block} | {maps[block]} | {pg:.3f} ± {pg_sd:.3f} | {eb:.3f} ± {eb_sd:.3f} |")
-        for r in loc[arm][0]:
-            if r["block"].startswith("input"):
-                baseline[r["map"]] = (r["pointing game"], r["energy in box"])
-    for hw, (pg, eb) in sorted(baseline.items(), key=lambda t: -int(t[0].split("x")[0])):
-        lines.append(f"| input brightness (baseline) | - | {hw} | {pg:.3f} | {eb:.3f} |")
-    lines.append(f"| chance (box share of the canvas) | - | - | {chance:.3f} | {chance:.3f} |")
+    gates = [_stage_scores(rows, "gate") for rows in gated[:n]]
+    own = [_stage_scores(rows, "features") for rows in gated[:n]]
+    ctrl = [_stage_scores(rows, "features") for rows in control[:n]]
+    refs = _named(control[0], "reference")
+    bases = _named(control[0], "baseline")
+    for hw in sorted(gates[0], key=lambda t: -int(t.split("x")[0])):
+        for metric, name in (("pg", "pointing game"), ("eb", "energy in box")):
+            g = [s[hw][metric] for s in gates]
+            o = [s[hw][metric] for s in own if hw in s]
+            k = [s[hw][metric] for s in ctrl if hw in s]
+            cells = [f"{_ms(g).replace(' ± ', '±')}", _ms(o).replace(" ± ", "±") if o else "-"]
+            cells += [_ms(k).replace(" ± ", "±") if k else "-", _diff(g, k, 3) if len(k) == len(g) else "-"]
+            cells += [
+                f"{refs[(hw, 'chance (random maps)')][metric]:.3f}",
+                f"{refs[(hw, 'ceiling (the box itself)')][metric]:.3f}",
+            ]
+            cells += [
+                f"{bases[(hw, b)][metric]:.3f}" for b in ("input brightness", "blurred brightness", "centre prior")
+            ]
+            lines.append(f"| {hw} | {name} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -356,189 +368,150 @@ def _curves(parts: Dict[str, Dict[str, List[Dict[str, Any]]]], out: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [(name, runs) for name, runs in parts.items() if any(runs.values())]
+    shown = [(name, arms) for name, arms in parts.items() if any(arms.values())]
+    if not shown:
+        return
     fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.8), squeeze=False)
-    for ax, (name, runs) in zip(axes[0], shown):
-        for arm, rs in runs.items():
+    for ax, (name, arms) in zip(axes[0], shown):
+        for label, rs in arms.items():
             if not rs:
                 continue
             epochs = min(len(r["history"]) for r in rs)
-            mean = [statistics.mean(r["history"][e]["test_top1"] for r in rs) for e in range(epochs)]
-            xs = list(range(1, epochs + 1))
-            if rs[0]["step0"] is not None:
-                xs, mean = [0, *xs], [statistics.mean(r["step0"] for r in rs), *mean]
-            ax.plot(xs, mean, marker="o", ms=3, label=("plain" if arm == "none" else f"+{arm}") + f" (n={len(rs)})")
+            for key, style in (("val_top1", "--"), ("test_top1", "-")):
+                mean = [statistics.mean(r["history"][e][key] for r in rs) for e in range(epochs)]
+                ax.plot(range(1, epochs + 1), mean, style, marker="o", ms=2, label=f"{label} {key[:-5]} (n={len(rs)})")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("test top-1 (%), mean over seeds")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel("top-1 (%), mean over seeds")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
 
-def _maps_figure(run_dirs: Dict[str, str], a: argparse.Namespace, c: Dict[str, Any], out: str) -> None:
-    """Six test canvases with their boxes and each stage's gate, for the first seed's salient and CBAM models."""
-    from PIL import Image
+def _minutes(runs: List[Dict[str, Any]]) -> float:
+    return sum(row["epoch_s"] for r in runs for row in r["history"]) / 60
 
-    pieces = []
-    for arm, run_dir in run_dirs.items():
-        spec, model, config = ModelSpec.from_checkpoint(os.path.join(run_dir, "last.pth"))
-        x, labels, boxes, views = boxed_test_images(
-            "cluttered-fashion-mnist", config, a.data_dir, test_subset=c["test_subset"]
-        )
-        path = out.replace(".png", f"_{arm}.png")
-        names = [f"class {int(labels[i])}" for i in range(4)]
-        draw_maps(model, x[:4], views[:4], names, path, title=f"{spec.label} (seed 0)", boxes=boxes[:4], dpi=70)
-        pieces.append(Image.open(path).convert("RGB"))
-        os.remove(path)
-    width = sum(p.width for p in pieces)
-    sheet = Image.new("RGB", (width, max(p.height for p in pieces)), "white")
-    left = 0
-    for p in pieces:
-        sheet.paste(p, (left, 0))
-        left += p.width
-    sheet.save(out)
+
+# ---- main ---------------------------------------------------------------------------------------------------------
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default=None, help="cpu or cuda (selects the configuration; default cpu)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST idx files (default: Debian's folder)")
-    p.add_argument("--runs-dir", default=None, help="default runs/cluttered-<device>")
+    p.add_argument("--runs-dir", default=None, help="default runs/evidence-<device>")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
     for key, value in CONFIGS["cpu"].items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value) if value is not None else int, default=None)
     a = p.parse_args(argv)
-    a.argv = list(sys.argv[1:] if argv is None else argv)  # stamped on the tables
+    a.argv = list(sys.argv[1:] if argv is None else argv)
     kind = "cuda" if (a.device or "cpu").startswith("cuda") else "cpu"
     c = {k: (getattr(a, k) if getattr(a, k) is not None else v) for k, v in CONFIGS[kind].items()}
-    runs_dir = a.runs_dir or os.path.join("runs", f"cluttered-{kind}")
+    runs_dir = a.runs_dir or os.path.join("runs", f"evidence-{kind}")
     parts = [x for x in a.parts.split(",") if x]
     unknown = set(parts) - set(PARTS)
     if unknown:
         p.error(f"unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARTS)}")
     os.makedirs(a.results_dir, exist_ok=True)
-    recipe = ["-b", str(c["batch_size"]), *_subsets(c), *_data_options(a)]
+    data = _data_args(c, a)
     cluttered = ["--dataset", "cluttered-fashion-mnist"]
 
-    scratch: Dict[str, List[Dict[str, Any]]] = {arm: [] for arm in SCRATCH_ARMS}
-    retro: Dict[str, List[Dict[str, Any]]] = {arm: [] for arm in RETROFIT_ARMS}
-    fashion: Dict[str, List[Dict[str, Any]]] = {arm: [] for arm in FASHION_ARMS}
-    loc_scratch: Dict[str, List[List[dict]]] = {arm: [] for arm in SPATIAL}
-    loc_retro: Dict[str, List[List[dict]]] = {arm: [] for arm in SPATIAL}
-    loc_retro0: Dict[str, List[List[dict]]] = {arm: [] for arm in SPATIAL}
-    pretrain: List[Dict[str, Any]] = []
-    for part in parts:  # each part for every seed before the next part: the first parts finish first
-        for seed in range(c["seeds"]):
-            root = os.path.join(runs_dir, f"s{seed}")
-            base = ["--seed", str(seed), *_model_args(c), *recipe]
-            if part == "scratch":
-                for arm in SCRATCH_ARMS:
-                    d = os.path.join(root, f"scratch-{arm}")
-                    argv = [*base, *cluttered, "--attn", arm, "--epochs", str(c["epochs"]), "--lr", str(c["lr"])]
-                    scratch[arm].append(_run(d, argv, a))
-                    if arm in SPATIAL:
-                        loc_scratch[arm].append(_localize(d, a, c))
-            elif part == "retrofit":
-                base_dir = os.path.join(root, "pretrain-centred")
-                argv = [*base, "--dataset", "fashion-mnist", "--canvas", "64", "--epochs", str(c["pretrain_epochs"])]
-                pretrain.append(_run(base_dir, [*argv, "--lr", str(c["lr"])], a))
-                for arm in RETROFIT_ARMS:
-                    d = os.path.join(root, f"retrofit-{arm}")
-                    argv = [*base, *cluttered, "--attn", arm, "--pretrained", os.path.join(base_dir, "last.pth")]
-                    argv += ["--epochs", str(c["finetune_epochs"]), "--lr", str(c["finetune_lr"])]
-                    retro[arm].append(_run(d, argv, a))
-                    if arm in SPATIAL:
-                        loc_retro[arm].append(_localize(d, a, c))
-                        loc_retro0[arm].append(_localize(d, a, c, step0=True))
-            else:
-                for arm in FASHION_ARMS:
-                    d = os.path.join(root, f"fashion-{arm}")
-                    argv = [*base, "--dataset", "fashion-mnist", "--cifar-stem", "--attn", arm]
-                    fashion[arm].append(_run(d, [*argv, "--epochs", str(c["fashion_epochs"]), "--lr", str(c["lr"])], a))
+    def base_argv(seed: int) -> List[str]:
+        return ["--seed", str(seed), *_model_args(c), *data]
 
-    timing_path = os.path.join(runs_dir, "step_times.json")
-    times: Dict[str, Dict[str, list]] = {}
-    if os.path.exists(timing_path):
-        with open(timing_path) as f:
-            times = json.load(f)
-    device = a.device or "cpu"
-    for key, arms, size, stem in (("cluttered", SCRATCH_ARMS, 64, False), ("fashion", FASHION_ARMS, 28, True)):
-        if key not in times:
-            times[key] = step_times({arm: _spec(c, arm, stem) for arm in arms}, size, c["batch_size"], device)
-            _write_json(timing_path, times)
+    def pretrain(seed: int) -> Dict[str, Any]:
+        d = os.path.join(runs_dir, f"s{seed}", "pretrain-centred")
+        argv = [*base_argv(seed), "--dataset", "fashion-mnist", "--canvas", "64"]
+        return _run(d, [*argv, "--epochs", str(c["pretrain_epochs"]), "--lr", str(c["lr"])], a)
 
-    chance = next((r["chance"] for rows in loc_scratch.get("salient", []) for r in rows), 28 * 28 / 64 / 64)
-    if "scratch" in parts or "retrofit" in parts:
-        lines = _header(a, c, "Cluttered Fashion-MNIST: accuracy and localization", _train_minutes(
-            [r for runs in (*scratch.values(), *retro.values()) for r in runs] + pretrain))  # fmt: skip
+    def finetune(seed: int, attn: str, epochs: int, root: str, name: str) -> Dict[str, Any]:
+        base = os.path.join(runs_dir, f"s{seed}", "pretrain-centred", "last.pth")
+        argv = [*base_argv(seed), *cluttered, "--attn", attn, "--pretrained", base]
+        return _run(os.path.join(root, name), [*argv, "--epochs", str(epochs), "--lr", str(c["finetune_lr"])], a)
+
+    # pilot: the schedules, on validation only
+    pilot: Dict[str, Dict[int, Dict[str, Any]]] = {"scratch": {}, "fine-tune": {}}
+    chosen: Dict[str, int] = {}
+    pilot_root = os.path.join(runs_dir, f"pilot-s{c['pilot_seed']}")
+    if "pilot" in parts or os.path.isdir(pilot_root):
+        seed = c["pilot_seed"]
+        for length in _lengths(c["scratch_lengths"]):
+            argv = [*base_argv(seed), *cluttered, "--attn", "none", "--epochs", str(length), "--lr", str(c["lr"])]
+            pilot["scratch"][length] = _run(os.path.join(pilot_root, f"scratch-{length}"), argv, a)
+        pretrain(seed)
+        for length in _lengths(c["finetune_lengths"]):
+            pilot["fine-tune"][length] = finetune(seed, "none", length, pilot_root, f"finetune-{length}")
+        chosen = {k: choose_length({n: _last(r, "val_top1") for n, r in v.items()}) for k, v in pilot.items()}
+        _write_json(os.path.join(runs_dir, "schedules.json"), chosen)
+    if not chosen:
+        raise SystemExit("no schedules chosen yet: run the pilot part first (--parts pilot)")
+
+    scratch: Dict[str, List[Dict[str, Any]]] = {label: [] for label, *_ in SCRATCH}
+    retro: Dict[str, List[Dict[str, Any]]] = {label: [] for label, _ in RETROFIT}
+    loc: Dict[str, List[List[dict]]] = {}
+    pretrains: List[Dict[str, Any]] = []
+    if "scratch" in parts:
+        for seed in range(c["main_seeds"]):
+            for label, attn, stages, seeds in SCRATCH:
+                if seed >= c[seeds]:
+                    continue
+                name = "scratch-" + attn + (f"-stages{stages.replace(',', '')}" if stages else "")
+                d = os.path.join(runs_dir, f"s{seed}", name)
+                argv = [*base_argv(seed), *cluttered, "--attn", attn, "--epochs", str(chosen["scratch"])]
+                argv += ["--lr", str(c["lr"])] + (["--attn-stages", stages] if stages else [])
+                scratch[label].append(_run(d, argv, a))
+                key = f"scratch {label}"
+                loc.setdefault(key, []).append(_control(d, a, c) if attn == "none" else _localize(d, a, c))
+    if "retrofit" in parts:
+        for seed in range(c["other_seeds"]):
+            pretrains.append(pretrain(seed))
+            for label, attn in RETROFIT:
+                root = os.path.join(runs_dir, f"s{seed}")
+                r = finetune(seed, attn, chosen["fine-tune"], root, f"retrofit-{attn}")
+                retro[label].append(r)
+                if attn == "none":
+                    loc.setdefault("retrofit control", []).append(_control(r["dir"], a, c))
+                elif attn == "salient":
+                    loc.setdefault("retrofit step 0", []).append(_localize(r["dir"], a, c, step0=True))
+                    loc.setdefault("retrofit after", []).append(_localize(r["dir"], a, c))
+
+    runs = [r for arms in (scratch, retro) for rs in arms.values() for r in rs] + pretrains
+    runs += [r for v in pilot.values() for r in v.values()]
+    lines = _header(a, c, _minutes(runs))
+    lines += _pilot_table(pilot, chosen)
+    if any(scratch.values()):
+        lines += ["## From scratch on cluttered canvases", ""]
+        lines += _accuracy_rows(scratch, "plain") + [""]
+        lines += ["### Does the trained gate point at the object? Last gated block of each stage, test canvases", ""]
+        lines += _localization_table(loc.get("scratch +salient", []), loc.get("scratch plain", []), "+salient")
+        lines += [""]
+    if any(retro.values()):
+        lines += ["## Retrofit: base pretrained on centred items, fine-tuned on cluttered canvases", ""]
+        base_acc = [r["history"][-1]["test_top1"] for r in pretrains]
         lines += [
-            "Test canvases: the first test items, each at a random place on a 64x64 canvas with 8 random 8x8 "
-            "patches of other test items (fixed seed; `salient_timm.train.data.make_cluttered`). Accuracies: "
-            "last-epoch test top-1; paired differences are arm - plain on the same seed, with a 95 % t interval "
-            "over seeds. Step time: median of 5 interleaved rounds (range in brackets), training step at the "
-            "study's batch size. Localization: compare each gate with the input-brightness baseline of the same "
-            "map size, not only with chance: the item is bright on black (so is the clutter), and at 4x4 and 2x2 "
-            "the maximum of an upsampled map lies on a plateau at the canvas's corners, which boxes seldom cover.",
+            f"Base: the plain network, {c['pretrain_epochs']} epochs on the items centred on the 64 px canvas (its "
+            f"own test top-1 {_ms(base_acc)}). Every arm fine-tunes it {chosen['fine-tune']} epochs at lr "
+            f"{c['finetune_lr']}; +salient and +constant with the retrofit recipe (`salient_timm.retrofit_defaults`). "
+            "Step 0: the model before any update, on the cluttered test canvases.",
             "",
         ]
-        if any(scratch.values()):
-            lines += ["## From scratch on cluttered", ""]
-            lines += _accuracy_table(SCRATCH_ARMS, scratch, c, False, times.get("cluttered", {}))
-            lines += ["", f"Plain arm's gain over its last two epochs: {_plateau(scratch['none'])}.", ""]
-            lines += _versus(scratch, (("salient", "se"), ("salient", "cbam"), ("salient", "ssa")))
-            lines += ["### Localization of the trained gates (last block of each stage)", ""]
-            lines += _localization_table(SPATIAL, loc_scratch, chance) + [""]
-        if any(retro.values()):
-            lines += ["## Retrofit: base pretrained on centred Fashion-MNIST, fine-tuned on cluttered", ""]
-            base_acc = [r["history"][-1]["test_top1"] for r in pretrain]
-            lines += [
-                f"Base: the plain network trained {c['pretrain_epochs']} epochs on the items centred on the 64 px "
-                f"canvas, no clutter (its own test top-1 {_ms(base_acc)}). Every arm fine-tunes its last.pth "
-                f"{c['finetune_epochs']} epochs at lr {c['finetune_lr']} (attention: the retrofit defaults, "
-                "`salient_timm.retrofit_defaults`). Step 0: the model before any update, on the cluttered test set.",
-                "",
-                "| arm | seeds | step-0 top-1 | test top-1 (mean ± sd) | paired diff. to plain fine-tune [95 % CI] |",
-                "|---|---|---|---|---|",
-            ]
-            plain = [_last(r) for r in retro["none"]]
-            for arm in RETROFIT_ARMS:
-                if not retro[arm]:
-                    continue
-                acc = [_last(r) for r in retro[arm]]
-                step0 = _ms([r["step0"] for r in retro[arm]])
-                diff = "-" if arm == "none" else _diff_cell(acc[: len(plain)], plain[: len(acc)])
-                label = "plain fine-tune" if arm == "none" else f"+{arm} retrofit"
-                lines.append(f"| {label} | {len(acc)} | {step0} | {_ms(acc)} | {diff} |")
-            lines += ["", f"Plain fine-tune's gain over its last two epochs: {_plateau(retro['none'])}.", ""]
-            lines += _versus(retro, (("salient", "se"), ("salient", "cbam"), ("salient", "ssa")))
-            lines += ["### Localization of retrofitted gates: at step 0, and after fine-tuning", ""]
-            lines += ["Step 0:", ""] + _localization_table(SPATIAL, loc_retro0, chance)
-            lines += ["", "After fine-tuning:", ""] + _localization_table(SPATIAL, loc_retro, chance) + [""]
-        lines += ["![curves](cluttered_curves.png)", "", "![maps](cluttered_maps.png)", ""]
-        with open(os.path.join(a.results_dir, "cluttered.md"), "w") as f:
-            f.write("\n".join(lines))
-        if scratch["salient"] and scratch["cbam"]:
-            first = {arm: scratch[arm][0]["dir"] for arm in ("salient", "cbam")}
-            _maps_figure(first, a, c, os.path.join(a.results_dir, "cluttered_maps.png"))
-    if any(fashion.values()):
-        lines = _header(a, c, "Fashion-MNIST at 28 px: the seed's table on the data we have", _train_minutes(
-            [r for runs in fashion.values() for r in runs]))  # fmt: skip
-        lines += ["CIFAR stem, from scratch, no clutter; last-epoch test top-1.", ""]
-        lines += _accuracy_table(FASHION_ARMS, fashion, c, True, times.get("fashion", {}))
-        lines += ["", f"Plain arm's gain over its last two epochs: {_plateau(fashion['none'])}.", ""]
-        lines += _versus(fashion, (("salient", "se"), ("salient", "ssa")))
-        with open(os.path.join(a.results_dir, "fashion.md"), "w") as f:
-            f.write("\n".join(lines))
+        lines += _accuracy_rows(retro, "plain fine-tune", ("+salient retrofit", "+constant retrofit")) + [""]
+        control = loc.get("retrofit control", [])
+        lines += ["### Retrofitted gates at step 0", ""]
+        lines += _localization_table(loc.get("retrofit step 0", []), control, "+salient (step 0)") + [""]
+        lines += ["### Retrofitted gates after fine-tuning", ""]
+        lines += _localization_table(loc.get("retrofit after", []), control, "+salient") + [""]
+    lines += ["![curves](cluttered_curves.png)", ""]
+    with open(os.path.join(a.results_dir, "cluttered.md"), "w") as f:
+        f.write("\n".join(lines))
     _curves(
-        {"cluttered, from scratch": scratch, "cluttered, retrofit": retro, "fashion-mnist 28 px": fashion},
+        {"cluttered, from scratch": scratch, "cluttered, retrofit": retro},
         os.path.join(a.results_dir, "cluttered_curves.png"),
     )
-    print(f"tables written to {a.results_dir}/cluttered.md and fashion.md")
+    print(f"tables written to {a.results_dir}/cluttered.md")
 
 
 if __name__ == "__main__":

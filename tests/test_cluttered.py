@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from fixture_data import digits_as_fashion_mnist
 
 from salient_analysis.cli import main as analyze
-from salient_analysis.maps import box_share, energy_in_box, localization, pointing_game
+from salient_analysis.maps import localization
 from salient_timm import ModelSpec, capture_gates
 from salient_timm.train.cli import main as train_main
 from salient_timm.train.cli import parse_args, run
@@ -124,41 +124,10 @@ def test_salient_train_refuses_bad_data_options_in_one_line(tmp_path, argv, mess
 def test_a_subset_larger_than_the_split_is_one_line(tmp_path, digit_items):
     argv = ["-m", "resnet18", "--dataset", "fashion-mnist", "--data-dir", digit_items, "--test-subset", "9999"]
     result = CliRunner().invoke(train_main, [*argv, "--out", str(tmp_path / "r")])
-    assert result.exit_code == 1 and "--test-subset 9999 is larger than the test split (360 items)" in result.output
+    assert result.exit_code == 1 and "--test-subset 9999: 9999 items is more than the split's 360" in result.output
 
 
 # -- the metrics ----------------------------------------------------------------------------------------------
-
-
-def test_pointing_game_scores_a_peak_inside_the_box_and_not_one_outside():
-    boxes = torch.tensor([[8, 8, 24, 24]] * 2)
-    maps = torch.zeros(2, 1, 4, 4)
-    maps[0, 0, 1, 2] = 1  # cell (row 1, col 2) of a 4x4 map over 32 px: pixels 8..15 x 16..23, inside
-    maps[1, 0, 3, 0] = 1  # bottom-left corner: outside
-    assert pointing_game(maps[:1], boxes[:1], 32) == 1.0
-    assert pointing_game(maps[1:], boxes[1:], 32) == 0.0
-    assert pointing_game(maps, boxes, (1, 32, 32)) == 0.5
-
-
-def test_energy_in_box_of_a_uniform_map_is_the_box_share_and_of_a_box_map_is_one():
-    boxes = torch.tensor([[0, 0, 28, 28], [36, 36, 64, 64]])
-    uniform = torch.full((2, 1, 16, 16), 0.8)
-    assert energy_in_box(uniform, boxes, 64, neutral=0.5) == pytest.approx(28 * 28 / 64 / 64, abs=1e-6)
-    assert box_share(boxes, 64) == pytest.approx(28 * 28 / 64 / 64)
-    inside_only = torch.full((2, 1, 64, 64), 0.5)
-    inside_only[0, 0, :28, :28] = 0.1  # a deviation below neutral counts as much as one above
-    inside_only[1, 0, 36:, 36:] = 0.9
-    assert energy_in_box(inside_only, boxes, 64, neutral=0.5) == pytest.approx(1.0)
-    assert energy_in_box(torch.full((2, 1, 8, 8), 0.5), boxes, 64, neutral=0.5) == pytest.approx(0.19140625)
-
-
-def test_metrics_refuse_channel_maps_and_misshapen_boxes():
-    from salient_analysis.maps import MapsError
-
-    with pytest.raises(MapsError, match=r"\(N, 1, h, w\)"):
-        pointing_game(torch.rand(2, 8, 1, 1), torch.zeros(2, 4), 32)
-    with pytest.raises(MapsError, match=r"boxes must be \(N, 4\)"):
-        energy_in_box(torch.rand(2, 1, 4, 4), torch.zeros(3, 4), 32, 0.5)
 
 
 def test_cbam_exposes_its_spatial_map_and_localization_scores_it():
@@ -169,10 +138,14 @@ def test_cbam_exposes_its_spatial_map_and_localization_scores_it():
     x = torch.zeros(4, 1, 64, 64)
     x[:, :, 4:32, 30:58] = 1.0
     rows, top1 = localization(model, x, torch.tensor([[30, 4, 58, 32]] * 4), torch.zeros(4, dtype=torch.long))
-    blocks = [r["block"] for r in rows]
-    assert "layer4.1.se" in blocks and "input brightness 16x16" in blocks and 0 <= top1 <= 100
-    brightness = next(r for r in rows if r["block"] == "input brightness 16x16")
-    assert brightness["pointing game"] == 1.0 and brightness["energy in box"] > 0.85  # bilinear edges blur a little
+    gates = [r["block"] for r in rows if r["kind"] == "gate"]
+    assert "layer4.1.se" in gates and len(gates) == 8 and 0 <= top1 <= 100
+    brightness = next(r for r in rows if r["block"] == "input brightness" and r["map"] == "16x16")
+    assert brightness["pointing game"] == 1.0 and brightness["energy in box"] > 0.9
+    for hw in ("16x16", "8x8", "4x4", "2x2"):  # chance, ceiling and the network's own features at every map size
+        kinds = {(r["kind"], r["block"]) for r in rows if r["map"] == hw}
+        assert {("reference", "chance (random maps)"), ("reference", "ceiling (the box itself)")} <= kinds
+        assert any(kind == "features" for kind, _ in kinds)
 
 
 def test_se_has_no_map_to_localize():
@@ -217,9 +190,10 @@ def test_maps_on_a_boxed_dataset_prints_localization_and_draws_boxes(cluttered_r
     result = CliRunner().invoke(analyze, args)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)["tables"][0]["rows"]
-    gates = [r for r in rows if r["block"].endswith(".se")]
+    gates = [r for r in rows if r["kind"] == "gate"]
     assert len(gates) == 8 and all(0 <= r["pointing game"] <= 1 and 0 <= r["energy in box"] <= 1 for r in gates)
-    assert all(r["chance"] == pytest.approx(28 * 28 / 64 / 64) for r in rows)
+    constant = [r for r in rows if r["block"] == "chance (constant map)"]
+    assert len(constant) == 4 and all(r["pointing game"] == pytest.approx(28 * 28 / 64 / 64) for r in constant)
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -246,31 +220,44 @@ def test_paired_interval_is_a_t_interval_over_seeds():
     assert mean == 2.0 and (lo, hi) == pytest.approx((2.0 - 2.4841, 2.0 + 2.4841), abs=1e-3)  # t(0.975, 2) = 4.303
 
 
+def test_the_schedule_rule_prefers_the_shorter_length_unless_a_longer_one_wins_clearly():
+    choose = _study().choose_length
+    assert choose({10: 80.0, 15: 80.2, 20: 80.3}) == 10  # within the 0.3-point tie
+    assert choose({10: 80.0, 15: 80.5, 20: 80.6}) == 15
+    assert choose({5: 70.0, 10: 71.0}) == 10
+
+
+def test_detectable_effect_follows_the_paired_spread():
+    study = _study()
+    small = study.detectable_effect([1.0, 1.1, 0.9, 1.0, 1.05], [0.0] * 5)
+    large = study.detectable_effect([1.0, 2.1, -0.1, 1.0, 0.5], [0.0] * 5)
+    assert 0 < small < large
+
+
 @pytest.mark.slow
 def test_study_runs_end_to_end_and_resumes(digit_items, tmp_path):
     study = _study()
     argv = ["--data-dir", digit_items, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")]
-    argv += ["--seeds", "2", "--train-subset", "128", "--test-subset", "48", "--batch-size", "32", "--epochs", "3"]
-    argv += ["--pretrain-epochs", "1", "--finetune-epochs", "1", "--fashion-epochs", "1", "--channels", "8,16,32,64"]
-    argv += ["--stem-width", "8"]
+    argv += ["--main-seeds", "2", "--other-seeds", "2", "--train-subset", "160", "--test-subset", "48"]
+    argv += ["--holdout", "0.2", "--batch-size", "32", "--scratch-lengths", "1,2", "--finetune-lengths", "1"]
+    argv += ["--pretrain-epochs", "1", "--channels", "8,16,32,64", "--stem-width", "8", "--pilot-seed", "9"]
     study.main(argv)
-    cluttered = (tmp_path / "res" / "cluttered.md").read_text()
-    fashion = (tmp_path / "res" / "fashion.md").read_text()
-    for arm in ("plain", "+se", "+salient", "+ssa", "+cbam"):
-        assert f"| {arm} | " in cluttered
-    for arm in ("plain fine-tune", "+salient retrofit", "+se retrofit", "+ssa retrofit", "+cbam retrofit"):
-        assert f"| {arm} | 2 | " in cluttered
-    assert re.search(r"\| \+salient \| [\d,]+ \| 2 \| ", fashion)  # arm, params, seeds
-    assert f"`python scripts/cluttered_study.py {' '.join(argv)}`" in fashion  # the command that made it
-    assert "input brightness (baseline)" in cluttered and "chance (box share of the canvas)" in cluttered
-    for name in ("cluttered_curves.png", "cluttered_maps.png"):
-        assert (tmp_path / "res" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (tmp_path / "res" / "cluttered.md").read_text()
+    assert "results/evidence_protocol.md" in text and f"`python scripts/cluttered_study.py {' '.join(argv)}`" in text
+    assert re.search(r"\| scratch \| [12] \| [\d.]+ \| \*\*yes\*\* \|", text)  # the pilot's choice, on validation
+    for arm in ("plain", "+salient", "+salient stages 1-2", "+salient stage 1"):
+        assert f"| {arm} | 2 | " in text
+    for arm in ("plain fine-tune", "+salient retrofit", "+constant retrofit"):
+        assert f"| {arm} | 2 | " in text
+    assert (
+        "gate − control [95 % CI]" in text and "| 16x16 | pointing game |" in text and "| 2x2 | energy in box |" in text
+    )
+    assert (tmp_path / "res" / "cluttered_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second sitting trains nothing again: every finished run is read back
     last = sorted((tmp_path / "runs").rglob("last.pth"))
     stamps = [os.stat(p).st_mtime_ns for p in last]
     study.main(argv)
     assert [os.stat(p).st_mtime_ns for p in last] == stamps
-    assert (tmp_path / "res" / "cluttered.md").read_text().count("| +salient |") == cluttered.count("| +salient |")
 
 
 def test_resume_accepts_the_same_model_kwargs_and_names_other_ones(cluttered_run):
