@@ -9,35 +9,39 @@ attention parameters get their own group with a larger lr and no weight decay.
 
     recipe = retrofit_defaults("salient")                                  # {"init_gain": 0.1, "attn_lr_scale": 30.0}
     inject_attention(model, "salient", init="identity", init_gain=recipe["init_gain"])
-    groups = retrofit_param_groups(model, weight_decay=5e-4, attn_lr_scale=recipe["attn_lr_scale"])
-    opt = timm.optim.create_optimizer_v2(groups, opt="sgd", lr=0.05)    # or torch.optim.SGD(groups, lr=0.05)
+    groups = retrofit_param_groups(model, 0.05, weight_decay=5e-4, attn_lr_scale=recipe["attn_lr_scale"])
+    opt = torch.optim.SGD(groups, momentum=0.9)          # or timm.optim.create_optimizer_v2(groups, opt="sgd", lr=0.05)
 
-Groups carry timm's ``lr_scale`` key (timm schedulers multiply the scheduled lr by it) and, when
-``lr`` is given, an explicit ``lr`` for plain torch optimizers and schedulers. The backbone is
-split with timm's own ``param_groups_weight_decay`` (no decay on biases and norm parameters).
+Every group carries its own absolute ``lr``, so it trains right under a plain ``torch.optim`` optimizer with any
+torch scheduler (which takes each group's ``lr`` as its base) and under timm's schedulers (which do the same with
+``initial_lr``). The groups carry no ``lr_scale``: timm's schedulers multiply a group's scheduled lr by it, which
+would scale the attention lr a second time. The backbone is split with timm's own ``param_groups_weight_decay`` (no
+decay on biases and norm parameters).
 
 | group | params | weight decay | lr |
 |---|---|---|---|
-| backbone, decay | conv/linear weights of the base model | ``weight_decay`` | lr |
-| backbone, no decay | biases, norm affine | 0 | lr |
-| attention, decay | weights in a filled ``se``/``attn_mid`` slot | ``attn_weight_decay`` (0) | lr x ``attn_lr_scale`` |
-| attention, no decay | their biases and norm affine (the gate BN's gamma) | 0 | lr x ``attn_lr_scale`` |
+| backbone, decay | conv/linear weights of the base model | ``weight_decay`` | ``lr`` |
+| backbone, no decay | biases, norm affine | 0 | ``lr`` |
+| attention, decay | weights in a filled attention slot | ``attn_weight_decay`` (0) | ``lr`` x ``attn_lr_scale`` |
+| attention, no decay | their biases and norm affine (the gate BN's gamma) | 0 | ``lr`` x ``attn_lr_scale`` |
 
 With ``attn_lr_scale=1`` and ``attn_weight_decay=weight_decay`` the groups train exactly as
 timm's ``create_optimizer_v2(model)`` does.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
+from .errors import SalientError
 from .surgery import attention_modules
 
 __all__ = [
     "attention_parameter_names",
     "retrofit_param_groups",
     "retrofit_defaults",
+    "ParamGroupError",
     "RETROFIT_DEFAULTS",
     "DEFAULT_ATTN_LR_SCALE",
     "DEFAULT_INIT_GAIN",
@@ -65,36 +69,41 @@ def attention_parameter_names(model: nn.Module) -> List[str]:
     return [f"{slot}.{name}" for slot, module in attention_modules(model) for name, _ in module.named_parameters()]
 
 
+class ParamGroupError(SalientError, ValueError):
+    """Parameter-group options that cannot train: a negative or non-finite lr, scale or decay, or no attention."""
+
+
 def retrofit_param_groups(
     model: nn.Module,
+    lr: float,
     weight_decay: float = 0.0,
     attn_lr_scale: float = DEFAULT_ATTN_LR_SCALE,
     attn_weight_decay: float = 0.0,
-    lr: Optional[float] = None,
 ) -> List[Dict[str, Any]]:
     """Param groups: the backbone as timm splits it, then the attention parameters with their own lr and decay.
 
     Args:
         model: a model with filled attention slots (``inject_attention`` or a ``salient_*`` variant).
+        lr: the backbone's learning rate; each group's ``lr`` is absolute (see the module docstring).
         weight_decay: the backbone's weight decay (biases and norm parameters get none, as in timm).
-        attn_lr_scale: lr multiplier of the attention group (``lr_scale``; 1 = same lr as the backbone).
+        attn_lr_scale: the attention groups' lr is ``lr * attn_lr_scale`` (1 = the backbone's lr).
         attn_weight_decay: weight decay of the attention weights that timm would decay (0: nothing pulls
             the gates back to flat); their biases and norm parameters never decay.
-        lr: the base lr; if given, each group also gets ``lr = lr * lr_scale`` for non-timm schedulers.
 
-    Frozen parameters (``requires_grad=False``) are left out. Raises ``ValueError`` if the model has
-    no attention parameters or a scale/decay is negative.
+    Frozen parameters (``requires_grad=False``) are left out. Raises ``ParamGroupError`` if the model has
+    no attention parameters or an lr, scale or decay is negative or not finite.
     """
     for name, value in (
+        ("lr", lr),
         ("attn_lr_scale", attn_lr_scale),
         ("attn_weight_decay", attn_weight_decay),
         ("weight_decay", weight_decay),
     ):
-        if not value >= 0:  # also refuses NaN
-            raise ValueError(f"{name} must be >= 0, got {value}")
+        if not 0 <= value < float("inf"):  # also refuses NaN
+            raise ParamGroupError(f"{name} must be a finite number >= 0, got {value}")
     attn_ids = {id(p) for _, module in attention_modules(model) for p in module.parameters()}
     if not any(p.requires_grad for p in model.parameters() if id(p) in attn_ids):
-        raise ValueError(
+        raise ParamGroupError(
             f"{type(model).__name__} has no trainable attention parameters "
             "(inject salient/ssa/se first, or use a salient_*/ssa_* model)"
         )
@@ -106,13 +115,13 @@ def retrofit_param_groups(
         base = [p for p in group["params"] if id(p) not in attn_ids]
         attn = [p for p in group["params"] if id(p) in attn_ids]
         if base:
-            backbone.append({"params": base, "weight_decay": weight_decay if decays else 0.0, "lr_scale": 1.0})
+            backbone.append({"params": base, "weight_decay": weight_decay if decays else 0.0, "lr": float(lr)})
         if attn:
             attention.append(
-                {"params": attn, "weight_decay": attn_weight_decay if decays else 0.0, "lr_scale": float(attn_lr_scale)}
+                {
+                    "params": attn,
+                    "weight_decay": attn_weight_decay if decays else 0.0,
+                    "lr": float(lr) * float(attn_lr_scale),
+                }
             )
-    groups = backbone + attention
-    if lr is not None:
-        for group in groups:
-            group["lr"] = lr * float(group["lr_scale"])  # type: ignore[arg-type]
-    return groups
+    return backbone + attention

@@ -66,7 +66,7 @@ def _gate_movement(library, kind, recipe, state, digits):
     torch.manual_seed(0)
     model = inject_attention(_base(library, state), kind, init="identity", init_gain=gain)
     before = gate_variation(model, [digits[2]])
-    groups = retrofit_param_groups(model, weight_decay=5e-4, attn_lr_scale=scale, attn_weight_decay=attn_wd, lr=0.02)
+    groups = retrofit_param_groups(model, 0.02, weight_decay=5e-4, attn_lr_scale=scale, attn_weight_decay=attn_wd)
     _steps(model, create_optimizer_v2(groups, opt="sgd", lr=0.02, momentum=0.9), digits, 12)
     after = gate_variation(model, [digits[2]])
     return before, after
@@ -85,7 +85,7 @@ def test_default_recipe_moves_retrofit_gates_where_v01_left_them_flat(library, k
 
 def test_param_groups_cover_every_parameter_once_with_timm_decay_rules():
     model = inject_attention(timm.create_model("resnet18"), "salient", init="identity", init_gain=0.1)
-    groups = retrofit_param_groups(model, weight_decay=5e-4, attn_lr_scale=30, lr=0.1)
+    groups = retrofit_param_groups(model, 0.1, weight_decay=5e-4, attn_lr_scale=30)
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
     named = {id(p): n for n, p in model.named_parameters()}
@@ -95,7 +95,7 @@ def test_param_groups_cover_every_parameter_once_with_timm_decay_rules():
         names = {named[id(p)] for p in g["params"]}
         is_attn = names <= attn
         assert is_attn or not names & attn  # no group mixes backbone and attention
-        assert g["lr_scale"] == (30 if is_attn else 1) and g["lr"] == pytest.approx(0.1 * g["lr_scale"])
+        assert g["lr"] == pytest.approx(0.1 * (30 if is_attn else 1)) and "lr_scale" not in g
         if is_attn:
             assert g["weight_decay"] == 0
         elif g["weight_decay"]:
@@ -106,16 +106,28 @@ def test_timm_scheduler_applies_the_attention_lr_scale_from_the_first_epoch():
     from timm.scheduler import create_scheduler_v2
 
     model = inject_attention(timm.create_model("resnet18"), "se", init="identity")
-    opt = create_optimizer_v2(retrofit_param_groups(model, 5e-4, attn_lr_scale=10), opt="sgd", lr=0.05)
+    opt = create_optimizer_v2(retrofit_param_groups(model, 0.05, 5e-4, attn_lr_scale=10), opt="sgd", lr=0.05)
     sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=4)
     assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([0.05, 0.5])
     sched.step(2)
     assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([0.025, 0.25])
 
 
+def test_a_hand_written_torch_loop_trains_the_gates_at_the_scaled_lr_through_a_torch_scheduler():
+    """The README's own loop: torch.optim.SGD on the groups, no lr passed to the optimizer, a torch scheduler."""
+    model = inject_attention(timm.create_model("resnet18"), "salient", init="identity", init_gain=0.1)
+    opt = torch.optim.SGD(retrofit_param_groups(model, 0.01, 5e-4, attn_lr_scale=30), momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+    for step in range(3):
+        lrs = sorted({round(g["lr"], 12) for g in opt.param_groups})
+        assert lrs[1] == pytest.approx(30 * lrs[0]) and (step or lrs == pytest.approx([0.01, 0.3]))
+        opt.step()
+        sched.step()
+
+
 def test_v01_recipe_equals_timms_own_groups():
     model = inject_attention(timm.create_model("resnet18"), "salient")
-    ours = retrofit_param_groups(model, 5e-4, attn_lr_scale=1, attn_weight_decay=5e-4)
+    ours = retrofit_param_groups(model, 0.1, 5e-4, attn_lr_scale=1, attn_weight_decay=5e-4)
     theirs = timm.optim.param_groups_weight_decay(model, 5e-4)
     decay = lambda groups: {id(p): g["weight_decay"] for g in groups for p in g["params"]}  # noqa: E731
     assert decay(ours) == decay(theirs)
@@ -124,19 +136,20 @@ def test_v01_recipe_equals_timms_own_groups():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(attn_lr_scale=-1), "attn_lr_scale must be >= 0"),
-        (dict(attn_weight_decay=float("nan")), "attn_weight_decay must be >= 0"),
+        (dict(attn_lr_scale=-1), "attn_lr_scale must be a finite number >= 0"),
+        (dict(attn_weight_decay=float("nan")), "attn_weight_decay must be a finite number >= 0"),
+        (dict(lr=float("inf")), "lr must be a finite number >= 0, got inf"),
     ],
 )
 def test_bad_group_options(kwargs, message):
     model = inject_attention(timm.create_model("resnet18"), "salient")
-    with pytest.raises(ValueError, match=message):
-        retrofit_param_groups(model, **kwargs)
+    with pytest.raises(salient_timm.SalientError, match=message):
+        retrofit_param_groups(model, **{"lr": 0.1, **kwargs})
 
 
 def test_model_without_attention_is_refused():
-    with pytest.raises(ValueError, match="no trainable attention parameters"):
-        retrofit_param_groups(timm.create_model("resnet18"))
+    with pytest.raises(salient_timm.SalientError, match="no trainable attention parameters"):
+        retrofit_param_groups(timm.create_model("resnet18"), 0.1)
 
 
 @pytest.mark.parametrize("kind", ["salient", "ssa", "se", "eca", "cbam"])

@@ -85,7 +85,7 @@ def _optimizer(model: nn.Module, args):
     params: Any = model
     if _own_attention_group(args):
         attn_wd = args.weight_decay if args.attn_weight_decay is None else args.attn_weight_decay
-        params = retrofit_param_groups(model, args.weight_decay, args.attn_lr_scale, attn_wd)
+        params = retrofit_param_groups(model, args.lr, args.weight_decay, args.attn_lr_scale, attn_wd)
     return create_optimizer_v2(params, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
 
 
