@@ -433,7 +433,7 @@ def export(
         probe = torch.randn(3, *size)
         rows = []
         if onnx_path:
-            ex.export_onnx(net, onnx_path, size)
+            ex.export_onnx(net, onnx_path, size, label_names=config.get("label_names"))
             files = ex.onnx_files(onnx_path)  # one file below 2 GB; else the graph and its external data
             rows.append(
                 {
@@ -554,7 +554,13 @@ def maps(
         else:
             with torch.no_grad(), salient_timm.capture_gates(net) as gates:
                 net(batch)
-        stats = m.gate_stats(gates, [os.path.basename(p) for p in images], salient_timm.gate_neutrals(net))
+        classes = config.get("label_names")
+        predicted = None
+        if classes:  # a salient-train run's class names (or a timm cfg's): what the model predicts for each image
+            with torch.no_grad():
+                predicted = [classes[k] if k < len(classes) else str(k) for k in net(batch).argmax(1).tolist()]
+        names = [os.path.basename(p) for p in images]
+        stats = m.gate_stats(gates, names, salient_timm.gate_neutrals(net), predicted)
         notes = [f"figure written to {out}"] if out else []
         return Report("maps", [Table(f"Gate statistics of {label}", list(stats[0]), stats)], notes=notes + MAPS_NOTES)
 
@@ -570,7 +576,8 @@ def maps(
             "of |activation| at each stage's last block), which any early feature map already localizes",
         ]
         if out:
-            names = [f"test {i}: class {int(labels[i])}" for i in range(min(rows, len(labels)))]
+            classes = config.get("label_names") or [str(k) for k in range(int(labels.max()) + 1)]
+            names = [f"test {i}: {classes[int(labels[i])]}" for i in range(min(rows, len(labels)))]
             m.draw_maps(
                 net, x[: len(names)], views[: len(names)], names, out, all_blocks, dpi, label, boxes[: len(names)]
             )

@@ -129,8 +129,14 @@ def _spread(w: torch.Tensor) -> torch.Tensor:
     return flat.std(1) if flat.shape[1] > 1 else torch.zeros(flat.shape[0])
 
 
-def gate_stats(gates: Dict[str, torch.Tensor], image_names: Sequence[str], neutral: Dict[str, float]) -> List[dict]:
-    """Per image and block: shape, neutral value, min/mean/max/std, rel std, deviation from neutral, entropy."""
+def gate_stats(
+    gates: Dict[str, torch.Tensor],
+    image_names: Sequence[str],
+    neutral: Dict[str, float],
+    predicted: Optional[Sequence[str]] = None,
+) -> List[dict]:
+    """Per image and block: shape, neutral value, min/mean/max/std, rel std, deviation from neutral, entropy; with
+    ``predicted`` (the model's class name for each image), a ``predicted`` column after the image's name."""
     rows = []
     for i, image in enumerate(image_names):
         for block, g in gates.items():
@@ -139,6 +145,7 @@ def gate_stats(gates: Dict[str, torch.Tensor], image_names: Sequence[str], neutr
             rows.append(
                 {
                     "image": image,
+                    **({"predicted": predicted[i]} if predicted is not None else {}),
                     "block": block,
                     "kind": "spatial" if w.shape[0] == 1 else "channel",
                     "shape": "x".join(map(str, w.shape)),

@@ -11,6 +11,7 @@ GEMV ops, so every registered variant and every retrofitted model exports.
 """
 
 import copy
+import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -46,11 +47,18 @@ ONNX_FILE_LIMIT = 2**31 - 1  # protobuf's limit on one serialised ONNX model, in
 _ONNX_HEADROOM = 64 * 2**20  # graph, names and attributes beside the weights
 
 
-def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: int = 18) -> str:
+def export_onnx(
+    model: nn.Module,
+    path: str,
+    input_size: Sequence[int],
+    opset: int = 18,
+    label_names: Optional[Sequence[str]] = None,
+) -> str:
     """Write ``model`` (eval mode) to ``path`` as ONNX with a dynamic batch dimension; returns ``path``.
 
     One self-contained file when the weights fit protobuf's 2 GB limit; otherwise the weights go to external
-    data beside it (``onnx_files(path)`` lists every file the model needs). Raises ``ExportError``.
+    data beside it (``onnx_files(path)`` lists every file the model needs). ``label_names`` (each class index's
+    name) go into the model's metadata as ``label_names`` (a JSON list). Raises ``ExportError``.
     """
     require("onnx", "onnx", "ONNX export")
     require("onnxscript", "onnx", "ONNX export")
@@ -72,7 +80,18 @@ def export_onnx(model: nn.Module, path: str, input_size: Sequence[int], opset: i
         )
     except Exception as e:  # noqa: BLE001  the exporter's own errors, one line
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+    if label_names:
+        _add_onnx_metadata(path, {"label_names": json.dumps(list(label_names))})
     return path
+
+
+def _add_onnx_metadata(path: str, entries: Dict[str, str]) -> None:
+    onnx = require("onnx", "onnx", "ONNX export")
+    proto = onnx.load(path, load_external_data=False)  # external data files stay as they are
+    for key, value in entries.items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(proto, path)
 
 
 def onnx_files(path: str) -> List[str]:
@@ -124,6 +143,9 @@ FOREIGN_WEIGHTS_KEYS = (
     "notes",
     "test_input_size",
     "test_crop_pct",
+    "license",
+    "label_names",
+    "label_descriptions",
 )
 
 
@@ -132,10 +154,11 @@ def save_hf_folder(model: nn.Module, directory: str, card: str = "", data_config
     ``README.md`` model card; ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds the model after
     ``import salient_timm`` (``hf-hub:USER/NAME`` once pushed with ``timm.models.push_to_hf_hub``).
 
-    ``data_config``: the preprocessing the weights were trained with (``input_size``, ``mean``, ``std``,
-    ``interpolation``, ``crop_pct``, ``crop_mode``, as ``ModelSpec.from_checkpoint`` returns it). It replaces the
-    base's in ``config.json``, with the base's pretrained tag and sources dropped, so timm's own
-    ``resolve_data_config`` + ``create_transform`` feed the reloaded model as it was trained.
+    ``data_config``: the preprocessing the weights were evaluated with (``input_size``, ``mean``, ``std``,
+    ``interpolation``, ``crop_pct``, ``crop_mode``) and their ``label_names``, as ``ModelSpec.from_checkpoint``
+    returns it. It replaces the base's in ``config.json``, with what the base's cfg says of *its* weights dropped
+    (tag, hub ids, license, labels), so timm's own ``resolve_data_config`` + ``create_transform`` feed the reloaded
+    model as it was evaluated, and ``pretrained_cfg["label_names"]`` names its classes.
 
     Registered variants (``salient_*``/``ssa_*``), plain timm models and models that ``ModelSpec`` retrofitted
     (timm or ``torchvision:`` bases, recorded as ``salient_retrofit``; every kind, init and ``freeze_bn``)
@@ -172,11 +195,18 @@ def save_hf_folder(model: nn.Module, directory: str, card: str = "", data_config
         save_for_hf(model, directory, safe_serialization=True)
     else:
         own = {k: data_config[k] for k in DATA_CONFIG_KEYS if k in data_config}
+        labels = data_config.get("label_names")
         timm_model: Any = model  # timm's attributes on an nn.Module
         base_cfg = timm_model.pretrained_cfg
         timm_model.pretrained_cfg = {k: v for k, v in base_cfg.items() if k not in FOREIGN_WEIGHTS_KEYS}
         try:
-            save_for_hf(model, directory, safe_serialization=True, data_config=own)
+            save_for_hf(
+                model,
+                directory,
+                safe_serialization=True,
+                data_config=own,
+                model_config={"label_names": list(labels)} if labels else None,
+            )
         finally:
             timm_model.pretrained_cfg = base_cfg
     with open(os.path.join(directory, "README.md"), "w") as f:

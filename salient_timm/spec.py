@@ -252,7 +252,8 @@ class ModelSpec:
     def from_checkpoint(cls, path: str) -> Tuple["ModelSpec", nn.Module, Dict[str, Any]]:
         """Rebuild a salient-train run's model from its checkpoint (options inside) and load its weights.
 
-        Returns the spec, the model in eval mode, and a timm data config (input size, mean, std) to feed it.
+        Returns the spec, the model in eval mode, and the run's evaluation preprocessing as timm's data config
+        (input size, interpolation, crop_pct, crop_mode, mean, std) with its class names (``label_names``).
         """
         state = load_checkpoint(path)
         args = argparse.Namespace(**state["args"])
@@ -265,15 +266,29 @@ class ModelSpec:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights do not fit {args.model}: {str(e).splitlines()[0]}") from e
-        data_config = dict(
-            input_size=(args.in_chans, args.img_size, args.img_size),
-            mean=tuple(args.data_mean),
-            std=tuple(args.data_std),
-            crop_pct=1.0,
-            interpolation="bilinear",
-            crop_mode="center",
-        )
+        data_config = _recorded_data_config(args)
         return spec, model.eval(), data_config
+
+
+def _recorded_data_config(args: argparse.Namespace) -> Dict[str, Any]:
+    """The run's evaluation preprocessing as timm's data config (``input_size``, ``interpolation``, ``crop_pct``,
+    ``crop_mode``, ``mean``, ``std``) and its ``label_names``; runs from before it was recorded: the in-memory data
+    sets' transform (no crop, bilinear)."""
+    config = dict(getattr(args, "data_config", None) or {})
+    if not config:
+        config = dict(
+            input_size=(args.in_chans, args.img_size, args.img_size),
+            interpolation="bilinear",
+            crop_pct=1.0,
+            crop_mode="center",
+            mean=args.data_mean,
+            std=args.data_std,
+        )
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    names = getattr(args, "class_names", None)
+    if names:
+        config["label_names"] = tuple(names)
+    return config
 
 
 def _load_dropping_other_head(model: nn.Module, state: Dict[str, torch.Tensor]) -> None:

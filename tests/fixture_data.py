@@ -7,6 +7,7 @@
 | ``write_fake_cifar`` | torchvision's ``cifar-10-batches-py`` / ``cifar-100-python`` pickles | random pixels |
 | ``digits_imagefolder`` | ``train/<class>/*.png`` and ``val/<class>/*.png`` | scikit-learn's digits, RGB |
 | ``sample_photos`` | image files | scikit-image's sample photos |
+| ``photo_imagefolder`` | ``train/<class>/*.jpg``, ``val/<class>/*.jpg`` | crops of 3 scikit-image photos |
 """
 
 import gzip
@@ -85,6 +86,24 @@ def digits_imagefolder(root: Path, classes: Sequence[int] = (0, 1, 2), train: in
             (root / split / f"digit{c}").mkdir(parents=True, exist_ok=True)
             pixels = (np.kron(image, np.ones((4, 4))) * 255 / 16).astype(np.uint8)
             Image.fromarray(pixels).convert("RGB").save(root / split / f"digit{c}" / f"{i}.png")
+    return root
+
+
+def photo_imagefolder(root: Path, train: int = 6, val: int = 4, size: int = 96) -> Path:
+    """An image folder of scikit-image's photos, one class per photo (``cat``, ``coffee``, ``rocket``), each image a
+    random ``size`` x ``size``-ish crop of its photo (fixed seed): classes sorted as timm's ImageFolder sorts them."""
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    for name, photo in (("cat", "chelsea"), ("coffee", "coffee"), ("rocket", "rocket")):
+        pixels = getattr(data, photo)()
+        for i in range(train + val):
+            split = "train" if i < train else "val"
+            side = int(rng.integers(size, min(pixels.shape[:2])))
+            y, x = (int(rng.integers(0, n - side + 1)) for n in pixels.shape[:2])
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            crop = Image.fromarray(pixels[y : y + side, x : x + side]).convert("RGB")
+            crop.resize((size + i * 7, size)).save(root / split / name / f"{i}.jpg")
     return root
 
 

@@ -165,7 +165,15 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
                 f"ask for more than {done} to extend it"
             )
     random_seed(args.seed)
-    data = build_datasets(args.dataset, args.data_dir, args.img_size, args.augment, args.download, item_options(args))
+    data = build_datasets(
+        args.dataset,
+        args.data_dir,
+        args.img_size,
+        args.augment,
+        args.download,
+        item_options(args),
+        getattr(args, "crop_pct", None),
+    )
     num_classes = args.num_classes or data.num_classes
     if num_classes < data.num_classes:
         raise TrainConfigError(
@@ -174,6 +182,9 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     # recorded in args.json and every checkpoint, so the model can be rebuilt and fed without the dataset
     args.num_classes, args.in_chans = num_classes, data.in_chans
     args.data_mean, args.data_std = list(data.mean), list(data.std)
+    # the evaluation transform exactly (timm's data config), and what each class index means
+    args.data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in data.eval_config.items()}
+    args.class_names = list(data.class_names)
     # a resume rebuilds the architecture only: every weight is in the checkpoint (no --pretrained read)
     model = build_model(args, num_classes, data.in_chans, load_weights=state is None).to(device)
     _check_trains(model, args, data.in_chans, info)

@@ -236,6 +236,13 @@ def command_options() -> List[click.Parameter]:
             help="input size  [default: " + ", ".join(f"{k} {v}" for k, v in IMG_SIZE.items()) + "]",
         ),
         click.Option(
+            ["--crop-pct"],
+            type=click.FloatRange(0, 1, min_open=True),
+            default=None,
+            help="imagefolder: the evaluation centre crop, as timm's train.py (recorded in the checkpoint and the "
+            "exported folder's config)  [default: timm's 0.875]",
+        ),
+        click.Option(
             ["--augment/--no-augment"],
             default=None,
             help="training augmentation  [default: on for cifar/imagefolder, off for digits/fashion-mnist]",
@@ -451,6 +458,8 @@ def _check_items(args: argparse.Namespace) -> None:
         keep = getattr(args, f"{split}_subset")
         if keep is not None and keep < 1:
             raise TrainConfigError(f"--{split}-subset must be at least 1 item, got {keep}")
+    if getattr(args, "crop_pct", None) is not None and args.dataset != "imagefolder":
+        raise TrainConfigError(f"--crop-pct applies to imagefolder (its evaluation crop), not {args.dataset}")
     holdout = getattr(args, "holdout", None)
     if holdout is not None and not 0 < holdout < 1:
         raise TrainConfigError(f"--holdout must be a share between 0 and 1 (e.g. 0.1), got {holdout}")

@@ -15,11 +15,11 @@ import gzip
 import os
 import pickle
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
@@ -45,6 +45,24 @@ __all__ = [
 ]
 
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+
+def tensor_eval_config(size: int, mean: Tuple[float, ...], std: Tuple[float, ...], channels: int) -> Dict[str, Any]:
+    """timm's data config of the in-memory data sets' evaluation transform: scale to 0..1, resize to ``size``
+    (bilinear, antialiased), normalise; no crop."""
+    return dict(
+        input_size=(channels, size, size),
+        interpolation="bilinear",
+        crop_pct=1.0,
+        crop_mode="center",
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+
+
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 DIGITS_TEST_SIZE = 360
 # cluttered canvases are one fixed data set, whatever a run's --seed: the same canvases for every arm and seed
@@ -64,6 +82,10 @@ class DataBundle:
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
     val: Any = None  # items held out of the training split (--holdout), preprocessed as the test split
+    # timm's data config of the evaluation transform, exactly (input_size, interpolation, crop_pct, crop_mode,
+    # mean, std): what a checkpoint records and an exported folder hands timm's resolve_data_config
+    eval_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    class_names: List[str] = dataclasses.field(default_factory=list)
 
 
 class TensorImages(Dataset):
@@ -129,6 +151,8 @@ def _digits(img_size: int, augment: bool) -> DataBundle:
         in_chans=1,
         mean=(mean,),
         std=(std,),
+        eval_config=tensor_eval_config(img_size, (mean,), (std,), 1),
+        class_names=[str(d) for d in range(10)],
     )
 
 
@@ -142,7 +166,9 @@ def stratified_indices(labels: torch.Tensor, keep: int, seed: int = SUBSET_SEED)
     labels = torch.as_tensor(labels).long()
     classes = labels.unique()
     if keep < len(classes):
-        raise DatasetError(f"{keep} items cannot cover the split's {len(classes)} classes: keep at least {len(classes)}")
+        raise DatasetError(
+            f"{keep} items cannot cover the split's {len(classes)} classes: keep at least {len(classes)}"
+        )
     if keep > len(labels):
         raise DatasetError(f"{keep} items is more than the split's {len(labels)}")
     g = torch.Generator().manual_seed(seed)
@@ -347,6 +373,8 @@ def _fashion_mnist(data_dir: Optional[str], img_size: int, augment: bool, items:
         in_chans=1,
         mean=(mean,),
         std=(std,),
+        eval_config=tensor_eval_config(img_size, (mean,), (std,), 1),
+        class_names=list(FASHION_MNIST_CLASSES),
     )
 
 
@@ -394,10 +422,19 @@ def _cifar(name: str, data_dir: Optional[str], img_size: int, augment: bool, dow
         test = cls(data_dir, train=False, download=download, transform=v2.Compose(resize + tail))
     except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as e:
         raise DatasetError(f"{name} not found or unreadable under {data_dir} ({e}); pass --download to fetch it") from e
-    return DataBundle(train, test, num_classes=len(train.classes), in_chans=3, mean=CIFAR_MEAN, std=CIFAR_STD)
+    return DataBundle(
+        train,
+        test,
+        num_classes=len(train.classes),
+        in_chans=3,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+        eval_config=tensor_eval_config(img_size, CIFAR_MEAN, CIFAR_STD, 3),
+        class_names=list(train.classes),
+    )
 
 
-def _imagefolder(data_dir: Optional[str], img_size: int, augment: bool) -> DataBundle:
+def _imagefolder(data_dir: Optional[str], img_size: int, augment: bool, crop_pct: Optional[float]) -> DataBundle:
     if not data_dir or not os.path.isdir(os.path.join(data_dir, "train")):
         raise DatasetError(f"imagefolder needs --data-dir with a train/ folder (got {data_dir!r})")
     test_dir = next(
@@ -406,12 +443,27 @@ def _imagefolder(data_dir: Optional[str], img_size: int, augment: bool) -> DataB
     )
     if test_dir is None:
         raise DatasetError(f"imagefolder: {data_dir} has train/ but no val/, validation/ or test/ folder")
-    train = datasets.ImageFolder(os.path.join(data_dir, "train"), create_transform(img_size, is_training=augment))
-    test = datasets.ImageFolder(test_dir, create_transform(img_size, is_training=False))
+    config: Dict[str, Any] = dict(  # timm's defaults; the evaluation transform is built from exactly this, and recorded
+        input_size=(3, img_size, img_size),
+        interpolation="bilinear",
+        crop_pct=DEFAULT_CROP_PCT if crop_pct is None else crop_pct,
+        crop_mode="center",
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+    )
+    train = datasets.ImageFolder(os.path.join(data_dir, "train"), create_transform(**config, is_training=augment))
+    test = datasets.ImageFolder(test_dir, create_transform(**config, is_training=False))
     if train.classes != test.classes:
         raise DatasetError(f"imagefolder: train/ and {os.path.basename(test_dir)}/ have different class folders")
     return DataBundle(
-        train, test, num_classes=len(train.classes), in_chans=3, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD
+        train,
+        test,
+        num_classes=len(train.classes),
+        in_chans=3,
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        eval_config=config,
+        class_names=list(train.classes),
     )
 
 
@@ -452,7 +504,7 @@ def _with_test_transform(train: Any, test: Any) -> Any:
     if isinstance(train, Subset):
         return Subset(_with_test_transform(train.dataset, test), train.indices)
     copy_ = copy.copy(train)
-    base = test.dataset if isinstance(test, Subset) else test
+    base: Any = test.dataset if isinstance(test, Subset) else test
     copy_.transform = base.transform
     return copy_
 
@@ -464,17 +516,27 @@ def build_datasets(
     augment: bool,
     download: bool = False,
     items: Optional[ItemOptions] = None,
+    crop_pct: Optional[float] = None,
 ) -> DataBundle:
     """Train/test datasets and their class and channel counts. ``items``: canvas, clutter, subsets and the hold-out
     (canvas and clutter apply to the Fashion-MNIST data sets; a subset keeps N items of a split, stratified by
     class with a fixed seed, for any data set; ``holdout``: a stratified share of the training items becomes the
-    validation set ``val``)."""
+    validation set ``val``). ``crop_pct``: imagefolder's evaluation centre crop (timm's default 0.875). The bundle's
+    ``eval_config`` is timm's data config of the evaluation transform, ``class_names`` the label of each index."""
     items = items or ItemOptions()
-    data = _build(name, data_dir, img_size, augment, download, items)
+    data = _build(name, data_dir, img_size, augment, download, items, crop_pct)
     return hold_out(data, items.holdout) if items.holdout else data
 
 
-def _build(name: str, data_dir: Optional[str], img_size: int, augment: bool, download: bool, items: ItemOptions):
+def _build(
+    name: str,
+    data_dir: Optional[str],
+    img_size: int,
+    augment: bool,
+    download: bool,
+    items: ItemOptions,
+    crop_pct: Optional[float],
+) -> DataBundle:
     if name in ("fashion-mnist", "cluttered-fashion-mnist"):
         return _fashion_mnist(data_dir, img_size, augment, items.for_dataset(name))
     if name == "digits":
@@ -482,7 +544,7 @@ def _build(name: str, data_dir: Optional[str], img_size: int, augment: bool, dow
     elif name in ("cifar10", "cifar100"):
         data = _cifar(name, data_dir, img_size, augment, download)
     elif name == "imagefolder":
-        data = _imagefolder(data_dir, img_size, augment)
+        data = _imagefolder(data_dir, img_size, augment, crop_pct)
     else:
         raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
     data.train = _subset(data.train, items.train_subset, "train")

@@ -1,0 +1,87 @@
+"""salient-train as a timm user meets it: preprocessing recorded exactly as evaluated, named classes carried into
+every export, subsets that keep every class (issue 31)."""
+
+import json
+
+import pytest
+import timm
+import torch
+from fixture_data import photo_imagefolder
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
+
+from salient_timm import ModelSpec
+from salient_timm.train.cli import parse_args, run
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return photo_imagefolder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="module")
+def photo_run(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    argv = ["-m", "resnet18", "--dataset", "imagefolder", "--data-dir", str(photos), "--img-size", "64"]
+    argv += ["--crop-pct", "0.8", "--epochs", "2", "-b", "6", "--no-augment", "--no-progress"]
+    argv += ["--out", str(out / "run"), "--export-hf", str(out / "hf")]
+    run(parse_args(argv))
+    return out
+
+
+def test_the_exported_folder_scores_the_runs_own_accuracy_through_timms_standard_pipeline(photo_run, photos):
+    """timm's way to use a shared model (resolve_data_config + create_transform on the folder's config) sees the
+    images exactly as the run evaluated them: the same top-1 on the same images."""
+    history = json.loads((photo_run / "run" / "metrics.json").read_text())
+    best = max(history, key=lambda h: h["test_top1"])
+    model = timm.create_model(f"local-dir:{photo_run / 'hf'}", pretrained=True).eval()
+    config = resolve_data_config({}, model=model)
+    assert config["crop_pct"] == 0.8 and config["input_size"] == (3, 64, 64)
+    transform = create_transform(**config)
+    classes = model.pretrained_cfg["label_names"]
+    assert list(classes) == ["cat", "coffee", "rocket"]
+    correct = total = 0
+    for k, name in enumerate(classes):
+        for path in sorted((photos / "val" / name).glob("*.jpg")):
+            with torch.no_grad():
+                logits = model(transform(Image.open(path).convert("RGB"))[None])
+            correct += int(logits.argmax(1).item() == k)
+            total += 1
+    assert 100.0 * correct / total == pytest.approx(best["test_top1"])
+
+
+def test_the_checkpoint_records_the_evaluation_transform_and_the_class_names(photo_run):
+    spec, _, config = ModelSpec.from_checkpoint(str(photo_run / "run" / "best.pth"))
+    assert config["crop_pct"] == 0.8 and config["interpolation"] == "bilinear" and config["crop_mode"] == "center"
+    assert config["label_names"] == ("cat", "coffee", "rocket")
+    hf = json.loads((photo_run / "hf" / "config.json").read_text())
+    assert hf["label_names"] == ["cat", "coffee", "rocket"]
+    assert not {"tag", "hf_hub_id", "license", "url"} & set(hf["pretrained_cfg"])  # the base's, not these weights'
+
+
+def test_onnx_carries_the_class_names(photo_run, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from click.testing import CliRunner
+
+    from salient_analysis.cli import main
+
+    path = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["export", "-c", str(photo_run / "run" / "best.pth"), "--onnx", str(path)])
+    assert result.exit_code == 0, result.output
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert json.loads(meta["label_names"]) == ["cat", "coffee", "rocket"]
+
+
+def test_an_image_folder_subset_keeps_every_class_and_a_too_small_one_is_one_line(photos, tmp_path):
+    from click.testing import CliRunner
+
+    from salient_timm.train.cli import main
+    from salient_timm.train.data import ItemOptions, build_datasets, split_labels
+
+    data = build_datasets("imagefolder", str(photos), 32, False, items=ItemOptions(train_subset=6, test_subset=3))
+    assert sorted(split_labels(data.train).tolist()) == [0, 0, 1, 1, 2, 2]  # not the first 6 files: one class
+    assert sorted(split_labels(data.test).tolist()) == [0, 1, 2]
+    argv = ["-m", "resnet18", "--dataset", "imagefolder", "--data-dir", str(photos), "--train-subset", "2"]
+    result = CliRunner().invoke(main, [*argv, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "2 items cannot cover the split's 3 classes" in result.output
+    assert len(result.output.strip().splitlines()) == 1
