@@ -24,6 +24,7 @@ import difflib
 import functools
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -230,9 +231,13 @@ class ModelSpec:
 
     @classmethod
     def from_train_args(cls, args: argparse.Namespace, num_classes: int, in_chans: int) -> "ModelSpec":
-        """The spec of a salient-train run (its options, as in ``args.json``). A retrofit (``--pretrained`` with
-        ``--attn``) starts the attention at the identity (``--attn-init-gain`` 0) or near it."""
-        retrofit = bool(args.pretrained) and args.attn != "none"
+        """The spec of a salient-train run (its options, as in ``args.json``). A retrofit (pretrained weights, with
+        ``--attn``) starts the attention at the identity (``--attn-init-gain`` 0) or near it. The weights: ``weights``
+        (the run's resolved ``--pretrained`` tag or ``--pretrained-path``); runs from before: ``pretrained``."""
+        source = getattr(args, "weights", None)
+        if source is None and isinstance(getattr(args, "pretrained", None), str):
+            source = args.pretrained
+        retrofit = bool(source) and args.attn != "none"
         return cls(
             model=args.model,
             attn=args.attn,
@@ -242,7 +247,7 @@ class ModelSpec:
             cifar_stem=bool(args.cifar_stem),
             num_classes=num_classes,
             in_chans=in_chans,
-            pretrained=args.pretrained,
+            pretrained=source,
             freeze_bn=bool(getattr(args, "freeze_bn", False)),
             timm_kwargs=tuple(sorted((getattr(args, "model_kwargs", None) or {}).items())),
             attn_stages=getattr(args, "attn_stages", None),
@@ -342,9 +347,39 @@ class _no_device:
         return None
 
 
+HUB_HOST = ("huggingface.co", 443)
+
+
+def _hub_unavailable(name: str, tag: str) -> Optional[str]:
+    """Why timm could not get ``name.tag``'s weights now (None: cached, or the hub answers within 3 s): checked before
+    timm tries, whose downloads retry for about a minute when there is no network."""
+    cfg = timm.models.get_pretrained_cfg(f"{timm.models.split_model_name_tag(name)[0]}.{tag}")
+    if cfg is None or not cfg.hf_hub_id:
+        return None  # an unknown tag or weights from a URL: timm's own error, below
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    files = [f for f in (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin") if f]
+    if any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str) for f in files):
+        return None
+    cache = constants.HF_HUB_CACHE
+    if constants.HF_HUB_OFFLINE:
+        return f"they are not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set"
+    try:
+        socket.create_connection(HUB_HOST, timeout=3).close()
+    except OSError:
+        return f"they are not in the Hugging Face cache ({cache}) and {HUB_HOST[0]} cannot be reached"
+    return None
+
+
 def _create_from_hub(name: str, kwargs: Dict[str, Any]) -> nn.Module:
     """``timm.create_model`` for a pretrained tag; any failure (unknown tag, no network) is one CheckpointError."""
     tag = kwargs["pretrained_cfg"]
+    missing = _hub_unavailable(name, tag)
+    if missing:
+        raise CheckpointError(
+            f"could not get pretrained weights {name}.{tag}: {missing}. Download them once with network access, "
+            "or give a local weights file (salient-train --pretrained-path FILE; Python: ModelSpec(pretrained=FILE))"
+        )
     hub_logger = logging.getLogger("huggingface_hub")
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)  # no page of retry warnings before the one-line error

@@ -429,7 +429,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     def finetune(seed: int, attn: str, epochs: int, root: str, name: str) -> Dict[str, Any]:
         base = os.path.join(runs_dir, f"s{seed}", "pretrain-centred", "last.pth")
-        argv = [*base_argv(seed), *cluttered, "--attn", attn, "--pretrained", base]
+        argv = [*base_argv(seed), *cluttered, "--attn", attn, "--pretrained-path", base]
         return _run(os.path.join(root, name), [*argv, "--epochs", str(epochs), "--lr", str(c["finetune_lr"])], a)
 
     # pilot: the schedules, on validation only

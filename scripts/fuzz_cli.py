@@ -71,7 +71,12 @@ def cases(tmp: str) -> List[Tuple[str, object, List[str], bool]]:
     c: List[Tuple[str, object, List[str], bool]] = []
     for name in ("garbage.pth", "empty.pth", "truncated.pth", "list.pth", "tensor.pth", "string.pth", "refused.pth"):
         c.append(
-            (f"train --pretrained {name}", train, TRAIN + ["--out", out(f"p-{name}"), "--pretrained", f[name]], True)
+            (
+                f"train --pretrained-path {name}",
+                train,
+                TRAIN + ["--out", out(f"p-{name}"), "--pretrained-path", f[name]],
+                True,
+            )
         )
     c += [
         ("train unknown --model", train, ["--model", "resnet5O", "--dataset", "digits", "--out", out("m")], True),
@@ -128,13 +133,14 @@ def cases(tmp: str) -> List[Tuple[str, object, List[str], bool]]:
             "train --attn se retrofit --export-hf",
             train,
             TRAIN
-            + ["--out", out("se"), "--attn", "se", "--pretrained", f["r18.safetensors"], "--export-hf", out("se-hf")],
+            + ["--out", out("se"), "--attn", "se", "--pretrained-path", f["r18.safetensors"]]
+            + ["--export-hf", out("se-hf")],
             False,
         ),
         (
-            "train --pretrained missing.pth",
+            "train --pretrained-path missing.pth",
             train,
-            TRAIN + ["--out", out("o25"), "--pretrained", out("missing.pth")],
+            TRAIN + ["--out", out("o25"), "--pretrained-path", out("missing.pth")],
             True,
         ),
     ]

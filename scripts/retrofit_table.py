@@ -123,7 +123,7 @@ def main() -> None:
                     "resnet18",
                     "--attn",
                     kind,
-                    "--pretrained",
+                    "--pretrained-path",
                     os.path.join(base, "last.pth"),
                     "--epochs",
                     str(a.epochs),

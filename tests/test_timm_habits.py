@@ -85,3 +85,60 @@ def test_an_image_folder_subset_keeps_every_class_and_a_too_small_one_is_one_lin
     result = CliRunner().invoke(main, [*argv, "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "2 items cannot cover the split's 3 classes" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_pretrained_is_timms_flag_and_does_not_swallow_the_next_option():
+    args = parse_args(["-m", "resnet18", "--pretrained", "--out", "runs/x", "--dataset", "digits"])
+    assert args.pretrained is True and args.out == "runs/x" and args.weights == "a1_in1k"  # timm's default tag
+    tagged = parse_args(["-m", "resnet18.tv_in1k", "--pretrained", "--out", "runs/x", "--dataset", "digits"])
+    assert tagged.weights == "tv_in1k"
+
+
+def test_offline_pretrained_fails_at_once_naming_the_cache_and_pretrained_path(monkeypatch, tmp_path):
+    """No network and nothing cached: one line, before timm starts its download retries."""
+    import socket
+
+    import huggingface_hub
+    from click.testing import CliRunner
+
+    from salient_timm.train.cli import main
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("timm tried to download")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    argv = ["-m", "resnet18", "--pretrained", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "huggingface.co cannot be reached" in result.output and "--pretrained-path" in result.output
+    assert "hub" in result.output  # the cache folder it looked in
+
+
+def test_initial_checkpoint_loads_exactly_this_model_and_names_a_mismatch(tmp_path):
+    import safetensors.torch
+    from click.testing import CliRunner
+
+    from salient_timm.train.cli import main
+
+    trained = timm.create_model("salient_resnet18", num_classes=10, in_chans=1)
+    safetensors.torch.save_file(trained.state_dict(), str(tmp_path / "same.safetensors"))
+    argv = ["-m", "salient_resnet18", "--dataset", "digits", "--img-size", "16", "--cifar-stem", "--epochs", "1"]
+    argv += ["--train-subset", "64", "--no-progress"]
+    plain = timm.create_model("resnet18", num_classes=10, in_chans=1).state_dict()
+    safetensors.torch.save_file(plain, str(tmp_path / "other.safetensors"))
+    bad = CliRunner().invoke(
+        main, [*argv, "--initial-checkpoint", str(tmp_path / "other.safetensors"), "--out", str(tmp_path / "b")]
+    )
+    assert (
+        bad.exit_code == 1 and "is not a checkpoint of this model" in bad.output and "--pretrained-path" in bad.output
+    )
+    both = CliRunner().invoke(
+        main,
+        [*argv, "--pretrained", "--pretrained-path", str(tmp_path / "same.safetensors"), "--out", str(tmp_path / "c")],
+    )
+    assert both.exit_code == 2 and "give one source of starting weights" in both.output

@@ -24,7 +24,7 @@ from ..retrofit import retrofit_param_groups
 from ..spec import ModelSpec
 from ..weights import CheckpointError
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfigError, command_options, is_retrofit, item_options, resolve, run_label
+from .config import TrainConfigError, command_options, is_retrofit, item_options, resolve, run_label, weights_source
 from .data import build_datasets
 from .distributed import DistInfo, init_distributed, pick_device
 from .engine import evaluate, train_one_epoch
@@ -279,7 +279,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
         )
 
     initial: Optional[Dict[str, Any]] = None
-    if args.pretrained and state is None:  # what the (retrofitted) model scores before any update
+    if (weights_source(args) or getattr(args, "initial_checkpoint", None)) and state is None:  # before any update
         initial = dict(evaluate(model, test_loader, eval_loss, device, amp, channels_last, info))
         initial["label"] = _step0_label(args, num_classes)
         _log(
@@ -401,8 +401,8 @@ main = click.version_option(__version__, prog_name="salient-train")(
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
         help="Train or fine-tune a timm ResNet, optionally retrofitted with attention. Launch with torchrun for "
         "several processes (DDP; NCCL on GPU, gloo on CPU).\n\n"
-        "A retrofit (--pretrained with --attn) starts the attention as the identity and trains it with "
-        "--attn-lr-scale and --attn-weight-decay.",
+        "A retrofit (--pretrained or --pretrained-path, with --attn) starts the attention as the identity and "
+        "trains it with --attn-lr-scale and --attn-weight-decay.",
     )
 )
 

@@ -12,9 +12,10 @@ import difflib
 import json
 import math
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import click
+import timm
 
 from ..errors import SalientError
 from ..kinds import attention_kinds, resolve_attention
@@ -33,6 +34,7 @@ __all__ = [
     "resolve",
     "is_retrofit",
     "run_label",
+    "weights_source",
     "item_options",
     "parse_model_kwargs",
 ]
@@ -132,11 +134,24 @@ def command_options() -> List[click.Parameter]:
         ),
         click.Option(
             ["--pretrained"],
+            is_flag=True,
+            help="start from the model's pretrained weights, as timm's train.py: the tag in --model "
+            "(resnet50.a1_in1k) or timm's default one; read from the Hugging Face cache or downloaded. With --attn "
+            "this is a retrofit: the attention starts as the identity",
+        ),
+        click.Option(
+            ["--pretrained-path"],
             default=None,
-            metavar="FILE|TAG",
-            help="weights to start from: a local file (safetensors, torch.save, a salient-train best.pth) "
-            "or a timm pretrained tag (needs the network). With --attn this is a retrofit: the "
-            "attention starts as the identity",
+            metavar="FILE",
+            help="start from these weights instead (safetensors, torch.save, a salient-train best.pth), adapted as "
+            "timm adapts pretrained weights: a head of another size is replaced; with --attn a retrofit",
+        ),
+        click.Option(
+            ["--initial-checkpoint"],
+            default=None,
+            metavar="FILE",
+            help="load this checkpoint of exactly this model (attention included) after building it, strictly, "
+            "as timm's train.py does",
         ),
         click.Option(
             ["--num-classes"],
@@ -359,9 +374,31 @@ def command_options() -> List[click.Parameter]:
     ]
 
 
+def weights_source(args: argparse.Namespace) -> Optional[str]:
+    """The pretrained weights a run starts from: ``--pretrained-path``, or the tag ``--pretrained`` means (the one in
+    ``--model``, else timm's default for the architecture); None. Runs saved before the flag: their file or tag."""
+    if getattr(args, "weights", None):  # resolved once, when the run was configured (args.json)
+        return args.weights
+    legacy = getattr(args, "pretrained", None)
+    if isinstance(legacy, str):  # args.json of a run from before --pretrained became timm's flag
+        return legacy
+    path = getattr(args, "pretrained_path", None)
+    if path:
+        return path
+    if not legacy:
+        return None
+    arch, tag = timm.models.split_model_name_tag(args.model)
+    if tag:
+        return tag
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not cfg.tag:
+        raise TrainConfigError(f"--pretrained: timm has no pretrained weights for {arch}; give --pretrained-path FILE")
+    return cfg.tag
+
+
 def is_retrofit(args: argparse.Namespace) -> bool:
     """A pretrained model that gets new attention: its gates need their own lr (see ``retrofit.py``)."""
-    return bool(args.pretrained) and args.attn != "none"
+    return weights_source(args) is not None and args.attn != "none"
 
 
 def run_label(args: argparse.Namespace) -> str:
@@ -388,6 +425,7 @@ def _finalise(args: argparse.Namespace) -> argparse.Namespace:
     if args.channels_last is None:  # faster on CPU as well as CUDA (benchmarks/RESULTS.md)
         args.channels_last = True
     _check_values(args)
+    args.weights = weights_source(args)  # recorded: the tag --pretrained meant when the run began
     retrofit = is_retrofit(args)
     recipe = retrofit_defaults(args.attn)
     if args.attn_lr_scale is None:
@@ -397,7 +435,9 @@ def _finalise(args: argparse.Namespace) -> argparse.Namespace:
     if args.attn_init_gain is None:
         args.attn_init_gain = recipe["init_gain"] if retrofit else 0.0
     elif args.attn_init_gain and not retrofit:
-        raise TrainConfigError("--attn-init-gain applies to a retrofit (--pretrained with --attn)")
+        raise TrainConfigError(
+            "--attn-init-gain applies to a retrofit (--pretrained or --pretrained-path, with --attn)"
+        )
     return args
 
 
@@ -458,6 +498,14 @@ def _check_items(args: argparse.Namespace) -> None:
         keep = getattr(args, f"{split}_subset")
         if keep is not None and keep < 1:
             raise TrainConfigError(f"--{split}-subset must be at least 1 item, got {keep}")
+    sources = [o for o, v in (("--pretrained", args.pretrained), ("--pretrained-path", args.pretrained_path),
+               ("--initial-checkpoint", args.initial_checkpoint)) if v]  # fmt: skip
+    if len(sources) > 1:
+        raise TrainConfigError(f"{' and '.join(sources)}: give one source of starting weights")
+    files = (("--pretrained-path", args.pretrained_path), ("--initial-checkpoint", args.initial_checkpoint))
+    for option, path in files:
+        if path and not os.path.isfile(path):
+            raise TrainConfigError(f"{option} {path}: no such file")
     if getattr(args, "crop_pct", None) is not None and args.dataset != "imagefolder":
         raise TrainConfigError(f"--crop-pct applies to imagefolder (its evaluation crop), not {args.dataset}")
     holdout = getattr(args, "holdout", None)
