@@ -267,8 +267,8 @@ class ModelSpec:
                 raise CheckpointError(f"{path} was written by an older salient-train without '{key}'")
         spec = cls.from_train_args(args, args.num_classes, args.in_chans)
         model = spec.build(load_weights=False)
-        try:
-            model.load_state_dict(state["model"])
+        try:  # --model-ema: the moving average is what the run evaluated, chose and exports
+            model.load_state_dict(state.get("model_ema") or state["model"])
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights do not fit {args.model}: {str(e).splitlines()[0]}") from e
         data_config = _recorded_data_config(args)

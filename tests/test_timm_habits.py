@@ -142,3 +142,25 @@ def test_initial_checkpoint_loads_exactly_this_model_and_names_a_mismatch(tmp_pa
         [*argv, "--pretrained", "--pretrained-path", str(tmp_path / "same.safetensors"), "--out", str(tmp_path / "c")],
     )
     assert both.exit_code == 2 and "give one source of starting weights" in both.output
+
+
+def test_a_data_folder_given_as_timms_positional_data_dir_is_an_image_folder(photos):
+    args = parse_args([str(photos), "-m", "resnet18", "--input-size", "3", "48", "48", "--out", "runs/x"])
+    assert args.dataset == "imagefolder" and args.data_dir == str(photos) and args.img_size == 48
+    with pytest.raises(Exception, match="salient-train trains on square inputs"):
+        parse_args([str(photos), "-m", "resnet18", "--input-size", "3", "48", "32", "--out", "runs/x"])
+
+
+def test_model_ema_is_what_is_evaluated_saved_and_exported(tmp_path):
+    """timm's --model-ema: the moving average is evaluated each epoch, kept in the checkpoint and is what a reload
+    and an export get; the trained weights stay in the checkpoint for a resume."""
+    argv = ["-m", "resnet18", "--dataset", "digits", "--img-size", "16", "--cifar-stem", "--epochs", "2"]
+    argv += ["--train-subset", "256", "--model-ema", "--model-ema-decay", "0.9", "--no-progress"]
+    run(parse_args([*argv, "--out", str(tmp_path / "r")]))
+    state = torch.load(str(tmp_path / "r" / "last.pth"), weights_only=True)
+    assert set(state["model_ema"]) == set(state["model"])
+    assert not torch.equal(state["model_ema"]["fc.weight"], state["model"]["fc.weight"])
+    row = state["metrics"][-1]
+    assert "raw_test_top1" in row and "test_top1" in row
+    _, model, _ = ModelSpec.from_checkpoint(str(tmp_path / "r" / "last.pth"))
+    assert torch.equal(model.state_dict()["fc.weight"], state["model_ema"]["fc.weight"])

@@ -11,7 +11,7 @@ import click
 import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import random_seed
+from timm.utils import ModelEmaV3, random_seed
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
@@ -184,6 +184,9 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     args.data_mean, args.data_std = list(data.mean), list(data.std)
     # the evaluation transform exactly (timm's data config), and what each class index means
     args.data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in data.eval_config.items()}
+    wanted_chans = (getattr(args, "input_size", None) or (None,))[0]
+    if wanted_chans not in (None, data.in_chans):
+        raise TrainConfigError(f"--input-size {wanted_chans} ...: {args.dataset} has {data.in_chans} channel(s)")
     args.class_names = list(data.class_names)
     # a resume rebuilds the architecture only: every weight is in the checkpoint (no --pretrained read)
     model = build_model(args, num_classes, data.in_chans, load_weights=state is None).to(device)
@@ -195,6 +198,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, args)
+    ema = ModelEmaV3(model, decay=args.model_ema_decay) if getattr(args, "model_ema", False) else None
     own_groups = _own_attention_group(args)
     scheduler, _ = create_scheduler_v2(
         optimizer,
@@ -210,6 +214,8 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if ema is not None:
+                ema.module.load_state_dict(state["model_ema"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{last_path} does not match this model/optimizer: {str(e).splitlines()[0]}") from e
         saved_epochs = int(state["args"].get("epochs", args.epochs))
@@ -299,16 +305,21 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
         bar = _progress(len(train_loader), f"epoch {epoch + 1}/{args.epochs}", info.is_main and not args.no_progress)
         t0 = time.perf_counter()
         try:
+            after_step = (lambda: ema.update(model)) if ema is not None else None
             train = train_one_epoch(
-                train_model, train_loader, optimizer, loss_fn, device, amp, channels_last, info, bar
+                train_model, train_loader, optimizer, loss_fn, device, amp, channels_last, info, bar, after_step
             )
         finally:
             if bar is not None:
                 bar.close()
         scheduler.step(epoch + 1)
-        test = evaluate(model, test_loader, eval_loss, device, amp, channels_last, info)
+        evaluated = model if ema is None else ema.module  # the EMA's weights are what is evaluated, as in timm
+        test = evaluate(evaluated, test_loader, eval_loss, device, amp, channels_last, info)
         if val_loader is not None:
-            test.update(evaluate(model, val_loader, eval_loss, device, amp, channels_last, info, split="val"))
+            test.update(evaluate(evaluated, val_loader, eval_loss, device, amp, channels_last, info, split="val"))
+        if ema is not None:  # the trained weights themselves, for the record
+            raw = evaluate(model, test_loader, eval_loss, device, amp, channels_last, info)
+            test.update({f"raw_{k}": v for k, v in raw.items()})
         row = {"epoch": epoch + 1, "lr": lr, **train, **test, "epoch_s": time.perf_counter() - t0}
         if attn_lr is not None:  # a retrofit's attention group (--attn-lr-scale / --attn-weight-decay)
             row["attn_lr"] = attn_lr
@@ -331,6 +342,8 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
                 "args": _run_options(args),
                 "metrics": history,
             }
+            if ema is not None:
+                ckpt["model_ema"] = ema.module.state_dict()
             save_checkpoint(last_path, ckpt)
             if test[select] > best:  # chosen on the validation split where there is one
                 best = test[select]

@@ -110,6 +110,7 @@ def command_options() -> List[click.Parameter]:
     """Every salient-train option, in help order. Names follow timm's train.py where it has one."""
     kinds = "|".join(attention_kinds()[:4])
     return [
+        click.Argument(["data"], required=False, metavar="[DATA_DIR]"),  # timm's positional data folder
         # model
         click.Option(["--model", "-m"], help="timm model name, salient_*/ssa_* included [required unless --resume]"),
         click.Option(
@@ -258,6 +259,15 @@ def command_options() -> List[click.Parameter]:
             "exported folder's config)  [default: timm's 0.875]",
         ),
         click.Option(
+            ["--input-size"],
+            type=click.IntRange(min=1),
+            nargs=3,
+            default=None,
+            metavar="C H W",
+            help="timm's name for the input shape: square images, its channels the dataset's (--img-size S is "
+            "the same as 3 S S on RGB data)",
+        ),
+        click.Option(
             ["--augment/--no-augment"],
             default=None,
             help="training augmentation  [default: on for cifar/imagefolder, off for digits/fashion-mnist]",
@@ -340,6 +350,19 @@ def command_options() -> List[click.Parameter]:
             show_default=_default("label_smoothing"),
             help="label smoothing",
         ),
+        click.Option(
+            ["--model-ema"],
+            is_flag=True,
+            help="keep an exponential moving average of the weights (timm's ModelEmaV3); it is what is evaluated, "
+            "chosen for best.pth and exported, as timm's train.py evaluates it",
+        ),
+        click.Option(
+            ["--model-ema-decay"],
+            type=click.FloatRange(0, 1, max_open=True),
+            default=0.9998,
+            show_default=True,
+            help="decay of the moving average, per step",
+        ),
         # run
         click.Option(
             ["--output", "--out", "out"],
@@ -417,6 +440,7 @@ def _finalise(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, key, None) is None:
             setattr(args, key, recipe.get(key, default))
     args.model_kwargs = parse_model_kwargs(args.model_kwargs)
+    _input_size(args)
     _check_items(args)
     if args.img_size is None:
         args.img_size = args.canvas or IMG_SIZE[args.dataset]
@@ -606,8 +630,35 @@ def _resumed(ctx: click.Context) -> argparse.Namespace:
     return args
 
 
+def _data_folder(ctx: click.Context) -> None:
+    """timm's positional DATA_DIR: the same as --data-dir (they must agree), and a folder with no --dataset is an
+    image folder."""
+    folder = ctx.params.pop("data", None)
+    if folder is None:
+        return
+    if ctx.params.get("data_dir") not in (None, folder):
+        raise TrainConfigError(f"DATA_DIR {folder} and --data-dir {ctx.params['data_dir']}: give the folder once")
+    ctx.params["data_dir"] = folder
+    if not ctx.params.get("dataset") and not ctx.params.get("resume"):
+        ctx.params["dataset"] = "imagefolder"
+
+
+def _input_size(args: argparse.Namespace) -> None:
+    """--input-size C H W as --img-size H (square inputs; the channels are the dataset's, checked on the data)."""
+    size = getattr(args, "input_size", None)
+    if not size:
+        return
+    channels, height, width = size
+    if height != width:
+        raise TrainConfigError(f"--input-size {channels} {height} {width}: salient-train trains on square inputs")
+    if args.img_size not in (None, height):
+        raise TrainConfigError(f"--input-size {channels} {height} {width} and --img-size {args.img_size}: give one")
+    args.img_size = height
+
+
 def resolve(ctx: click.Context) -> argparse.Namespace:
     """The run's options from a parsed command line (a fresh run, or ``--resume``)."""
+    _data_folder(ctx)
     if ctx.params["resume"]:
         return _resumed(ctx)
     required = {"--model": "model", "--dataset": "dataset", "--output": "out"}

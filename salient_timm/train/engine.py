@@ -2,7 +2,7 @@
 
 import contextlib
 import time
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -32,8 +32,10 @@ def train_one_epoch(
     channels_last: bool,
     info: DistInfo,
     progress=None,
+    after_step: Optional[Callable[[], None]] = None,
 ) -> Dict[str, float]:
-    """Train over ``loader`` once; returns mean loss, top-1 (%) and images/s over all processes."""
+    """Train over ``loader`` once; returns mean loss, top-1 (%) and images/s over all processes. ``after_step``
+    runs after every optimizer step (the weights' moving average)."""
     model.train()
     sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
     start = time.perf_counter()
@@ -47,6 +49,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         n = target.shape[0]
         sums += torch.tensor([loss.item() * n, _topk_correct(logits.float(), target, 1), n], dtype=torch.float64)
         if progress is not None:
