@@ -16,7 +16,9 @@ from .salient_resnet import fill_attention_keys
 from .spec import ModelSpec
 from .surgery import inject_attention
 
-__all__ = ["salient_retrofit"]
+__all__ = ["salient_retrofit", "DEFAULT_SURGERY"]
+
+DEFAULT_SURGERY = ({"attn": "salient", "position": "post", "init": "identity"},)  # what the bare name builds
 
 
 @register_model
@@ -29,7 +31,9 @@ def salient_retrofit(
     **kwargs: Any,
 ) -> nn.Module:
     """A ``base`` ResNet with ``surgery`` applied (see the module docstring); ``pretrained`` loads the weights
-    that ``pretrained_cfg`` points to (a local-dir or hub folder written by ``save_for_hf``)."""
+    that ``pretrained_cfg`` points to (a local-dir or hub folder written by ``save_for_hf``). Without ``surgery``
+    (``timm.create_model("salient_retrofit")``): the name's meaning, a resnet50 with a Salient gate on every residual
+    block, started as the identity."""
     kwargs.pop("pretrained_cfg_overlay", None)
     kwargs.pop("cache_dir", None)
     spec = ModelSpec(
@@ -40,7 +44,7 @@ def salient_retrofit(
         timm_kwargs=() if base.startswith("torchvision:") else tuple(sorted(kwargs.items())),  # global_pool, ...
     )
     model: Any = spec.build()  # carries timm's attributes (pretrained_cfg, num_classes, _model_args)
-    steps = list(surgery or [])
+    steps = list(DEFAULT_SURGERY if surgery is None else surgery)
     for step in steps:
         inject_attention(
             model,

@@ -164,3 +164,31 @@ def test_model_ema_is_what_is_evaluated_saved_and_exported(tmp_path):
     assert "raw_test_top1" in row and "test_top1" in row
     _, model, _ = ModelSpec.from_checkpoint(str(tmp_path / "r" / "last.pth"))
     assert torch.equal(model.state_dict()["fc.weight"], state["model_ema"]["fc.weight"])
+
+
+def test_salient_retrofit_by_its_name_alone_is_a_retrofitted_resnet50():
+    from salient_timm import SalientBlock, attention_modules, find_residual_blocks
+
+    assert "salient_retrofit" in timm.list_models("salient_*")
+    with torch.device("meta"):
+        model = timm.create_model("salient_retrofit")
+    gates = attention_modules(model, "post")
+    assert len(gates) == len(find_residual_blocks(model)) == 16 and all(isinstance(g, SalientBlock) for _, g in gates)
+
+
+def test_timms_own_train_py_finds_our_models_after_its_device_modules_import():
+    """timm's train.py imports each --device-modules module before it builds the model (README: --device-modules
+    salient_timm); a fresh process that does the same finds salient_resnet50."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, timm\n"
+        "assert 'salient_resnet50' not in timm.list_models()\n"
+        "importlib.import_module('salient_timm')\n"
+        "import torch\n"
+        "with torch.device('meta'):\n"
+        "    print(type(timm.create_model('salient_resnet50')).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "SalientResNet"
