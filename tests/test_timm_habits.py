@@ -192,3 +192,36 @@ def test_timms_own_train_py_finds_our_models_after_its_device_modules_import():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "SalientResNet"
+
+
+def test_salient_trains_fast_command_has_exactly_the_trainers_options():
+    """salient_train.options is generated from the trainer's own option list: regenerate it after any change
+    (python -m salient_train.generate)."""
+    from salient_timm.train.cli import main as trainer
+    from salient_train.cli import main as fast
+    from salient_train.generate import source
+    from salient_train.params import describe
+
+    assert [describe(p) for p in fast.params] == [describe(p) for p in trainer.params]
+    import salient_train.options
+
+    assert open(salient_train.options.__file__).read() == source()
+
+
+def test_salient_train_answers_help_version_and_a_typo_without_loading_torch_or_timm():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from salient_train.cli import main\n"
+        "for args, want in ((['--help'], 0), (['--version'], 0), (['--lrr', '3'], 2)):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == want, (args, e.code)\n"
+        "print(sorted(m for m in ('torch', 'timm', 'salient_timm') if m in sys.modules))\n"
+    )
+    run_ = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run_.stdout.strip().splitlines()[-1] == "[]"
+    assert "Did you mean '--lr'" in run_.stderr

@@ -381,8 +381,9 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     return summary
 
 
-def _command(**_params) -> None:
-    ctx = click.get_current_context()
+def execute(ctx: click.Context) -> None:
+    """Run salient-train from a parsed command line (``salient_train.cli``'s and this module's): a usage error, a
+    ``SalientError`` or Ctrl-C each end with one line and their exit code."""
     args = None
     try:
         args = resolve(ctx)
@@ -406,6 +407,10 @@ def _command(**_params) -> None:
         ctx.exit(130)
 
 
+def _command(**_params) -> None:
+    execute(click.get_current_context())
+
+
 main = click.version_option(__version__, prog_name="salient-train")(
     click.Command(
         "salient-train",
@@ -420,11 +425,11 @@ main = click.version_option(__version__, prog_name="salient-train")(
 )
 
 
-if __name__ == "__main__":
-    main()
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse a salient-train command line (without the program name) into the run's options."""
     with main.make_context("salient-train", list(argv or [])) as ctx:
         return resolve(ctx)
+
+
+if __name__ == "__main__":
+    main()
