@@ -170,7 +170,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es) on cpu" in result.stdout
