@@ -211,22 +211,38 @@ def params(fmt, **spec) -> None:
 
 
 REPARAM_HELP = (
-    "count the model folded for inference first (salient_timm.reparameterize, which runs timm's "
-    "reparameterize_model hooks: conv+BN folded, the Salient gate a 1-channel conv), as timm's benchmark.py --reparam"
+    "count the model as timm's benchmark.py --reparam does: folded by timm.utils.reparameterize_model, each "
+    "module's own fuse/reparameterize hook (our ResNet blocks fold there, the Salient gate a 1-channel conv); "
+    "what timm's published CSV counts"
 )
+FOLD_BN_HELP = (
+    "as --reparam, then every conv + BatchNorm pair the hooks leave folded too (salient_timm.reparameterize: "
+    "a deployment's count, below timm's CSV where it keeps BatchNorms)"
+)
+
+
+def _folding(reparam: bool, fold_bn: bool) -> Optional[str]:
+    return "fold-bn" if fold_bn else "timm" if reparam else None
 
 
 @main.command()
 @spec_options()
 @click.option("--per-block", is_flag=True, help="also one row per residual block and attention module")
-@click.option("--no-crosscheck", is_flag=True, help="skip the fvcore / thop comparison")
+@click.option("--crosscheck", is_flag=True, help="also run fvcore and thop on the model and list what each leaves out")
+@click.option("--no-crosscheck", is_flag=True, hidden=True)  # the default now; kept so old command lines run
 @click.option("--reparam", is_flag=True, help=REPARAM_HELP)
+@click.option("--fold-bn", is_flag=True, help=FOLD_BN_HELP)
 @format_option
-def flops(fmt, per_block, no_crosscheck, reparam, **spec) -> None:
-    """Full op count (MACs, elementwise ops, FLOPs) with fvcore's and thop's totals beside it."""
+def flops(fmt, per_block, crosscheck, no_crosscheck, reparam, fold_bn, **spec) -> None:
+    """Full op count (MACs, elementwise ops, FLOPs); --crosscheck adds fvcore's and thop's totals."""
     from . import reports
 
-    report = functools.partial(reports.flops_report, per_block=per_block, crosscheck=not no_crosscheck, reparam=reparam)
+    report = functools.partial(
+        reports.flops_report,
+        per_block=per_block,
+        crosscheck=crosscheck and not no_crosscheck,
+        reparam=_folding(reparam, fold_bn),
+    )
     _emit(lambda: report(_spec(**spec)), fmt)
 
 
@@ -242,22 +258,22 @@ def size(fmt, **spec) -> None:
 
 @main.command()
 @spec_options(multi=True)
-@click.option(
-    "--reparam",
-    is_flag=True,
-    help="add each model folded for inference (salient_timm.reparameterize: conv+BN folded, the Salient gate "
-    "a 1-channel conv), as timm's benchmark.py --reparam",
-)
+@click.option("--reparam", is_flag=True, help=REPARAM_HELP)
+@click.option("--fold-bn", is_flag=True, help=FOLD_BN_HELP)
 @format_option
-def compare(fmt, model, attn, reparam, **rest) -> None:
+def compare(fmt, model, attn, reparam, fold_bn, **rest) -> None:
     """Several models x attention kinds side by side (comma-separated --model and --attn)."""
     from . import reports
 
     specs = [_spec(m, a, **rest) for m in _split(model) for a in _split(attn)]
     if not specs:
         raise click.BadParameter("give at least one model and one attention kind", param_hint="--model/--attn")
+    folding = _folding(reparam, fold_bn)
+    if fmt != "table" or len(specs) == 1:  # a document on stdout, nothing else; one model needs no progress bar
+        _emit(lambda: reports.compare_report(specs, reparam=folding), fmt)
+        return
     with click.progressbar(length=len(specs), label="counting", file=sys.stderr) as bar:
-        _emit(lambda: reports.compare_report(specs, progress=lambda _: bar.update(1), reparam=reparam), fmt)
+        _emit(lambda: reports.compare_report(specs, progress=lambda _: bar.update(1), reparam=folding), fmt)
 
 
 @main.command()

@@ -11,7 +11,7 @@ from salient_timm import attention_modules, find_residual_blocks
 from .claims import ABOUT_TOLERANCE, check_claims
 from .counting import OpCount, ParamReport, count_cost, count_params
 from .crosscheck import available_memory, fvcore_count, real_forward_bytes, thop_count
-from .deploy import REPARAM_NOTE, reparameterized
+from .deploy import FOLD_BN_NOTE, REPARAM_NOTE, Folding, reparameterized
 from .formulas import formula_rows
 from .profiling import timm_units
 from .render import Report, Table
@@ -82,15 +82,17 @@ def _cost_row(scope: str, count) -> dict:
     return {"scope": scope, "MACs": count.macs, "elementwise": count.elementwise, "FLOPs": count.flops}
 
 
-def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = True, reparam: bool = False) -> Report:
-    """Full op count (total, per stage, optionally per block) with fvcore/thop totals beside it.
+def flops_report(
+    spec: ModelSpec, per_block: bool = False, crosscheck: bool = False, reparam: Optional[Folding] = None
+) -> Report:
+    """Full op count (total, per stage, optionally per block); ``crosscheck``: fvcore's and thop's totals beside it.
 
-    ``reparam``: the model folded for inference first (``salient_analysis.deploy``), as timm's ``benchmark.py
-    --reparam``; the cross-check counts the same folded model."""
+    ``reparam``: the model folded for inference first (``salient_analysis.deploy``: ``"timm"`` as timm's
+    ``benchmark.py --reparam``, ``"fold-bn"`` every conv + BN too); the cross-check counts the same folded model."""
     folded_notes: List[str] = []
     folded: Optional[nn.Module] = None
     if reparam:
-        folded, folded_notes = reparameterized(spec)  # folding reads weights: on the CPU, then counted on meta
+        folded, folded_notes = reparameterized(spec, how=reparam)  # reads weights: on the CPU, counted on meta
         model = copy.deepcopy(folded).to("meta")
     else:
         model = spec.build()
@@ -136,7 +138,7 @@ def flops_report(spec: ModelSpec, per_block: bool = False, crosscheck: bool = Tr
                 f"the {have / 1e9:.1f} GB available (counting itself allocates nothing)"
             )
     if reparam:
-        notes += [REPARAM_NOTE, *folded_notes]
+        notes += [REPARAM_NOTE if reparam == "timm" else FOLD_BN_NOTE, *folded_notes]
     if crosscheck:
         real = folded if folded is not None else spec.build(device="cpu")
         checks = [fvcore_count(real, spec.input_shape, report), thop_count(real, spec.input_shape, report)]
@@ -257,32 +259,36 @@ def _compare_row(
     }
 
 
-def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, reparam: bool = False) -> Report:
+def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, reparam: Optional[Folding] = None) -> Report:
     """One row per model spec: params, MACs, FLOPs and fp32 size, with ratios to the spec's base model.
 
-    ``reparam``: after each row, the same model folded for inference (``salient_timm.reparameterize``), its
-    ratios against the folded base; inference columns only."""
+    ``reparam``: each model (and its base) counted as folded for inference (``salient_analysis.deploy``:
+    ``"timm"`` as timm's ``benchmark.py --reparam``, ``"fold-bn"`` every conv + BN too); inference columns only."""
     rows: List[dict] = []
     base_cache: dict = {}
     folded_notes: List[str] = []
     halved: List[str] = []
     for spec in specs:
-        model = spec.build()
         key = _base(spec)
-        if key not in base_cache:
-            base_model = key.build() if spec.attn != "none" else model
-            base_cache[key] = (count_cost(base_model, key.input_shape), count_params(base_model))
-            if reparam:
-                folded_base = reparameterized(key)[0]
-                base_cache[key, "reparam"] = (count_cost(folded_base, key.input_shape), count_params(folded_base))
-        step, per_step = _train_step(model, spec)
-        if per_step != 1.0:
-            halved.append(spec.label)
-        rows.append(_compare_row(spec.label, model, spec, base_cache[key], step, per_step))
         if reparam:
-            folded, left = reparameterized(spec)  # folding reads weights: timm's hooks copy real tensors
-            rows.append(_compare_row(f"{spec.label} (reparam)", folded, spec, base_cache[key, "reparam"]))
+            model, left = reparameterized(spec, how=reparam)  # folding reads weights: timm's hooks copy tensors
             folded_notes += [f"{spec.label}: {note}" for note in left]
+            # a variant's ratios: against its base folded as the variant's blocks fold (timm's own blocks have no
+            # deploy hook, a gated block has); a model without --attn: against itself
+            cached = (key, spec.attn != "none")
+            if cached not in base_cache:
+                base_model = reparameterized(key, how=reparam, as_gated=True)[0] if spec.attn != "none" else model
+                base_cache[cached] = (count_cost(base_model, key.input_shape), count_params(base_model))
+            rows.append(_compare_row(f"{spec.label} ({reparam_label(reparam)})", model, spec, base_cache[cached]))
+        else:
+            model = spec.build()
+            if key not in base_cache:
+                base_model = key.build() if spec.attn != "none" else model
+                base_cache[key] = (count_cost(base_model, key.input_shape), count_params(base_model))
+            step, per_step = _train_step(model, spec)
+            if per_step != 1.0:
+                halved.append(spec.label)
+            rows.append(_compare_row(spec.label, model, spec, base_cache[key], step, per_step))
         if progress:
             progress(spec.label)
     title = "Comparison" + (f" at input {'x'.join(map(str, spec.input_shape))}" if rows else "")
@@ -332,15 +338,19 @@ def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, repara
         )
         + (
             [
-                "(reparam) rows: the inference deploy form (salient_timm.reparameterize: every conv + BN folded, "
-                "the Salient gate a 1-channel conv beside the conv before it); ratios against the folded base; "
-                "no train columns (a folded model is for inference)"
+                (REPARAM_NOTE if reparam == "timm" else FOLD_BN_NOTE)
+                + "; ratios against the base folded as the variant's blocks fold; no train columns (a folded model "
+                "is for inference)"
             ]
             + folded_notes
             if reparam
             else []
         ),
     )
+
+
+def reparam_label(how: Folding) -> str:
+    return "reparam" if how == "timm" else "fold-bn"
 
 
 def formula_report(spec: ModelSpec) -> Report:

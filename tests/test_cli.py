@@ -35,7 +35,7 @@ def test_params_resnet50_mid_position():
 
 
 def test_flops_per_block_and_crosscheck():
-    data = run_json("flops", "--model", "resnet18", "--attn", "se", "--input-size", "32", "--per-block")
+    data = run_json("flops", "--model", "resnet18", "--attn", "se", "--input-size", "32", "--per-block", "--crosscheck")
     rows = {r["scope"]: r for r in data["tables"][0]["rows"]}
     assert "layer1.0.se" in rows and rows["total"]["FLOPs"] == 2 * rows["total"]["MACs"] + rows["total"]["elementwise"]
     libs = {r["library"]: r for r in data["tables"][1]["rows"]}

@@ -348,7 +348,7 @@ def test_compare_reproduces_timms_published_benchmark_table(row):
 
     size = int(row["infer_img_size"])
     reparam = row["reparam"] == "1"
-    report = compare_report([ModelSpec(row["model"], input_size=(3, size, size))], reparam=reparam)
+    report = compare_report([ModelSpec(row["model"], input_size=(3, size, size))], reparam="timm" if reparam else None)
     ours = report.tables[0].rows[-1]  # with --reparam: the folded row
     assert ours["model"].endswith("(reparam)") == reparam
     assert f"{ours['params'] / 1e6:.2f}" == f"{float(row['param_count']):.2f}"
@@ -360,7 +360,7 @@ def test_compare_reproduces_timms_published_benchmark_table(row):
 def test_the_fvcore_cross_check_names_the_attention_it_skips():
     """fvcore on today's timm skips scaled_dot_product_attention (4.25 of a ViT's 4.61 GMACs): say so, and count
     the softmax ourselves."""
-    result = CliRunner().invoke(main, ["flops", "-m", "deit_tiny_patch16_224", "-f", "json"])
+    result = CliRunner().invoke(main, ["flops", "-m", "deit_tiny_patch16_224", "--crosscheck", "-f", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     skipped = [note for note in data["notes"] if note.startswith("fvcore skipped")]
