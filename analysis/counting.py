@@ -17,7 +17,7 @@ import contextlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Tuple
 
 import torch
 from torch import nn
@@ -263,6 +263,21 @@ def _op_name(op) -> str:
     return str(op).replace("aten.", "aten::")
 
 
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Every parameter with ``requires_grad=False`` for the duration (restored after). Under ``no_grad`` a view of a
+    parameter (CaiT's and PiT's expanded class token) still requires grad but has no grad_fn, and torch's module
+    tracker (FlopCounterMode's) fails on a module that takes one as input; frozen, nothing requires grad."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def eval_forward(model: nn.Module, input_shape: Iterable[int], *contexts) -> None:
     """One forward of a zero input in eval mode under ``no_grad`` (and ``contexts``), on the
     model's device and dtype; every module's train/eval flag is restored afterwards."""
@@ -276,6 +291,7 @@ def eval_forward(model: nn.Module, input_shape: Iterable[int], *contexts) -> Non
         with contextlib.ExitStack() as stack:
             stack.enter_context(explain_forward_errors(model, x.shape))
             stack.enter_context(torch.no_grad())
+            stack.enter_context(frozen_parameters(model))
             for ctx in contexts:
                 stack.enter_context(ctx)
             model(x)

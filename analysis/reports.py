@@ -61,6 +61,9 @@ def params_report(spec: ModelSpec) -> Report:
         f"model {spec.label}: {variant.attention_params:,} parameters in attention modules; "
         f"{variant.buffers:,} buffer elements"
     ]
+    if spec.attn == "none":  # nothing added: one column of counts, not three that repeat it
+        rows = [{"part": r["part"], "params": r["variant"]} for r in rows]
+        return Report("params", [Table(f"Parameters: {spec.label}", ["part", "params"], rows)], notes=notes)
     return Report(
         "params",
         [Table(f"Parameters: {_base(spec).label} -> {spec.label}", ["part", "base", "variant", "added"], rows)],

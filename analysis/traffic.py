@@ -29,6 +29,7 @@ MACs of the forward, caught at the ``torch.nn.functional`` level where fvcore's 
 | ``F.adaptive_avg_pool1d/2d/3d`` | 1 per input element |
 """
 
+import contextlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from torch.utils.module_tracker import ModuleTracker
 
 from salient_timm.errors import SalientError
 
-from .counting import COPY_OPS, ELEMENTWISE_FORMULAS, VIEW_OPS, _first_output, _per_output
+from .counting import COPY_OPS, ELEMENTWISE_FORMULAS, VIEW_OPS, _first_output, _per_output, frozen_parameters
 
 __all__ = [
     "TrainCountError",
@@ -346,7 +347,9 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
                         acc.module(name).saved_bytes += nbytes
                 return t
 
-            with torch.set_grad_enabled(train), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            # inference: no parameter requires grad (counting.frozen_parameters: the module tracker on CaiT/PiT)
+            frozen = contextlib.nullcontext() if train else frozen_parameters(model)
+            with torch.set_grad_enabled(train), frozen, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 with _TrafficMode(tracker, "forward", names, acc), _FvcoreTerms() as fvcore_terms:
                     try:
                         out = model(x)

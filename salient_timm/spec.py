@@ -53,7 +53,7 @@ class ModelSpecError(SalientError, ValueError):
 
 def check_model_name(name: str) -> str:
     """``name`` if timm knows the architecture (ours included, a ``.tag`` suffix allowed) or it is a
-    ``torchvision:NAME`` torchvision knows; else ``ModelSpecError`` with close names."""
+    ``torchvision:NAME`` torchvision knows; else ``ModelSpecError`` naming the closest three."""
     if name.startswith(TORCHVISION):
         import torchvision
 
@@ -61,15 +61,23 @@ def check_model_name(name: str) -> str:
         arch = name[len(TORCHVISION) :]
         if arch in known:
             return name
-        close = difflib.get_close_matches(arch, known, n=4, cutoff=0.6)
+        close = difflib.get_close_matches(arch, known, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(TORCHVISION + c for c in close)}?" if close else ""
         raise ModelSpecError(f"unknown torchvision model {arch!r}{hint}")
     if timm.is_model(name):
         return name
     arch, _ = timm.models.split_model_name_tag(name)
-    close = difflib.get_close_matches(arch, timm.list_models(), n=4, cutoff=0.6)
+    close = _closest(arch.lower())
     hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
     raise ModelSpecError(f"unknown model {name!r}{hint}")
+
+
+def _closest(name: str, n: int = 3) -> list:
+    """The closest three timm model names: timm's own wildcard match (``list_models("*name*")``) first, then the
+    nearest by spelling."""
+    contained = timm.list_models(f"*{name}*")
+    spelled = difflib.get_close_matches(name, timm.list_models(), n=n, cutoff=0.6)
+    return list(dict.fromkeys(sorted(contained, key=len)[:n] + spelled))[:n]
 
 
 def local_weights_overlay(path: str, model: str) -> Dict[str, Any]:

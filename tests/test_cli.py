@@ -65,7 +65,9 @@ def test_compare_markdown_and_csv():
     assert md.count("| resnet") == 8 and "Convention:" in md
     out = run("compare", "--model", "resnet18", "--attn", "none,salient", "-s", "32", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out[out.index("model,") :])))
-    assert [r["model"] for r in rows] == ["resnet18", "resnet18+salient"] and rows[0]["added params"] == "0"
+    assert [r["model"] for r in rows] == ["resnet18", "resnet18+salient"] and rows[0][
+        "added params [count]"
+    ] == "0"  # units in the header
 
 
 def test_formula_se_224_all_rows_match():

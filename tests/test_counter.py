@@ -51,3 +51,21 @@ def test_a_json_document_is_all_that_reaches_stdout_and_nothing_reaches_stderr()
         assert result.exit_code == 0
         json.loads(result.stdout)
         assert result.stderr == ""
+
+
+def test_every_column_says_its_unit_and_a_wide_table_folds_to_100_columns():
+    result = CliRunner().invoke(main, ["compare", "-m", "resnet18", "-a", "none,salient", "-s", "32"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines if not line.startswith(("Convention", "  ", "FLOPs ratio is"))) <= 100
+    assert "infer_gmacs [GMACs/img]" in result.stdout and "MACs [count]" in result.stdout
+    assert result.stdout.count("\nmodel ") >= 2  # folded: each part repeats the first column
+    data = _json("compare", "-m", "resnet18", "-s", "32")
+    assert data["tables"][0]["units"]["infer_macts"] == "M acts/img"
+
+
+def test_params_without_attention_is_one_column_and_a_typo_names_the_closest_three():
+    rows = _json("params", "-m", "resnet18")["tables"][0]
+    assert rows["columns"] == ["part", "params"]
+    result = CliRunner().invoke(main, ["params", "-m", "convnext_tin"])
+    assert result.exit_code == 1 and "did you mean convnext_tiny, convnext_tiny_hnf, convnextv2_tiny?" in result.output

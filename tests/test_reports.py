@@ -63,7 +63,7 @@ def test_any_timm_model_reads_in_its_own_stages_which_add_up_to_the_total(model,
     params = json.loads(_run("params", "-m", model, "-f", "json"))["tables"][0]["rows"]
     own = ["outside the stages"] if model.startswith("vit") else []  # cls_token, pos_embed: the root's own
     assert [r["part"] for r in params][:-1] == stages + own
-    assert sum(r["base"] for r in params[:-1]) == params[-1]["base"]
+    assert sum(r["params"] for r in params[:-1]) == params[-1]["params"]  # one column: nothing is added
 
 
 def test_maps_takes_the_shared_model_options(tmp_path):
