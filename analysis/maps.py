@@ -33,6 +33,7 @@ from salient_timm.errors import SalientError
 from salient_timm.extras import require
 from salient_timm.gates import gate_modules, gate_neutrals
 from salient_timm.spec import ModelSpec
+from salient_timm.surgery import residual_stages
 from salient_timm.train.data import DatasetError, ItemOptions, fashion_mnist_split  # data sets only, not the trainer
 from salient_timm.weights import NotATrainingCheckpointError
 
@@ -292,11 +293,13 @@ def boxed_test_images(
 
 
 def stage_blocks(names: Sequence[str]) -> List[str]:
-    """The last gated block of each stage (``layer1.1.se``, ``layer2.1.se``, ...)."""
-    last: Dict[str, str] = {}
-    for name in names:
-        last[name.split(".")[0]] = name
-    return list(last.values())
+    """The last gate of each residual stage (``layer1.1.se``, ``layer2.1.se``, ...; ``stages.0.1.attn_last`` for
+    byobnet): gates named ``<block>.<slot>``, stages as ``salient_timm.surgery.residual_stages`` numbers them."""
+    stages = residual_stages([name.rsplit(".", 1)[0] for name in names])
+    last: Dict[int, str] = {}
+    for name, stage in zip(names, stages):
+        last[stage] = name
+    return [last[s] for s in sorted(last)]
 
 
 def _gate_range(model: nn.Module, name: str) -> float:

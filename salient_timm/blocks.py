@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module_hooks
 
+from .errors import SalientError
 from .fused import pixel_dot, spatial_gate, use_fused
 
 __all__ = ["ScaledSigmoid", "SalientBlock", "SSABlock", "ConstantGate"]
@@ -200,9 +201,13 @@ def _dynamo_compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+class GateConfigError(SalientError, ValueError):
+    """A gate built with options it does not have (an unknown ``impl``)."""
+
+
 def _check_impl(impl: str, valid: tuple) -> str:
     if impl not in valid:
-        raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(valid)}")
+        raise GateConfigError(f"unknown impl {impl!r}; valid: {', '.join(valid)}")
     return impl
 
 

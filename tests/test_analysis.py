@@ -144,8 +144,9 @@ def test_size_matches_files_written(tmp_path):
 
 def test_measure_size_leaves_meta_models_alone():
     model = ModelSpec("resnet18").build()
-    measure_size(model)
-    assert next(model.parameters()).is_meta
+    report = measure_size(model)
+    assert all(p.is_meta for p in model.parameters())  # measured without materialising anything
+    assert report.bytes_at == measure_size(ModelSpec("resnet18").build("cpu")).bytes_at  # as the real model
 
 
 def test_count_params_stages_and_attention():

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import assert_same_function
+from conftest import assert_same_function, randomize_bn
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
@@ -148,9 +148,15 @@ def test_gate_scale_reloads_from_state_dict():
 
 @pytest.mark.parametrize("cls", [SalientBlock, SSABlock])
 def test_blocks_work_as_timm_attn_layer(cls):
-    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=5, block_args=dict(attn_layer=cls))
+    model = randomize_bn(ResNet(BasicBlock, [1, 1, 1, 1], num_classes=5, block_args=dict(attn_layer=cls))).eval()
     assert all(isinstance(model.get_submodule(f"layer{i}.0.se"), cls) for i in range(1, 5))
-    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    x = torch.randn(2, 3, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 5)
+    with torch.no_grad():  # the gates are in the forward: a flat gate (scale 0) changes the output
+        for i in range(1, 5):
+            model.get_submodule(f"layer{i}.0.se").gate.set_scale(0.0)
+        assert not torch.allclose(model(x), out)
 
 
 def test_blocks_accept_device_and_dtype():

@@ -47,7 +47,7 @@ def test_cluttered_canvases_are_deterministic_and_the_seed_moves_the_items():
     b = make_cluttered(images, labels, seed=3)
     c = make_cluttered(images, labels, seed=4)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not torch.equal(a[2], c[2])  # other positions
+    assert not torch.equal(a[2], c[2]) and not torch.equal(a[0], c[0])  # other positions, other canvases
     assert a[0].shape == (20, 1, 64, 64) and a[0].dtype == torch.uint8
     assert a[2].dtype == torch.int64 and torch.equal(a[1], labels)
 

@@ -114,9 +114,16 @@ def test_torch_flop_counter_counts_a_training_step_through_the_fused_gate():
     from torch.utils.flop_counter import FlopCounterMode
 
     model = timm.create_model("salient_resnet18", num_classes=4)
-    with FlopCounterMode(display=False) as counter:
-        model(torch.randn(2, 3, 32, 32)).sum().backward()
-    assert counter.get_total_flops() > 0 and model.layer1[0].se.conv.weight.grad is not None
+    literal = timm.create_model("salient_resnet18", num_classes=4, attn_kwargs=dict(impl="conv"))
+    literal.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    counts = []
+    for m in (model, literal):  # under the tracker the gate runs as the literal block: the same count
+        with FlopCounterMode(display=False) as counter:
+            m(x).sum().backward()
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
+    torch.testing.assert_close(model.layer1[0].se.conv.weight.grad, literal.layer1[0].se.conv.weight.grad)
 
 
 def test_hooks_on_the_gate_fire_in_training():

@@ -73,9 +73,18 @@ def test_capture_records_spatial_maps_without_changing_output(name):
 
 def test_se_gates_are_channel_weights():
     model = timm.create_model("seresnet18").eval()
+    x = torch.randn(1, 3, 64, 64)
+    block_input = {}
+    model.layer2[0].register_forward_pre_hook(lambda m, a: block_input.update(x=a[0]))  # returns None: reads only
     with capture_gates(model) as gates:
-        model(torch.randn(1, 3, 64, 64))
+        model(x)
+    se = model.layer2[0].se
+    b = model.layer2[0]
+    with torch.no_grad():  # the gate is SE's own sigmoid of the pooled features of the block's branch
+        branch = b.bn2(b.conv2(b.act1(b.bn1(b.conv1(block_input["x"])))))
+        expected = torch.sigmoid(se.fc2(se.act(se.bn(se.fc1(branch.mean((2, 3), keepdim=True))))))
     assert gates["layer2.0.se"].shape == (1, 128, 1, 1)
+    torch.testing.assert_close(gates["layer2.0.se"], expected)
 
 
 def test_identity_started_gates_are_one_in_a_zero_to_two_range():

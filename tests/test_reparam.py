@@ -146,8 +146,11 @@ def test_a_plain_resnet_folds_like_torch_fx_fuse():
 
 def test_the_original_model_is_untouched_and_still_trains():
     model = _model("resnet18")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    types = [type(m) for m in model.modules()]
     reparameterize(model)
-    assert type(model.layer1[0].se) is salient_timm.SalientBlock
+    assert [type(m) for m in model.modules()] == types  # every module as it was (a copy was folded)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     model.train()(torch.randn(2, 3, 32, 32)).sum().backward()
 
 

@@ -174,7 +174,9 @@ def test_model_spec_builds_weights_then_attention_and_round_trips_a_weights_file
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model(x), base.eval()(x))  # the weights, then an exact-identity gate
     assert len(attention_modules(model)) == 8 and spec.label == "resnet18+salient (retrofit)"
-    assert spec == spec.replace() and hash(ModelSpec("resnet18", attn_kwargs={"impl": "conv"})) is not None
+    assert spec == spec.replace()
+    keyed = {ModelSpec("resnet18", attn_kwargs={"impl": "conv"}): 1}  # specs key caches: equal specs, equal keys
+    assert keyed[ModelSpec("resnet18", attn_kwargs=(("impl", "conv"),))] == 1
 
 
 @pytest.mark.parametrize(

@@ -272,10 +272,12 @@ def test_new_modules_follow_model_dtype_and_mode():
 
 
 def test_features_only_models_can_be_retrofitted():
-    model = timm.create_model("resnet18", features_only=True, out_indices=(1, 2))
+    model = randomize_bn(timm.create_model("resnet18", features_only=True, out_indices=(1, 2))).eval()
+    expected = model(X64)
     inject_attention(model, "salient", init="identity")
     assert len(attention_modules(model)) == 4  # the wrapper keeps layer1 and layer2 only
-    assert [f.shape[1] for f in model(X64)] == [64, 128]
+    got = model(X64)
+    assert [f.shape[1] for f in got] == [64, 128] and all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
 @pytest.mark.parametrize("position", ["post", "mid"])

@@ -276,6 +276,8 @@ def test_imagefolder_tree(tmp_path):
         "8",
     )
     assert torch.load(out / "best.pth", weights_only=True)["model"]["fc.weight"].shape[0] == 2
+    assert summary["epochs"] == 1 and 0 <= summary["last_top1"] <= 100  # evaluated on the 8 val images
+    assert json.loads((out / "args.json").read_text())["class_names"] == ["cat", "dog"]
 
 
 @pytest.mark.parametrize(

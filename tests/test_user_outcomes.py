@@ -1,0 +1,213 @@
+"""What a user would notice if it broke: one test per behaviour that a planted bug left unnoticed (issue 35).
+
+Each test states the outcome with the right value, so the mutation check (results/mutation.md) can kill the
+change that breaks it."""
+
+import copy
+import warnings
+
+import pytest
+import timm
+import torch
+from conftest import randomize_bn
+from timm.utils import reparameterize_model
+from torch import nn
+
+import salient_timm
+from salient_timm import SalientBlock, SurgeryError, inject_attention, reparameterize
+from salient_timm.folding import FoldedResidualBlock
+
+
+def _narrow(name: str, **kwargs) -> nn.Module:
+    return timm.create_model(name, channels=(8, 16, 32, 64), stem_width=8, num_classes=5, **kwargs)
+
+
+def _close(a: nn.Module, b: nn.Module, x: torch.Tensor, tol: float = 1e-5) -> None:
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), rtol=tol, atol=tol)
+
+
+# -- folding -------------------------------------------------------------------------------------------------------
+
+
+def test_a_mid_gate_before_an_anti_aliasing_pool_is_not_folded_across_it_and_says_why():
+    """resnetaa: a blur pool sits between the mid gate and conv3; folding the gate into conv3 across it would change
+    the outputs. The deploy model equals the eval model, and the warning names the pool."""
+    model = randomize_bn(inject_attention(_narrow("resnetaa50"), "salient", position="mid")).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        folded = reparameterize(model)
+    _close(folded, model, torch.randn(2, 3, 64, 64))
+    message = next(str(w.message) for w in caught if "reparameterize" in str(w.message))
+    assert "anti-aliasing pool" in message
+
+
+def test_timms_reparameterize_model_folds_the_downsample_conv_and_bn_too():
+    model = randomize_bn(_narrow("salient_resnet26")).eval()
+    folded = reparameterize_model(copy.deepcopy(model))
+    blocks = [m for m in folded.modules() if isinstance(m, FoldedResidualBlock)]
+    assert blocks and not any(isinstance(m, nn.BatchNorm2d) for b in blocks for m in b.downsample.modules())
+    _close(folded, model, torch.randn(2, 3, 64, 64))
+
+
+def test_a_frozen_batchnorm_model_folds_with_its_shift():
+    """--freeze-bn models: FrozenBatchNorm2d's affine (scale and shift) folds exactly into the convs."""
+    from timm.layers import freeze_batch_norm_2d
+
+    model = freeze_batch_norm_2d(randomize_bn(_narrow("salient_resnet18"))).eval()
+    _close(reparameterize(model), model, torch.randn(2, 3, 64, 64))
+
+
+def test_a_blocks_fuse_names_the_slots_it_leaves():
+    model = randomize_bn(inject_attention(_narrow("resnet18"), "se")).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.layer1[0].fuse()
+    assert any("post SEModule" in str(w.message) for w in caught)
+
+
+def test_a_torchvision_basic_block_fuses_to_the_same_function():
+    import torchvision
+
+    model = randomize_bn(inject_attention(torchvision.models.resnet18(num_classes=5), "salient")).eval()
+    block = model.layer2[0]
+    x = torch.randn(2, 64, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(block.fuse()(x), block(x), rtol=1e-5, atol=1e-5)
+
+
+# -- surgery -------------------------------------------------------------------------------------------------------
+
+
+def test_an_identity_start_that_is_not_exact_is_refused(monkeypatch):
+    """The identity check compares values, not shapes: a recipe one ulp off is caught before any block changes."""
+    model = _narrow("resnet18")
+    real = SalientBlock.init_identity
+
+    def off_by_a_little(self, gain=0.0):
+        real(self, gain)
+        self.gate.set_scale(2.0 + 1e-6)
+
+    monkeypatch.setattr(SalientBlock, "init_identity", off_by_a_little)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(SurgeryError, match="did not give an identity attention module"):
+        inject_attention(model, "salient", init="identity")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("gain", [float("inf"), float("nan"), -0.1])
+def test_a_gain_that_is_not_a_finite_number_is_refused(gain):
+    with pytest.raises(SurgeryError, match="init_gain must be a finite number >= 0"):
+        inject_attention(_narrow("resnet18"), "salient", init="identity", init_gain=gain)
+
+
+# -- stochastic depth ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["salient_resnet18", "salient_resnet26"])
+def test_drop_path_drops_residual_branches_in_training_as_the_literal_gate_does(name):
+    """drop_path_rate=0.2: training outputs differ from eval, and the fused gate (with its epilogue) drops the same
+    branches as the literal gate under the same random numbers."""
+    torch.manual_seed(0)
+    fused = _narrow(name, drop_path_rate=0.2)
+    literal = _narrow(name, drop_path_rate=0.2, attn_kwargs=dict(impl="conv"))
+    randomize_bn(fused)
+    literal.load_state_dict(fused.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    outs = []
+    for model in (fused, literal):
+        torch.manual_seed(7)
+        outs.append(model.train()(x))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert not torch.allclose(outs[0], fused.eval()(x), atol=1e-3)
+
+
+# -- blocks --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [lambda: SalientBlock(8, impl="bogus"), lambda: salient_timm.SSABlock(8, impl="sum")])
+def test_an_unknown_impl_is_refused_naming_the_valid_ones(make):
+    with pytest.raises(salient_timm.SalientError, match="unknown impl .*valid: "):
+        make()
+
+
+# -- counting ------------------------------------------------------------------------------------------------------
+
+
+def test_addcmul_counts_a_multiply_and_an_add_per_element():
+    from salient_analysis.counting import count_cost
+
+    class AddCMul(nn.Module):
+        def forward(self, x):
+            return torch.addcmul(x, x, x)
+
+    assert count_cost(AddCMul(), (2, 3, 4, 5)).total.elementwise == 2 * 2 * 3 * 4 * 5
+
+
+# -- maps ----------------------------------------------------------------------------------------------------------
+
+
+def test_maps_draws_the_last_gate_of_each_stage(tmp_path):
+    pytest.importorskip("matplotlib")
+    from salient_analysis.maps import draw_maps
+
+    model = _narrow("salient_resnet18").eval()
+    x = torch.randn(1, 3, 64, 64)
+    _, blocks = draw_maps(model, x, [x[0].permute(1, 2, 0).clamp(0, 1).numpy()], ["x"], str(tmp_path / "m.png"))
+    assert blocks == ["layer1.1.se", "layer2.1.se", "layer3.1.se", "layer4.1.se"]
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
+
+
+def _items(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(1, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    images[:, :, :, :10] = 0  # every item has black pixels (its left columns)
+    return images, torch.arange(n) % 10
+
+
+def test_an_items_black_pixels_let_the_clutter_below_show_through():
+    """The item is drawn without its black background: inside its box, where the item is black, clutter stays
+    (a box-shaped clutter-free square would give the object's place away)."""
+    from salient_timm.train.data import make_cluttered
+
+    images, labels = _items()
+    canvases, _, boxes = make_cluttered(images, labels, clutter=40, seed=3)
+    shows = 0
+    for canvas, (x0, y0, x1, y1), item in zip(canvases, boxes.tolist(), images):
+        inside = canvas[0, y0:y1, x0:x1]
+        assert torch.equal(inside[item[0] > 0], item[0][item[0] > 0])
+        shows += int((inside[item[0] == 0] > 0).any())
+    assert shows > len(images) // 2
+
+
+def test_centred_items_have_boxes_of_exactly_their_size():
+    from salient_timm.train.data import center_on_canvas
+
+    images, _ = _items(3)
+    canvases, boxes = center_on_canvas(images, 64)
+    assert boxes.tolist() == [[18, 18, 46, 46]] * 3  # x0, y0, x1, y1: 28 pixels, x1/y1 exclusive
+    x0, y0, x1, y1 = boxes[0].tolist()
+    assert torch.equal(canvases[0, 0, y0:y1, x0:x1], images[0, 0]) and canvases[0].sum() == images[0].sum()
+
+
+def test_test_canvases_are_laid_out_apart_from_the_training_ones():
+    from salient_timm.train.data import CLUTTER_SEEDS, make_cluttered
+
+    images, labels = _items()
+    train = make_cluttered(images, labels, seed=CLUTTER_SEEDS["train"])
+    test = make_cluttered(images, labels, seed=CLUTTER_SEEDS["test"])
+    assert CLUTTER_SEEDS["train"] != CLUTTER_SEEDS["test"] and not torch.equal(train[2], test[2])
+
+
+def test_the_digits_test_split_is_never_augmented():
+    pytest.importorskip("sklearn")
+    from salient_timm.train.data import build_datasets
+
+    data = build_datasets("digits", None, 16, augment=True)
+    first, again = data.test[0][0], data.test[0][0]
+    assert torch.equal(first, again)
+    train = [data.train[0][0] for _ in range(4)]
+    assert any(not torch.equal(train[0], t) for t in train[1:])  # the training split is augmented
