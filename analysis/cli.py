@@ -33,10 +33,11 @@ def _version() -> str:
 
 
 def _user_errors() -> Tuple[type, ...]:
-    """Errors that mean "bad input": shown as one line, exit code 1 (every project error is a SalientError)."""
+    """Errors that mean "bad input": shown as one line, exit code 1. Every project error is a SalientError; any
+    other exception is a bug and keeps its traceback."""
     import salient_timm
 
-    return (salient_timm.SalientError, ValueError)
+    return (salient_timm.SalientError,)
 
 
 class InputSize(click.ParamType):

@@ -79,11 +79,11 @@ def fvcore_count(model: nn.Module, input_shape: Tuple[int, ...], report: CostRep
     fv_direct = _direct(fv_skipped, copy_)
     ours_direct = _direct({k: v.by_op for k, v in report.modules.items()}, model)
     missed: Dict[str, int] = {}
-    for name, skipped in fv_direct.items():
+    for name, module_skipped in fv_direct.items():
         for op, n in ours_direct.get(name, {}).items():
-            if _norm(op) in skipped:
+            if _norm(op) in module_skipped:
                 missed[op] = missed.get(op, 0) + n
-        skipped = {_norm(op): int(n) for op, n in analysis.unsupported_ops().items()}
+    skipped = {_norm(op): int(n) for op, n in analysis.unsupported_ops().items()}  # the whole model's
     return LibraryCount("fvcore", total, "1 per MAC (+ BN, pooling)", missed, skipped)
 
 

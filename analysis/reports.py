@@ -16,7 +16,7 @@ from .formulas import formula_rows
 from .profiling import timm_units
 from .render import Report, Table
 from .size import measure_size
-from .spec import ModelSpec
+from .spec import ModelSpec, SpecError
 from .stages import model_stages
 from .traffic import ModuleTraffic, TrainCountError, count_traffic
 
@@ -360,7 +360,7 @@ def formula_report(spec: ModelSpec) -> Report:
     """One row per attention block: formulas (seed's and full) against the measured count."""
     measured = formula_rows(spec.build(), spec.input_shape)
     if not measured:
-        raise ValueError(
+        raise SpecError(
             f"{spec.label} has no attention blocks: pass --attn (e.g. --attn salient) or a salient_*/ssa_* model"
         )
     rows = [

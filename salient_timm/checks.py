@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Sequence
 import torch
 from torch import nn
 
-from .errors import SalientError
+from .errors import SalientError, first_line
 
 __all__ = ["ModelInputError", "SingleValueBatchNormError", "explain_forward_errors", "check_runs"]
 
@@ -57,7 +57,7 @@ def explain_forward_errors(model: nn.Module, input_shape: Sequence[int]) -> Iter
         failed = stack[-1:] or [model]
         module = failed[0]
         where = names.get(id(module)) or type(model).__name__
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise ModelInputError(
             f"{type(model).__name__} cannot run at input {'x'.join(map(str, input_shape))}: {where} "
             f"({type(module).__name__}) failed: {reason}{_constraint(module)}"

@@ -5,7 +5,7 @@ derives from the builtin a caller would expect (``ValueError`` for bad arguments
 unusable files or folders), so ``except ValueError`` keeps working.
 """
 
-__all__ = ["SalientError", "RunFolderError"]
+__all__ = ["SalientError", "RunFolderError", "first_line"]
 
 
 class SalientError(Exception):
@@ -14,3 +14,9 @@ class SalientError(Exception):
 
 class RunFolderError(SalientError, RuntimeError):
     """A run folder that cannot be used now: locked by another run, or not a folder."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first non-empty line, for one-line messages; its type name when the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

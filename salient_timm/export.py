@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import SalientError
+from .errors import SalientError, first_line
 from .extras import require
 
 __all__ = [
@@ -79,7 +79,7 @@ def export_onnx(
             external_data=weight_bytes > ONNX_FILE_LIMIT - _ONNX_HEADROOM,
         )
     except Exception as e:  # noqa: BLE001  the exporter's own errors, one line
-        raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+        raise ExportError(f"ONNX export failed: {type(e).__name__}: {first_line(e)}") from e
     if label_names:
         _add_onnx_metadata(path, {"label_names": json.dumps(list(label_names))})
     return path
@@ -127,7 +127,7 @@ def export_program(model: nn.Module, path: str, input_size: Sequence[int]) -> st
         program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
         torch.export.save(program, path)
     except Exception as e:  # noqa: BLE001
-        raise ExportError(f"torch.export failed: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from e
+        raise ExportError(f"torch.export failed: {type(e).__name__}: {first_line(e)}") from e
     return path
 
 
@@ -261,13 +261,12 @@ def model_card(label: str, checkpoint: Optional[str] = None) -> str:
             built_in = VARIANTS[args["model"]].attn if args.get("model") in VARIANTS else None
             attention = args.get("attn") if args.get("attn") not in (None, "none") else (built_in or "none")
             best = max(history, key=lambda h: h["test_top1"]) if history else None
-            lines += [
-                "| trained with | |",
-                "|---|---|",
+            rows = [
                 f"| data | {args.get('dataset')} at {args.get('img_size')} px |",
                 f"| epochs | {len(history)} of {args.get('epochs')} |",
                 f"| attention | {attention} ({args.get('position')}) |",
-                f"| best test top-1 | {best['test_top1']:.2f}% (epoch {best['epoch']}) |" if best else "",
-                f"| started from | {args.get('pretrained') or 'scratch'} |",
+                f"| best test top-1 | {best['test_top1']:.2f}% (epoch {best['epoch']}) |" if best else None,
+                f"| started from | {args.get('weights') or args.get('pretrained') or 'scratch'} |",
             ]
-    return "\n".join(line for line in lines if line is not None) + "\n"
+            lines += ["| trained with | |", "|---|---|", *(row for row in rows if row is not None)]
+    return "\n".join(lines) + "\n"

@@ -21,20 +21,25 @@ from typing import Dict, Iterator, cast
 import torch
 from torch import nn
 
+from .errors import SalientError
 from .surgery import attention_modules
 
-__all__ = ["capture_gates", "gate_modules", "gate_neutrals"]
+__all__ = ["capture_gates", "gate_modules", "gate_neutrals", "NoGatesError"]
+
+
+class NoGatesError(SalientError, ValueError):
+    """A model without attention gates where gates were asked for."""
 
 
 def gate_modules(model: nn.Module) -> Dict[str, nn.Module]:
-    """``{attention module name: its gate module}``; raises ``ValueError`` if the model has none."""
+    """``{attention module name: its gate module}``; raises ``NoGatesError`` if the model has none."""
     gates: Dict[str, nn.Module] = {}
     for name, module in attention_modules(model):
         owner = module if isinstance(getattr(module, "gate", None), nn.Module) else getattr(module, "spatial", None)
         if isinstance(getattr(owner, "gate", None), nn.Module):
             gates[name] = cast(nn.Module, cast(nn.Module, owner).gate)
     if not gates:
-        raise ValueError(
+        raise NoGatesError(
             f"{type(model).__name__} has no attention gates to capture "
             "(inject salient/ssa/se/cbam first, or use a salient_*/ssa_* model)"
         )
@@ -55,7 +60,7 @@ def gate_neutrals(model: nn.Module) -> Dict[str, float]:
 def capture_gates(model: nn.Module) -> Iterator[Dict[str, torch.Tensor]]:
     """Yield a dict that fills with ``{attention module name: gate output}`` on each forward.
 
-    Raises ``ValueError`` if the model has no attention module with a ``gate``.
+    Raises ``NoGatesError`` if the model has no attention module with a ``gate``.
     """
     gates: Dict[str, torch.Tensor] = {}
     targets = gate_modules(model).items()

@@ -34,7 +34,7 @@ from timm.layers import freeze_batch_norm_2d
 from timm.models import load_pretrained
 from torch import nn
 
-from .errors import SalientError
+from .errors import SalientError, first_line
 from .retrofit_record import record_retrofit
 from .salient_resnet import VARIANTS, fill_attention_keys
 from .stem import convert_to_cifar_stem, has_cifar_stem
@@ -278,7 +278,7 @@ class ModelSpec:
         try:  # --model-ema: the moving average is what the run evaluated, chose and exports
             model.load_state_dict(state.get("model_ema") or state["model"])
         except RuntimeError as e:
-            raise CheckpointError(f"{path}: weights do not fit {args.model}: {str(e).splitlines()[0]}") from e
+            raise CheckpointError(f"{path}: weights do not fit {args.model}: {first_line(e)}") from e
         data_config = _recorded_data_config(args)
         return spec, model.eval(), data_config
 
@@ -400,7 +400,7 @@ def _create_from_hub(name: str, kwargs: Dict[str, Any]) -> nn.Module:
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001  unknown tag, offline, hub errors
-        reason = (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__).rstrip(".")
+        reason = first_line(e).rstrip(".")
         if "Invalid pretrained tag" in reason:
             tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]
             raise CheckpointError(

@@ -211,3 +211,15 @@ def test_the_digits_test_split_is_never_augmented():
     assert torch.equal(first, again)
     train = [data.train[0][0] for _ in range(4)]
     assert any(not torch.equal(train[0], t) for t in train[1:])  # the training split is augmented
+
+
+def test_a_model_card_of_a_run_without_history_keeps_its_table_whole(tmp_path):
+    """A run stopped before its first epoch has no best row: the table must not get an empty line inside it."""
+    from salient_timm.export import model_card
+
+    state = {"args": {"dataset": "digits", "img_size": 16, "epochs": 3, "attn": "none"}, "metrics": []}
+    state.update(model={}, optimizer={}, scheduler={}, epoch=-1, rng={})
+    torch.save(state, tmp_path / "last.pth")
+    card = model_card("resnet18", str(tmp_path / "last.pth"))
+    table = card[card.index("| trained with |") :].strip().splitlines()
+    assert all(line.startswith("|") for line in table) and "| epochs | 0 of 3 |" in table

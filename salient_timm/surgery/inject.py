@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..errors import SalientError
+from ..errors import SalientError, first_line
 from ..kinds import KNOWN_BUILD_ISSUES, AttentionKind, check_attention_kwargs, init_identity, resolve_attention
 from . import families  # noqa: F401  (registers every row)
 from .adapter import ADAPTERS, UNSUPPORTED, BlockAdapter, Slot, adapter_for, qualname
@@ -169,7 +169,7 @@ def _build(factory, block: ResidualBlock, position: Position, init: str, gain: f
         name = getattr(factory, "__name__", type(factory).__name__)
         known = next((hint for kind, hint in KNOWN_BUILD_ISSUES.items() if resolve_attention(kind) is factory), None)
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "default arguments"
-        detail = known or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        detail = known or f"{type(e).__name__}: {first_line(e)}"
         raise SurgeryError(
             f"could not build attention for {where} ({name}, channels={channels}, {args}): {detail}"
         ) from e

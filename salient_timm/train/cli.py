@@ -18,7 +18,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .. import __version__
 from ..checks import SingleValueBatchNormError, check_runs
-from ..errors import SalientError
+from ..errors import SalientError, first_line
 from ..export import model_card, save_hf_folder
 from ..retrofit import retrofit_param_groups
 from ..spec import ModelSpec
@@ -217,7 +217,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
             if ema is not None:
                 ema.module.load_state_dict(state["model_ema"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{last_path} does not match this model/optimizer: {str(e).splitlines()[0]}") from e
+            raise CheckpointError(f"{last_path} does not match this model/optimizer: {first_line(e)}") from e
         saved_epochs = int(state["args"].get("epochs", args.epochs))
         if saved_epochs == args.epochs:
             scheduler.load_state_dict(state["scheduler"])

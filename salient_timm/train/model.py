@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 import timm
 from torch import nn
 
+from ..errors import first_line
 from ..spec import ModelSpec, local_weights_overlay
 from ..weights import CheckpointError, read_state_dict
 from .config import run_label, weights_source
@@ -46,7 +47,7 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, load_
             model.load_state_dict(state)
         except RuntimeError as e:
             raise CheckpointError(
-                f"--initial-checkpoint {initial} is not a checkpoint of this model ({str(e).strip().splitlines()[0]}); "
+                f"--initial-checkpoint {initial} is not a checkpoint of this model ({first_line(e)}); "
                 "for weights to adapt (another head, new attention), give --pretrained-path"
             ) from e
     return model
