@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import assert_same_function, randomize_bn
+from helpers import assert_same_function, randomize_bn
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 

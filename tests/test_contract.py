@@ -12,7 +12,7 @@ import timm
 import torch
 import torch.nn.utils.prune
 import torchvision
-from conftest import randomize_bn
+from helpers import randomize_bn
 from torch import nn
 
 import salient_timm

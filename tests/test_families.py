@@ -14,8 +14,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from conftest import assert_same_function
-from helpers import randomize_norms
+from helpers import assert_same_function, randomize_norms
 from timm.layers import GroupNorm, GroupNormAct, LayerNorm2d
 from torch import nn
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 import timm
 import torch
-from conftest import assert_same_function, randomize_bn
+from helpers import assert_same_function, randomize_bn
 from torch import nn
 
 import salient_timm

@@ -156,7 +156,7 @@ def test_maps_statistics_as_json(digits_checkpoint, photos):
 
 def test_statistics_are_read_against_each_gates_neutral_value():
     """A scale-2 identity gate sits at its neutral 1: no deviation, although every value is > 0.5."""
-    from conftest import randomize_bn
+    from helpers import randomize_bn
 
     from salient_analysis.maps import gate_stats, gate_variation
     from salient_timm import gate_neutrals

@@ -5,7 +5,7 @@ import os
 import pytest
 import timm
 import torch
-from conftest import randomize_bn
+from helpers import randomize_bn
 from safetensors.torch import save_file
 from timm.models import get_pretrained_cfg
 

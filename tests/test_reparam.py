@@ -12,7 +12,7 @@ import timm
 import torch
 import torchvision
 from click.testing import CliRunner
-from conftest import randomize_bn
+from helpers import randomize_bn
 from timm.utils import reparameterize_model
 from torch import nn
 

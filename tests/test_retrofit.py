@@ -154,7 +154,7 @@ def test_model_without_attention_is_refused():
 
 @pytest.mark.parametrize("kind", ["salient", "ssa", "se", "eca", "cbam"])
 def test_identity_start_is_exact_at_gain_zero_and_near_at_small_gain(kind):
-    from conftest import randomize_bn
+    from helpers import randomize_bn
 
     base = randomize_bn(timm.create_model("resnet18")).eval()
     x = torch.randn(2, 3, 64, 64)

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from conftest import n_params, randomize_bn
+from helpers import n_params, randomize_bn
 from torch import nn
 
 import salient_timm

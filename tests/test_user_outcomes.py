@@ -9,7 +9,7 @@ import warnings
 import pytest
 import timm
 import torch
-from conftest import randomize_bn
+from helpers import randomize_bn
 from timm.utils import reparameterize_model
 from torch import nn
 
