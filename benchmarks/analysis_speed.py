@@ -1,81 +1,140 @@
-"""Time ``salient-analyze compare`` against a bare fvcore count of the same models, in one run.
+"""How long a user waits for a count: ``salient-analyze`` against bare fvcore and bare timm, each in a fresh process.
 
-    python benchmarks/analysis_speed.py [--repeats 5] [--input-size 224]
+    python benchmarks/analysis_speed.py [--repeats 5] [--models resnet50,vit_small_patch16_224,convnext_tiny]
+                                        [--out benchmarks/results_cpu_analysis_speed_DATE.json]
 
-``compare`` here is the full command path (click parsing, meta-device builds of each model
-and its base, torch FlopCounterMode with our elementwise formulas, rendering). The fvcore
-baseline builds the same three models on CPU with weights and runs ``FlopCountAnalysis``
-(a TorchScript trace) on each: the usual way people count FLOPs. Prints median and spread
-of repeated runs and the ratio.
+Every row is one fresh ``python`` process (imports included: what a user waits for at the prompt), timed
+from outside by wall clock. Rows run interleaved, model by model and repeat by repeat, so the host's drift
+hits all of them alike; the ratios are between medians of the same run.
+
+| row | command, in a fresh process | target (issue 32) |
+|---|---|---|
+| params | ``salient-analyze params -m M --format json`` | <= 1.2x ``create`` |
+| create | ``import timm; timm.create_model(M)`` (the bare build, weights initialised) | |
+| flops | ``salient-analyze flops -m M --format json`` | <= 1.0x ``fvcore`` |
+| fvcore | ``timm.create_model(M)`` + fvcore ``FlopCountAnalysis(model, 1x3x224x224).total()`` | |
+| compare | ``salient-analyze compare -m M --attn none,salient --format json`` | <= 1.0x ``fvcore x2`` |
+| fvcore x2 | the fvcore count of M and of M with ``inject_attention(model, "salient")`` | |
+
+Resumable: each finished (repeat, model) block is appended to --out (JSON lines) and skipped on a rerun.
 """
 
 import argparse
-import logging
+import datetime
+import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
-import warnings
+from typing import Dict, List, Sequence
 
-import timm
-import torch
-from click.testing import CliRunner
+BARE_CREATE = "import timm; timm.create_model({model!r})"
+BARE_FVCORE = (
+    "import logging, warnings; warnings.simplefilter('ignore'); import timm, torch; "
+    "from fvcore.nn import FlopCountAnalysis; logging.getLogger('fvcore').setLevel(logging.ERROR)\n"
+    "{prelude}"
+    "for attn in {attns!r}:\n"
+    "    m = timm.create_model({model!r}).eval()\n"
+    "    if attn != 'none': salient_timm.inject_attention(m, attn)\n"
+    "    a = FlopCountAnalysis(m, torch.zeros(1, 3, 224, 224))\n"
+    "    a.unsupported_ops_warnings(False).uncalled_modules_warnings(False); a.total()\n"
+)
 
-import salient_timm
-from salient_analysis.cli import main
+
+def commands(model: str) -> Dict[str, List[str]]:
+    """The rows of the module docstring's table: name -> argv, all for one model."""
+    py = sys.executable
+    script = os.path.join(os.path.dirname(py), "salient-analyze")  # the console script a user types
+    analyze = [script] if os.path.exists(script) else [py, "-m", "salient_analysis.cli"]
+    return {
+        "params": analyze + ["params", "-m", model, "--format", "json"],
+        "create": [py, "-c", BARE_CREATE.format(model=model)],
+        "flops": analyze + ["flops", "-m", model, "--format", "json"],
+        "fvcore": [py, "-c", BARE_FVCORE.format(prelude="", attns=("none",), model=model)],
+        "compare": analyze + ["compare", "-m", model, "--attn", "none,salient", "--format", "json"],
+        "fvcore x2": [
+            py,
+            "-c",
+            BARE_FVCORE.format(prelude="import salient_timm\n", attns=("none", "salient"), model=model),
+        ],
+    }
 
 
-def time_compare(models: str, attns: str, size: int) -> float:
+def wall(argv: Sequence[str]) -> float:
+    """Seconds one fresh process takes, start to exit; a failing command stops the benchmark."""
     start = time.perf_counter()
-    result = CliRunner().invoke(
-        main, ["compare", "--model", models, "--attn", attns, "--input-size", str(size), "--format", "json"]
-    )
+    done = subprocess.run(argv, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
-    assert result.exit_code == 0, result.output
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:6])} ... failed ({done.returncode}): {done.stderr.strip()[-400:]}")
     return elapsed
 
 
-def time_fvcore(size: int) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fvcore.nn import FlopCountAnalysis
-
-        logging.getLogger("fvcore").setLevel(logging.ERROR)
-        start = time.perf_counter()
-        for attn in ("none", "se", "salient"):
-            model = timm.create_model("resnet50").eval()
-            if attn != "none":
-                salient_timm.inject_attention(model, attn)
-            analysis = FlopCountAnalysis(model, torch.zeros(1, 3, size, size))
-            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-            analysis.total()
-        return time.perf_counter() - start
-
-
-def main_() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--input-size", type=int, default=224)
-    args = parser.parse_args()
-    time_compare("resnet50", "none", args.input_size)  # warm-up: imports, first-call caches
-    time_fvcore(args.input_size)
-    ours, fv = [], []
-    for _ in range(args.repeats):  # interleaved, so drift hits both alike
-        ours.append(time_compare("resnet50", "none,se,salient", args.input_size))
-        fv.append(time_fvcore(args.input_size))
-    print(
-        f"device: CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads); "
-        f"torch {torch.__version__}, timm {timm.__version__}; input 1x3x{args.input_size}x{args.input_size}; "
-        f"{args.repeats} repeats"
-    )
-    print(f"{'what':58s} {'median s':>9s} {'min s':>7s} {'max s':>7s}")
-    rows = [
-        ("salient-analyze compare resnet50 x none,se,salient (meta)", ours),
-        ("bare fvcore FlopCountAnalysis of the same 3 models (CPU)", fv),
+def summary(records: List[dict], models: Sequence[str]) -> str:
+    """Markdown table: median, min and max per row and model, and the two ratios against their targets."""
+    lines = [
+        "| model | row | median s | min s | max s | n |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for name, ts in rows:
-        print(f"{name:58s} {statistics.median(ts):9.3f} {min(ts):7.3f} {max(ts):7.3f}")
-    print(f"ratio compare / fvcore (median): {statistics.median(ours) / statistics.median(fv):.2f}x")
+    ratios = ["", "| model | params / create | flops / fvcore | compare / fvcore x2 |", "|---|---:|---:|---:|"]
+    for model in models:
+        times: Dict[str, List[float]] = {}
+        for r in records:
+            if r["model"] == model:
+                for row, t in r["seconds"].items():
+                    times.setdefault(row, []).append(t)
+        if not times:
+            continue
+        med = {row: statistics.median(ts) for row, ts in times.items()}
+        for row, ts in times.items():
+            lines.append(f"| {model} | {row} | {med[row]:.2f} | {min(ts):.2f} | {max(ts):.2f} | {len(ts)} |")
+        ratios.append(
+            f"| {model} | {med['params'] / med['create']:.2f}x (target <= 1.2x) | "
+            f"{med['flops'] / med['fvcore']:.2f}x (target <= 1.0x) | "
+            f"{med['compare'] / med['fvcore x2']:.2f}x (target <= 1.0x) |"
+        )
+    return "\n".join(lines + ratios)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", default="resnet50,vit_small_patch16_224,convnext_tiny")
+    stamp = datetime.date.today().isoformat()
+    parser.add_argument("--out", default=f"benchmarks/results_cpu_analysis_speed_{stamp}.jsonl")
+    args = parser.parse_args()
+    models = args.models.split(",")
+
+    done: List[dict] = []
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            done = [json.loads(line) for line in f if line.strip()]
+    have = {(r["repeat"], r["model"]) for r in done}
+    for model in models:  # warm the OS file cache once, untimed
+        wall(commands(model)["create"])
+    for repeat in range(args.repeats):
+        for model in models:
+            if (repeat, model) in have:
+                continue
+            seconds = {row: wall(argv) for row, argv in commands(model).items()}
+            record = {"repeat": repeat, "model": model, "seconds": seconds}
+            done.append(record)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(f"repeat {repeat} {model}: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()), flush=True)
+
+    import timm
+    import torch
+
+    print(
+        f"\ncommand: python {' '.join(sys.argv)}\ndate: {stamp}; device: CPU "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores); python {platform.python_version()}, "
+        f"torch {torch.__version__}, timm {timm.__version__}; every row a fresh process\n"
+    )
+    print(summary(done, models))
 
 
 if __name__ == "__main__":
-    main_()
+    main()
