@@ -104,6 +104,7 @@ ELEMENTWISE_FORMULAS: Dict[object, Callable[..., int]] = {
             aten.silu_,
             aten.gelu,
             aten.tanh,
+            aten.tanh_,
             aten.hardswish,
             aten.hardswish_,
             aten.leaky_relu,

@@ -276,18 +276,19 @@ def timm_units(traffic: TrafficReport) -> Dict[str, float]:
 
     | column | counts, per image | convention |
     |---|---|---|
-    | ``infer_gmacs`` | conv/linear/matmul MACs + fvcore's norm and pooling terms, / 1e9 | timm's ``benchmark.py`` (1) |
-    | ``infer_macts`` | output elements of conv/linear/matmul, / 1e6 | fvcore ``ActivationCountAnalysis`` |
+    | ``infer_gmacs`` | conv/linear/matmul MACs + fvcore's norm, pooling and resampling terms, less what fvcore cannot see, / 1e9 | timm's ``benchmark.py`` (1) |
+    | ``infer_macts`` | output elements of conv/linear/matmul, less what fvcore cannot see, / 1e6 | fvcore ``ActivationCountAnalysis`` |
     | ``gmacs_mm`` | conv/linear/matmul MACs only (attention matmuls included), / 1e9 | ours (``counting``) |
 
-    (1) fvcore's ``FlopCountAnalysis``, whose norm and pooling rules are ``traffic.FVCORE_TERMS``; unlike today's
+    (1) fvcore's ``FlopCountAnalysis``, whose norm and pooling rules are ``traffic.FVCORE_TERMS`` and whose blind spots
+    (string-padded convs, LSTMs) ``traffic.FVCORE_UNSEEN``; unlike today's
     fvcore, attention matmuls (``scaled_dot_product_attention``) are counted, as timm's published table does.
     """
     n = traffic.input_shape[0]
     total = traffic.total
     return {
-        "infer_gmacs": (total.forward.macs + traffic.fvcore_terms) / n / 1e9,
-        "infer_macts": total.activations / n / 1e6,
+        "infer_gmacs": (total.forward.macs + traffic.fvcore_terms - traffic.fvcore_unseen_macs) / n / 1e9,
+        "infer_macts": (total.activations - traffic.fvcore_unseen_activations) / n / 1e6,
         "gmacs_mm": total.forward.macs / n / 1e9,
     }
 

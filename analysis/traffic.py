@@ -20,13 +20,21 @@ output elements of conv / linear / matmul ops in the forward pass.
 
 ``fvcore_terms``: what fvcore's ``FlopCountAnalysis`` (and so timm's ``benchmark.py``, ``infer_gmacs``) adds to the
 MACs of the forward, caught at the ``torch.nn.functional`` level where fvcore's TorchScript trace sees them
-(``FVCORE_TERMS``; fvcore 0.1.5's ``jit_handles``):
+(``FVCORE_TERMS``; fvcore 0.1.5's ``jit_handles``, ``_DEFAULT_SUPPORTED_OPS``):
 
 | call | fvcore counts |
 |---|---|
-| ``F.batch_norm`` (eval) | 2 per input element with an affine, else 1 |
+| ``F.batch_norm``, eval | 2 per input element with an affine, else 1 |
+| ``F.batch_norm``, training (NF nets' weight standardisation) | 5 per input element with an affine, else 4 |
 | ``F.group_norm``, ``F.layer_norm``, ``F.instance_norm`` | 5 per input element with an affine, else 4 |
-| ``F.adaptive_avg_pool1d/2d/3d`` | 1 per input element |
+| ``F.adaptive_avg_pool2d`` (1d and 3d: no fvcore rule) | 1 per input element |
+| ``F.interpolate`` of a 4-D input: ``nearest`` / ``bilinear`` / ``area`` | 1 / 4 per output element / 1 per input |
+| ``F.grid_sample`` | 4 per output element |
+
+``fvcore_unseen_macs`` / ``fvcore_unseen_activations``: what we count and fvcore's trace cannot see, so timm's CSV
+leaves out (``FVCORE_UNSEEN``): a convolution with string padding (``padding="same"``: traced as
+``aten::_convolution_mode``, which fvcore has no rule for; convmixer's depthwise convs) and recurrent layers
+(``aten::lstm``, ``aten::gru``, ``aten::rnn_*``; sequencer's LSTMs).
 """
 
 import contextlib
@@ -165,6 +173,8 @@ class TrafficReport:
     by_op: Dict[str, Cost]
     uncounted_ops: Tuple[str, ...]
     fvcore_terms: int = 0  # fvcore's norm and pooling terms of the forward (module docstring)
+    fvcore_unseen_macs: int = 0  # MACs of the forward fvcore's trace cannot see (module docstring)
+    fvcore_unseen_activations: int = 0  # and their conv/linear/matmul outputs
     as_run: Optional[ModuleTraffic] = None  # train: the whole step as eager training runs it (count_traffic)
 
     @property
@@ -192,30 +202,73 @@ def _per_input_element(args, kwargs) -> int:
     return args[0].numel()
 
 
+def _batch_norm(args, kwargs) -> int:
+    """fvcore's ``batchnorm_flop_jit``: eval 2 (affine) or 1 per element; training its generic norm rule, 5 or 4."""
+    training = kwargs.get("training", args[5] if len(args) > 5 else False)
+    return _affine_rule(3, 5 if training else 2)(args, kwargs)
+
+
+def _interpolate(args, kwargs, out: torch.Tensor) -> int:
+    """fvcore's rules for the ops ``F.interpolate`` of a 4-D input traces to; none for the other modes and ranks."""
+    mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")
+    if args[0].dim() != 4:
+        return 0
+    return {"nearest": out.numel(), "bilinear": 4 * out.numel(), "area": args[0].numel()}.get(mode, 0)
+
+
 FVCORE_TERMS: Dict[Callable, Callable[..., int]] = {
-    F.batch_norm: _affine_rule(3, 2),  # (input, running_mean, running_var, weight, ...)
+    F.batch_norm: _batch_norm,  # (input, running_mean, running_var, weight, bias, training, ...)
     F.instance_norm: _affine_rule(3, 5),  # (input, running_mean, running_var, weight, ...)
     F.layer_norm: _affine_rule(2, 5),  # (input, normalized_shape, weight, ...)
     F.group_norm: _affine_rule(2, 5),  # (input, num_groups, weight, ...)
-    F.adaptive_avg_pool1d: _per_input_element,
     F.adaptive_avg_pool2d: _per_input_element,
-    F.adaptive_avg_pool3d: _per_input_element,
+}
+# rules that need the call's output: (args, kwargs, output) -> ops
+FVCORE_OUTPUT_TERMS: Dict[Callable, Callable[..., int]] = {
+    F.interpolate: _interpolate,
+    F.grid_sample: lambda args, kwargs, out: 4 * out.numel(),
+}
+
+
+def _string_padding(args, kwargs) -> bool:
+    return isinstance(kwargs.get("padding", args[4] if len(args) > 4 else 0), str)
+
+
+# calls fvcore's trace cannot count: call -> whether this call is one (module docstring)
+FVCORE_UNSEEN: Dict[Callable, Callable[..., bool]] = {
+    **{conv: _string_padding for conv in (F.conv1d, F.conv2d, F.conv3d)},  # (input, weight, bias, stride, padding)
+    **{rnn: lambda args, kwargs: True for rnn in (torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu)},
 }
 
 
 class _FvcoreTerms(TorchFunctionMode):
-    """Sums ``FVCORE_TERMS`` of the functional calls a forward makes (the outermost call of each)."""
+    """Sums ``FVCORE_TERMS`` of the functional calls a forward makes (the outermost call of each), and marks the
+    calls of ``FVCORE_UNSEEN`` while they run (``unseen``), for ``_TrafficMode`` to count what they dispatch."""
 
     def __init__(self) -> None:
         super().__init__()
         self.count = 0
+        self.unseen = False
+        self.unseen_macs = 0
+        self.unseen_activations = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rule = FVCORE_TERMS.get(func)
         if rule is not None:
             self.count += int(rule(args, kwargs))
-        return func(*args, **kwargs)
+        unseen = FVCORE_UNSEEN.get(func)
+        if unseen is not None and not self.unseen and unseen(args, kwargs):
+            self.unseen = True
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.unseen = False
+        out = func(*args, **kwargs)
+        output_rule = FVCORE_OUTPUT_TERMS.get(func)
+        if output_rule is not None:
+            self.count += int(output_rule(args, kwargs, out))
+        return out
 
 
 def _distinct_bytes(t: torch.Tensor) -> int:
@@ -236,9 +289,16 @@ def _storage_key(t: torch.Tensor) -> int:
 class _TrafficMode(TorchDispatchMode):
     """Counts every dispatched op into ``report`` for the modules the tracker says are active."""
 
-    def __init__(self, tracker: ModuleTracker, phase: str, names: Dict[str, str], report: "_Accumulator") -> None:
+    def __init__(
+        self,
+        tracker: ModuleTracker,
+        phase: str,
+        names: Dict[str, str],
+        report: "_Accumulator",
+        fvcore: Optional[_FvcoreTerms] = None,
+    ) -> None:
         super().__init__()
-        self.tracker, self.phase, self.names, self.acc = tracker, phase, names, report
+        self.tracker, self.phase, self.names, self.acc, self.fvcore = tracker, phase, names, report, fvcore
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -265,6 +325,9 @@ class _TrafficMode(TorchDispatchMode):
             m = self.acc.module(name)
             getattr(m, self.phase).add(cost)
             m.activations += activations
+        if self.fvcore is not None and self.fvcore.unseen:
+            self.fvcore.unseen_macs += cost.macs
+            self.fvcore.unseen_activations += activations
         self.acc.by_op[f"{str(packet).replace('aten.', 'aten::')} ({self.phase})"].add(cost)
         return out
 
@@ -350,7 +413,8 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
             # inference: no parameter requires grad (counting.frozen_parameters: the module tracker on CaiT/PiT)
             frozen = contextlib.nullcontext() if train else frozen_parameters(model)
             with torch.set_grad_enabled(train), frozen, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                with _TrafficMode(tracker, "forward", names, acc), _FvcoreTerms() as fvcore_terms:
+                fvcore_terms = _FvcoreTerms()
+                with fvcore_terms, _TrafficMode(tracker, "forward", names, acc, fvcore_terms):
                     try:
                         out = model(x)
                     except ValueError as e:
@@ -381,6 +445,8 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
         dict(acc.by_op),
         tuple(sorted(acc.uncounted)),
         fvcore_terms.count,
+        fvcore_terms.unseen_macs,
+        fvcore_terms.unseen_activations,
         as_run,
     )
 

@@ -354,7 +354,6 @@ def test_compare_reproduces_timms_published_benchmark_table(row):
     assert f"{ours['params'] / 1e6:.2f}" == f"{float(row['param_count']):.2f}"
     assert f"{ours['infer_gmacs']:.2f}" == f"{float(row['infer_gmacs']):.2f}"
     assert f"{ours['infer_macts']:.2f}" == f"{float(row['infer_macts']):.2f}"
-    assert ours["gmacs_mm"] <= ours["infer_gmacs"]  # our MAC-only count, under its own name
 
 
 def test_the_fvcore_cross_check_names_the_attention_it_skips():
