@@ -22,7 +22,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Tuple
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from salient_timm import attention_modules
 from salient_timm.checks import explain_forward_errors
@@ -30,6 +30,7 @@ from salient_timm.checks import explain_forward_errors
 __all__ = [
     "eval_forward",
     "MAC_OPS",
+    "MAC_FORMULAS",
     "ELEMENTWISE_FORMULAS",
     "OpCount",
     "VIEW_OPS",
@@ -56,6 +57,8 @@ MAC_OPS = frozenset(
         aten._scaled_dot_product_efficient_attention,
         aten._scaled_dot_product_cudnn_attention,
         aten.convolution_backward,
+        aten._scaled_dot_product_flash_attention_for_cpu,
+        aten.mkldnn_rnn_layer,
     }
 )
 
@@ -87,6 +90,26 @@ def _window(x_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
     k = tuple(kernel_size) if isinstance(kernel_size, (list, tuple)) else (kernel_size,)
     return _numel(out) * math.prod(k * 2 if len(k) == 1 else k)
 
+
+def _sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """The CPU kernel of ``F.scaled_dot_product_attention``: its two matmuls, as torch's formula for the CUDA ones."""
+    return sdpa_flop_count(query, key, value)
+
+
+def _mkldnn_rnn_layer(x, weight0, weight1, *args, out_shape=None, **kwargs) -> int:
+    """One layer and direction of a CPU LSTM/GRU: per step and sequence, the input and hidden GEMMs of all gates
+    (weight0: gates*H x I, weight1: gates*H x H), as the meta device's per-step addmm ops count them."""
+    hidden_size = args[7] if len(args) > 7 else kwargs["hidden_size"]
+    steps = _numel(out_shape[0]) // hidden_size
+    return 2 * steps * (_numel(weight0) + _numel(weight1))
+
+
+# Ops that run as one kernel on some devices and as counted parts on others (the meta device, which
+# salient-analyze builds on, decomposes them): 2 FLOPs per MAC, so a count is the same on every device.
+MAC_FORMULAS: Dict[object, Callable[..., int]] = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu,
+    aten.mkldnn_rnn_layer: _mkldnn_rnn_layer,
+}
 
 # op -> count formula (torch passes tensor args as shapes and the output shape as out_shape).
 # Adding an op means adding a row here.
@@ -309,7 +332,7 @@ def count_cost(model: nn.Module, input_shape: Iterable[int]) -> CostReport:
     """
     input_shape = tuple(int(s) for s in input_shape)
     seen: Dict[object, int] = defaultdict(int)
-    counter = FlopCounterMode(display=False, custom_mapping=ELEMENTWISE_FORMULAS)
+    counter = FlopCounterMode(display=False, custom_mapping={**ELEMENTWISE_FORMULAS, **MAC_FORMULAS})
     eval_forward(model, input_shape, _OpSpy(seen), counter)
 
     root = type(model).__name__

@@ -276,13 +276,14 @@ def timm_units(traffic: TrafficReport) -> Dict[str, float]:
 
     | column | counts, per image | convention |
     |---|---|---|
-    | ``infer_gmacs`` | conv/linear/matmul MACs + fvcore's norm, pooling and resampling terms, less what fvcore cannot see, / 1e9 | timm's ``benchmark.py`` (1) |
-    | ``infer_macts`` | output elements of conv/linear/matmul, less what fvcore cannot see, / 1e6 | fvcore ``ActivationCountAnalysis`` |
+    | ``infer_gmacs`` | conv/linear/matmul MACs + fvcore's norm, pool, resample terms - its blind spots, / 1e9 | (1) |
+    | ``infer_macts`` | output elements of conv/linear/matmul - fvcore's blind spots, / 1e6 | (2) |
     | ``gmacs_mm`` | conv/linear/matmul MACs only (attention matmuls included), / 1e9 | ours (``counting``) |
 
-    (1) fvcore's ``FlopCountAnalysis``, whose norm and pooling rules are ``traffic.FVCORE_TERMS`` and whose blind spots
-    (string-padded convs, LSTMs) ``traffic.FVCORE_UNSEEN``; unlike today's
-    fvcore, attention matmuls (``scaled_dot_product_attention``) are counted, as timm's published table does.
+    (1) timm's ``benchmark.py``: fvcore's ``FlopCountAnalysis``, whose norm, pool and resample rules are
+    ``traffic.FVCORE_TERMS`` and whose blind spots (string-padded convs, LSTMs) ``traffic.FVCORE_UNSEEN``; unlike
+    today's fvcore, attention matmuls (``scaled_dot_product_attention``) are counted, as timm's published table does.
+    (2) fvcore's ``ActivationCountAnalysis``, as timm's ``benchmark.py`` runs it.
     """
     n = traffic.input_shape[0]
     total = traffic.total

@@ -52,7 +52,15 @@ from torch.utils.module_tracker import ModuleTracker
 
 from salient_timm.errors import SalientError
 
-from .counting import COPY_OPS, ELEMENTWISE_FORMULAS, VIEW_OPS, _first_output, _per_output, frozen_parameters
+from .counting import (
+    COPY_OPS,
+    ELEMENTWISE_FORMULAS,
+    MAC_FORMULAS,
+    VIEW_OPS,
+    _first_output,
+    _per_output,
+    frozen_parameters,
+)
 
 __all__ = [
     "TrainCountError",
@@ -116,9 +124,32 @@ def _conv_backward_flops(grad_out, x, w, _bias, _stride, _padding, _dilation, tr
 
 # Our rules where torch's registry has none (in-place GEMMs) or a wrong one (grouped conv backward); 2 FLOPs per MAC,
 # like the registry. Checked before the registry.
-EXTRA_MAC_FORMULAS = {aten.baddbmm_: flop_registry[aten.baddbmm], aten.convolution_backward: _conv_backward_flops}
+EXTRA_MAC_FORMULAS = {
+    aten.baddbmm_: flop_registry[aten.baddbmm],
+    aten.convolution_backward: _conv_backward_flops,
+    **{op: shape_wrapper(formula) for op, formula in MAC_FORMULAS.items()},
+}
 # Output elements of these forward ops are fvcore's / timm's "activations".
 ACTIVATION_OPS = frozenset({aten.convolution, aten._convolution, aten.addmm, aten.mm, aten.bmm, aten.baddbmm})
+
+
+def _sdpa_cpu_activations(args, out) -> int:
+    """The outputs of the two matmuls the meta device decomposes attention into: scores (B,h,L,S) and (B,h,L,E)."""
+    query, key = args[0], args[1]
+    return query.shape[:-1].numel() * key.shape[-2] + out[0].numel()
+
+
+def _mkldnn_rnn_activations(args, out) -> int:
+    """The outputs of the per-step input and hidden GEMMs (B x gates*H each) the meta device decomposes into."""
+    steps = out[0].numel() // args[10]
+    return 2 * steps * args[1].shape[0]
+
+
+# Forward ops that run as one kernel here and as activation ops on the meta device: their activations.
+ACTIVATION_FORMULAS: Dict[object, Callable[..., int]] = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_activations,
+    aten.mkldnn_rnn_layer: _mkldnn_rnn_activations,
+}
 
 
 @dataclass
@@ -318,9 +349,11 @@ class _TrafficMode(TorchDispatchMode):
             cost.elementwise = int(shape_wrapper(elementwise)(*args, **kwargs, out_val=out))
         elif torch.is_floating_point(next(iter(_tensors(out)), torch.empty(0))) and packet not in _COPY_OPS:
             self.acc.uncounted.add(str(packet).replace("aten.", "aten::"))
-        activations = (
-            sum(t.numel() for t in _tensors(out)) if self.phase == "forward" and packet in ACTIVATION_OPS else 0
-        )
+        activations = 0
+        if self.phase == "forward" and packet in ACTIVATION_OPS:
+            activations = sum(t.numel() for t in _tensors(out))
+        elif self.phase == "forward" and packet in ACTIVATION_FORMULAS:
+            activations = ACTIVATION_FORMULAS[packet](args, out)
         for name in _active(self.tracker, self.names):
             m = self.acc.module(name)
             getattr(m, self.phase).add(cost)

@@ -61,7 +61,9 @@ CONSTRUCTS = {
     # nf_resnet / nf_regnet / nfnet: weight standardisation is a training-mode batch_norm over the weight
     "scaled std conv": lambda: nn.Sequential(ScaledStdConv2d(3, 8, 3), ScaledStdConv2d(8, 8, 3, gain_init=0.5)),
     "batch norm eval": lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.BatchNorm2d(8, affine=False)),
-    "group and layer norm": lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.GroupNorm(2, 8, affine=False)),
+    "group and layer norm": lambda: nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.GroupNorm(2, 8, affine=False)
+    ),
     "adaptive pool": lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)),
     # hrnet, coat, segmentation heads: upsampling terms
     "nearest upsample": lambda: Interpolate("nearest"),
@@ -103,3 +105,36 @@ def test_what_fvcore_cannot_see_stays_in_our_own_count():
     ours = timm_units(count_traffic(model, (1, 3, 12, 10), train=False))
     assert ours["infer_gmacs"] == 0
     assert round(ours["gmacs_mm"] * 1e9) == 8 * 12 * 10 * 3 * 9
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_fused_attention_counts_as_its_matmuls_on_every_device(device):
+    """timm's table counts attention matmuls (fvcore of the unfused block); the fused block (one CPU kernel,
+    decomposed on meta) must count the same on CPU as on the meta device salient-analyze uses."""
+    from timm.models.vision_transformer import Attention
+
+    torch.manual_seed(0)
+    fused = Attention(16, num_heads=2).eval()
+    unfused = Attention(16, num_heads=2).eval()
+    unfused.load_state_dict(fused.state_dict())
+    fused.fused_attn, unfused.fused_attn = True, False
+    x = torch.ones(1, 6, 16)
+    macs, activations = fvcore_counts(unfused, x)
+    ours = timm_units(count_traffic(fused.to(device), x.shape, train=False))
+    assert round(ours["infer_gmacs"] * 1e9) == macs
+    assert round(ours["infer_macts"] * 1e6) == activations
+
+
+@pytest.mark.parametrize("model", ["lstm", "attention"])
+def test_count_cost_is_the_same_on_cpu_and_meta(model):
+    """The same model counts the same whether built with weights (CPU: one LSTM or attention kernel) or on meta."""
+    from timm.models.vision_transformer import Attention
+
+    from salient_analysis.counting import count_cost
+
+    torch.manual_seed(0)
+    net = Recurrent(nn.LSTM).eval() if model == "lstm" else Attention(16, num_heads=2).eval()
+    shape = (1, 3, 12, 10) if model == "lstm" else (1, 6, 16)
+    on_cpu = count_cost(net, shape).total
+    on_meta = count_cost(net.to("meta"), shape).total
+    assert on_cpu.macs == on_meta.macs > 0
