@@ -454,17 +454,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     loc: Dict[str, List[List[dict]]] = {}
     pretrains: List[Dict[str, Any]] = []
     if "scratch" in parts:
-        for seed in range(c["main_seeds"]):
-            for label, attn, stages, seeds in SCRATCH:
-                if seed >= c[seeds]:
-                    continue
-                name = "scratch-" + attn + (f"-stages{stages.replace(',', '')}" if stages else "")
-                d = os.path.join(runs_dir, f"s{seed}", name)
-                argv = [*base_argv(seed), *cluttered, "--attn", attn, "--epochs", str(chosen["scratch"])]
-                argv += ["--lr", str(c["lr"])] + (["--attn-stages", stages] if stages else [])
-                scratch[label].append(_run(d, argv, a))
-                key = f"scratch {label}"
-                loc.setdefault(key, []).append(_control(d, a, c) if attn == "none" else _localize(d, a, c))
+        # the headline pair (plain, +salient) over all its seeds first, then the stage arms: a sitting that ends
+        # early leaves the main comparison complete; the lists stay in seed order, so arms pair by seed
+        order = [(tier, seed, arm) for tier in ("main_seeds", "other_seeds") for seed in range(c[tier])
+                 for arm in SCRATCH if arm[3] == tier]  # fmt: skip
+        for _, seed, (label, attn, stages, _) in order:
+            name = "scratch-" + attn + (f"-stages{stages.replace(',', '')}" if stages else "")
+            d = os.path.join(runs_dir, f"s{seed}", name)
+            argv = [*base_argv(seed), *cluttered, "--attn", attn, "--epochs", str(chosen["scratch"])]
+            argv += ["--lr", str(c["lr"])] + (["--attn-stages", stages] if stages else [])
+            scratch[label].append(_run(d, argv, a))
+            key = f"scratch {label}"
+            loc.setdefault(key, []).append(_control(d, a, c) if attn == "none" else _localize(d, a, c))
     if "retrofit" in parts:
         for seed in range(c["other_seeds"]):
             pretrains.append(pretrain(seed))
