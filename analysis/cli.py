@@ -17,7 +17,7 @@ from .render import FORMATS, Report, Table, render
 if TYPE_CHECKING:
     import salient_timm
 
-    from .spec import ModelSpec
+    from .spec import AnalysisTarget
 
 # Kinds named in --attn's help (the rest are listed by the one-line error an unknown name gets).
 HELP_KINDS = ("none", "salient", "ssa", "se")
@@ -180,11 +180,11 @@ def _emit(build: Callable[[], Report], fmt: str) -> None:
     click.echo(render(report, fmt))
 
 
-def _spec(model, attn, position, attn_stages, num_classes, cifar_stem, input_size, batch) -> "ModelSpec":
-    from .spec import ModelSpec
+def _spec(model, attn, position, attn_stages, num_classes, cifar_stem, input_size, batch) -> "AnalysisTarget":
+    from .spec import AnalysisTarget
 
     try:
-        return ModelSpec(model, attn, position, num_classes, cifar_stem, input_size, batch, attn_stages)
+        return AnalysisTarget(model, attn, position, num_classes, cifar_stem, input_size, batch, attn_stages)
     except _user_errors() as e:
         raise click.ClickException(str(e)) from e
 

@@ -15,7 +15,7 @@ from torch import nn
 import salient_timm
 from salient_timm.surgery.slots import ensure_slots
 
-from .spec import ModelSpec
+from .spec import AnalysisTarget
 
 __all__ = ["REPARAM_NOTE", "FOLD_BN_NOTE", "Folding", "reparameterized"]
 
@@ -31,7 +31,7 @@ FOLD_BN_NOTE = (
 
 
 def reparameterized(
-    spec: ModelSpec, device: str = "cpu", how: Folding = "timm", as_gated: bool = False
+    spec: AnalysisTarget, device: str = "cpu", how: Folding = "timm", as_gated: bool = False
 ) -> Tuple[nn.Module, List[str]]:
     """``spec``'s model in eval mode, folded for inference (``how``: see the module docstring), on ``device``, and
     the warnings naming what could not fold (it stays as it is). Folding reads weights, so the model is built on

@@ -24,7 +24,7 @@ from salient_timm import attention_modules, find_residual_blocks
 from .crosscheck import available_memory, real_forward_bytes
 from .deploy import REPARAM_NOTE, reparameterized
 from .render import Report, Table
-from .spec import ModelSpec, SpecError
+from .spec import AnalysisTarget, SpecError
 from .stages import model_stages
 from .timing import Peaks, Timing, device_peaks, peak_step_bytes, remeasured, time_modules
 from .traffic import TrafficReport, count_traffic
@@ -54,7 +54,7 @@ class ProfileOptions:
     peaks: Optional[Peaks] = None
     reparam: bool = False
 
-    def build(self, spec: ModelSpec, device: str) -> nn.Module:
+    def build(self, spec: AnalysisTarget, device: str) -> nn.Module:
         """``spec``'s model on ``device``, folded where ``reparam``."""
         if self.reparam:
             if self.train:
@@ -147,7 +147,7 @@ def _scopes(label: str, model: nn.Module, traffic: TrafficReport, timings: Dict,
     return scopes
 
 
-def _check_fits(meta_model: nn.Module, spec: ModelSpec, device: torch.device, train: bool) -> None:
+def _check_fits(meta_model: nn.Module, spec: AnalysisTarget, device: torch.device, train: bool) -> None:
     """Refuse (one line) a measurement whose step would not fit the device's free memory."""
     need = real_forward_bytes(meta_model, spec.input_shape) * (3 if train else 1)  # + saved tensors and gradients
     have = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
@@ -159,11 +159,11 @@ def _check_fits(meta_model: nn.Module, spec: ModelSpec, device: torch.device, tr
         )
 
 
-def _specs(spec: ModelSpec) -> List[ModelSpec]:
+def _specs(spec: AnalysisTarget) -> List[AnalysisTarget]:
     return [replace(spec, attn="none", attn_stages=None)] + ([spec] if spec.attn.lower() != "none" else [])
 
 
-def profile_steps(spec: ModelSpec, options: ProfileOptions) -> int:
+def profile_steps(spec: AnalysisTarget, options: ProfileOptions) -> int:
     """How many times ``profile_models`` calls its ``progress``: per model a count and (measuring) a peak memory,
     one per timing round, and the device's peaks before and after the timing unless they are given."""
     models = len(_specs(spec))
@@ -173,7 +173,7 @@ def profile_steps(spec: ModelSpec, options: ProfileOptions) -> int:
 
 
 def profile_models(
-    spec: ModelSpec, options: ProfileOptions, progress: Callable[[str], None] = lambda what: None
+    spec: AnalysisTarget, options: ProfileOptions, progress: Callable[[str], None] = lambda what: None
 ) -> Tuple[List[ModelProfile], Optional[Peaks]]:
     """Count (meta device) and measure (``options.device``) the base model and ``spec``'s variant.
 
@@ -373,7 +373,7 @@ def _side_by_side(base: ModelProfile, variant: ModelProfile, kind: str, peaks: O
 
 
 def profile_report(
-    spec: ModelSpec,
+    spec: AnalysisTarget,
     options: ProfileOptions = ProfileOptions(),
     measured: Optional[Tuple[List[ModelProfile], Optional[Peaks]]] = None,
 ) -> Report:

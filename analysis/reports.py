@@ -16,7 +16,7 @@ from .formulas import formula_rows
 from .profiling import timm_units
 from .render import Report, Table
 from .size import measure_size
-from .spec import ModelSpec, SpecError
+from .spec import AnalysisTarget, SpecError
 from .stages import model_stages
 from .traffic import ModuleTraffic, TrainCountError, count_traffic
 
@@ -38,11 +38,11 @@ CONVENTION = (
 Progress = Optional[Callable[[str], None]]
 
 
-def _base(spec: ModelSpec) -> ModelSpec:
+def _base(spec: AnalysisTarget) -> AnalysisTarget:
     return replace(spec, attn="none", attn_stages=None)
 
 
-def params_report(spec: ModelSpec) -> Report:
+def params_report(spec: AnalysisTarget) -> Report:
     """Parameters of the base model and the variant, per stage (``salient_analysis.stages``), and what the attention
     adds; stages without parameters in either are left out."""
     variant_model = spec.build()
@@ -86,7 +86,7 @@ def _cost_row(scope: str, count) -> dict:
 
 
 def flops_report(
-    spec: ModelSpec, per_block: bool = False, crosscheck: bool = False, reparam: Optional[Folding] = None
+    spec: AnalysisTarget, per_block: bool = False, crosscheck: bool = False, reparam: Optional[Folding] = None
 ) -> Report:
     """Full op count (total, per stage, optionally per block); ``crosscheck``: fvcore's and thop's totals beside it.
 
@@ -199,7 +199,7 @@ def _size_row(label: str, model: nn.Module) -> dict:
     }
 
 
-def size_report(spec: ModelSpec) -> Report:
+def size_report(spec: AnalysisTarget) -> Report:
     """Parameter/buffer counts, bytes per dtype and real serialized sizes (base, variant, added)."""
     rows = [_size_row(spec.label, spec.build())]
     if spec.attn != "none":
@@ -223,7 +223,7 @@ def size_report(spec: ModelSpec) -> Report:
     )
 
 
-def _train_step(model: nn.Module, spec: ModelSpec) -> Tuple[ModuleTraffic, float]:
+def _train_step(model: nn.Module, spec: AnalysisTarget) -> Tuple[ModuleTraffic, float]:
     """The training step as eager training runs it (``TrafficReport.as_run``), and the scale that makes it the
     spec's: where batch 1 cannot train a BatchNorm (a 1x1 map), it is counted at batch 2 and scaled by 1/2."""
     try:
@@ -237,7 +237,7 @@ def _train_step(model: nn.Module, spec: ModelSpec) -> Tuple[ModuleTraffic, float
 def _compare_row(
     label: str,
     model: nn.Module,
-    spec: ModelSpec,
+    spec: AnalysisTarget,
     base: Tuple[Any, ParamReport],
     step: Optional[ModuleTraffic] = None,
     per_step: float = 1.0,
@@ -262,7 +262,9 @@ def _compare_row(
     }
 
 
-def compare_report(specs: Iterable[ModelSpec], progress: Progress = None, reparam: Optional[Folding] = None) -> Report:
+def compare_report(
+    specs: Iterable[AnalysisTarget], progress: Progress = None, reparam: Optional[Folding] = None
+) -> Report:
     """One row per model spec: params, MACs, FLOPs and fp32 size, with ratios to the spec's base model.
 
     ``reparam``: each model (and its base) counted as folded for inference (``salient_analysis.deploy``:
@@ -356,7 +358,7 @@ def reparam_label(how: Folding) -> str:
     return "reparam" if how == "timm" else "fold-bn"
 
 
-def formula_report(spec: ModelSpec) -> Report:
+def formula_report(spec: AnalysisTarget) -> Report:
     """One row per attention block: formulas (seed's and full) against the measured count."""
     measured = formula_rows(spec.build(), spec.input_shape)
     if not measured:

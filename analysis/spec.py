@@ -1,6 +1,6 @@
 """What to analyse: a timm model name, optionally retrofitted, at an input size and batch.
 
-``ModelSpec.build()`` makes the model (on the meta device by default: no weights are
+``AnalysisTarget.build()`` makes the model (on the meta device by default: no weights are
 allocated, so even resnet152 builds in a fraction of a second).
 """
 
@@ -17,7 +17,7 @@ from salient_timm.errors import SalientError
 from salient_timm.spec import ModelSpecError
 from salient_timm.spec import check_model_name as _check_model_name
 
-__all__ = ["SpecError", "ModelSpec", "parse_input_size", "check_model_name"]
+__all__ = ["SpecError", "AnalysisTarget", "parse_input_size", "check_model_name"]
 
 
 class SpecError(SalientError, ValueError):
@@ -47,8 +47,10 @@ def check_model_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """A model to analyse. ``attn='none'`` keeps the model as timm builds it."""
+class AnalysisTarget:
+    """A model to analyse at an input size and batch; ``salient_timm.ModelSpec`` builds it (``model_spec``).
+
+    ``attn='none'`` keeps the model as timm builds it."""
 
     model: str
     attn: str = "none"

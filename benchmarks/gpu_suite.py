@@ -34,7 +34,7 @@ from block_overhead import Scenario, copy_bandwidth, run_matrix
 import salient_timm
 from salient_analysis.profiling import ProfileOptions, profile_models, profile_report, trust_warnings
 from salient_analysis.render import render
-from salient_analysis.spec import ModelSpec
+from salient_analysis.spec import AnalysisTarget
 
 MODELS = ["resnet50", "seresnet50", "salient_resnet50", "ssa_resnet50"]
 
@@ -131,7 +131,8 @@ def main() -> None:
             continue
         start = time.perf_counter()
         if name == "profile":
-            spec = ModelSpec("resnet50", "salient", input_size=(3, part["size"], part["size"]), batch=part["batch"])
+            size = (3, part["size"], part["size"])
+            spec = AnalysisTarget("resnet50", "salient", input_size=size, batch=part["batch"])
             options = ProfileOptions(device=str(device), repeats=repeats, warmup=1)
             measured = profile_models(spec, options)
             result = {"markdown": render(profile_report(spec, options, measured), "markdown")}

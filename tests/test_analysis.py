@@ -10,7 +10,7 @@ from salient_analysis.counting import count_cost, count_params
 from salient_analysis.crosscheck import fvcore_count, thop_count
 from salient_analysis.formulas import formula_rows
 from salient_analysis.size import measure_size
-from salient_analysis.spec import ModelSpec, SpecError, parse_input_size
+from salient_analysis.spec import AnalysisTarget, SpecError, parse_input_size
 from salient_timm import SalientBlock, SSABlock, inject_attention
 
 
@@ -87,7 +87,7 @@ def test_resnet50_at_32_batch1_counts_in_eval_and_restores_train_mode():
 
 
 def test_meta_and_cpu_counts_agree():
-    spec = ModelSpec("resnet18", attn="salient", input_size=(3, 32, 32), batch=2)
+    spec = AnalysisTarget("resnet18", attn="salient", input_size=(3, 32, 32), batch=2)
     meta, cpu = count_cost(spec.build(), spec.input_shape), count_cost(spec.build("cpu"), spec.input_shape)
     assert (meta.total.macs, meta.total.elementwise) == (cpu.total.macs, cpu.total.elementwise)
 
@@ -95,7 +95,7 @@ def test_meta_and_cpu_counts_agree():
 @pytest.mark.parametrize("attn", ["salient", "ssa", "se"])
 @pytest.mark.parametrize("cifar", [False, True])
 def test_full_formula_equals_measured_on_every_block(attn, cifar):
-    spec = ModelSpec("resnet50", attn=attn, cifar_stem=cifar, input_size=(3, 32, 32))
+    spec = AnalysisTarget("resnet50", attn=attn, cifar_stem=cifar, input_size=(3, 32, 32))
     rows = formula_rows(spec.build(), spec.input_shape)
     assert len(rows) == 16 and all(r.verdict == "match" for r in rows)
     if attn == "salient":  # default impl "fused" counts as its GEMV: the seed's C*H*W as MACs
@@ -104,7 +104,7 @@ def test_full_formula_equals_measured_on_every_block(attn, cifar):
 
 
 def test_formula_catches_a_wrong_count():
-    spec = ModelSpec("resnet18", attn="salient", input_size=(3, 32, 32))
+    spec = AnalysisTarget("resnet18", attn="salient", input_size=(3, 32, 32))
     model = spec.build()
     report = count_cost(model, spec.input_shape)
     report.modules["layer1.0.se"].elementwise += 1
@@ -113,7 +113,7 @@ def test_formula_catches_a_wrong_count():
 
 
 def test_fvcore_and_thop_report_what_they_miss():
-    spec = ModelSpec("resnet18", attn="salient", input_size=(3, 32, 32))
+    spec = AnalysisTarget("resnet18", attn="salient", input_size=(3, 32, 32))
     model = spec.build("cpu")
     report = count_cost(model, spec.input_shape)
     fv = fvcore_count(model, spec.input_shape, report)
@@ -143,10 +143,10 @@ def test_size_matches_files_written(tmp_path):
 
 
 def test_measure_size_leaves_meta_models_alone():
-    model = ModelSpec("resnet18").build()
+    model = AnalysisTarget("resnet18").build()
     report = measure_size(model)
     assert all(p.is_meta for p in model.parameters())  # measured without materialising anything
-    assert report.bytes_at == measure_size(ModelSpec("resnet18").build("cpu")).bytes_at  # as the real model
+    assert report.bytes_at == measure_size(AnalysisTarget("resnet18").build("cpu")).bytes_at  # as the real model
 
 
 def test_count_params_stages_and_attention():
@@ -170,7 +170,7 @@ def test_parse_input_size_rejects(text):
 
 def test_unknown_model_suggests_close_names():
     with pytest.raises(SpecError, match="did you mean .*resnet50"):
-        ModelSpec("resnet5O")
+        AnalysisTarget("resnet5O")
 
 
 def test_claims_have_derived_verdicts():

@@ -23,7 +23,7 @@ from salient_analysis.profiling import (
     timm_units,
     trust_warnings,
 )
-from salient_analysis.spec import ModelSpec
+from salient_analysis.spec import AnalysisTarget
 from salient_analysis.timing import Peaks, remeasured
 from salient_analysis.traffic import count_traffic
 from salient_timm import SalientBlock, inject_attention
@@ -115,13 +115,13 @@ def test_activation_count_matches_fvcore(name, attn):
 
 def test_timm_units_reproduce_timms_published_resnet50_activations():
     """timm's benchmark CSV lists resnet50 at 224 px with infer_macts 11.11 (and infer_gmacs 4.11)."""
-    units = timm_units(count_traffic(ModelSpec("resnet50").build("meta"), (1, 3, 224, 224), train=False))
+    units = timm_units(count_traffic(AnalysisTarget("resnet50").build("meta"), (1, 3, 224, 224), train=False))
     assert round(units["infer_macts"], 2) == 11.11
     assert abs(units["infer_gmacs"] - 4.11) < 0.03
 
 
 def test_stage_rows_add_up_to_the_total_and_attention_rows_are_inside_their_blocks():
-    spec = ModelSpec("resnet18", attn="salient", cifar_stem=True, input_size=(3, 16, 16), batch=2)
+    spec = AnalysisTarget("resnet18", attn="salient", cifar_stem=True, input_size=(3, 16, 16), batch=2)
     profiles, peaks = profile_models(spec, ProfileOptions(measure=False))
     assert peaks is None
     for p in profiles:
@@ -246,7 +246,7 @@ def test_a_profile_whose_step_cannot_train_says_why_in_one_line():
 def test_profile_figure_uses_its_whole_area_and_its_legend_covers_no_bar():
     from salient_analysis.profile_plot import METRICS, profile_figure
 
-    spec = ModelSpec("resnet18", attn="salient", cifar_stem=True, input_size=(3, 16, 16), batch=2)
+    spec = AnalysisTarget("resnet18", attn="salient", cifar_stem=True, input_size=(3, 16, 16), batch=2)
     profiles, _ = profile_models(spec, ProfileOptions(measure=False))
     fig = profile_figure(profiles, None)
     fig.canvas.draw()
@@ -324,7 +324,7 @@ def test_peaks_measured_twice_keep_the_better_and_their_drift():
 
 
 def test_progress_counts_every_step_it_announces():
-    spec = ModelSpec("resnet18", attn="salient", cifar_stem=True, input_size=(3, 16, 16), batch=2)
+    spec = AnalysisTarget("resnet18", attn="salient", cifar_stem=True, input_size=(3, 16, 16), batch=2)
     options = ProfileOptions(repeats=2, warmup=1)
     seen = []
     profile_models(spec, options, progress=seen.append)
@@ -348,7 +348,8 @@ def test_compare_reproduces_timms_published_benchmark_table(row):
 
     size = int(row["infer_img_size"])
     reparam = row["reparam"] == "1"
-    report = compare_report([ModelSpec(row["model"], input_size=(3, size, size))], reparam="timm" if reparam else None)
+    target = AnalysisTarget(row["model"], input_size=(3, size, size))
+    report = compare_report([target], reparam="timm" if reparam else None)
     ours = report.tables[0].rows[-1]  # with --reparam: the folded row
     assert ours["model"].endswith("(reparam)") == reparam
     assert f"{ours['params'] / 1e6:.2f}" == f"{float(row['param_count']):.2f}"
