@@ -32,6 +32,7 @@ import platform
 import random
 import subprocess
 import sys
+from importlib.metadata import version
 from typing import Dict, List, Tuple
 
 # module -> the test files that pin it (run for each of its mutants)
@@ -144,15 +145,13 @@ def main() -> None:
         row, lines = _summary(name, module, db)
         rows += row
         survivors += lines
-    import cosmic_ray
-
     table = [
         "# Mutation check of the core modules (sampled)",
         "",
         f"command: `python {' '.join(sys.argv)}`  ",
         f"date: {datetime.date.today().isoformat()}; commit {commit[:12]}; device: CPU ({platform.machine()}, "
         f"{os.cpu_count()} cores), load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}; "
-        f"cosmic-ray {getattr(cosmic_ray, '__version__', 'installed')}; seed {a.seed}, {a.per_module} a module",
+        f"cosmic-ray {version('cosmic-ray')}; seed {a.seed}, {a.per_module} a module",
         "",
         "Score = killed / (killed + survived); incompetent mutants (code that no longer imports or runs) are "
         "left out of it.",

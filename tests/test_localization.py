@@ -91,6 +91,18 @@ def test_baselines_find_a_bright_item_on_black():
     assert energy_in_box(maps["input brightness"], boxes, 64) == pytest.approx(ceiling["energy in box"])
 
 
+def test_the_centre_prior_peaks_at_the_centre_of_a_map_that_is_not_square():
+    """A 4x6 map (a 64x96 canvas): the four middle cells score highest, the corners lowest, symmetric both ways."""
+    prior = baseline_maps(torch.zeros(2, 1, 64, 96), (4, 6))["centre prior"]
+    assert prior.shape == (2, 1, 4, 6)
+    grid = prior[0, 0]
+    top = grid.flatten().topk(4).indices.tolist()
+    assert sorted(top) == [1 * 6 + 2, 1 * 6 + 3, 2 * 6 + 2, 2 * 6 + 3]  # rows 1-2, columns 2-3
+    torch.testing.assert_close(grid, grid.flip(0))
+    torch.testing.assert_close(grid, grid.flip(1))
+    assert grid[0, 0] == grid.min() and grid[1, 2] == grid.max()
+
+
 def test_feature_maps_are_the_channel_mean_of_absolute_activations():
     layer = torch.nn.Conv2d(1, 3, 1, bias=False)
     model = torch.nn.Sequential(layer)
