@@ -13,8 +13,9 @@ For a model spec and its base (the same model without ``--attn``):
 Shares are of the variant's whole step: its total counted FLOPs, bytes, saved bytes and the measured step time.
 """
 
+import contextlib
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -37,6 +38,8 @@ __all__ = [
     "profile_report",
     "profile_steps",
     "timm_units",
+    "count_timm_units",
+    "reference_attention",
     "trust_warnings",
 ]
 
@@ -213,7 +216,7 @@ def profile_models(
     for s in specs:
         scopes = _scopes(s.label, meta[s.label], traffic[s.label], timings, options.train)
         total = scopes[-1]
-        units = timm_units(inference[s.label])
+        units = count_timm_units(meta[s.label], spec.input_shape, inference[s.label])
         profiles.append(
             ModelProfile(s.label, traffic[s.label], scopes, total.seconds, total.spread, peaks_bytes[s.label], units)
         )
@@ -284,6 +287,8 @@ def timm_units(traffic: TrafficReport) -> Dict[str, float]:
     ``traffic.FVCORE_TERMS`` and whose blind spots (string-padded convs, LSTMs) ``traffic.FVCORE_UNSEEN``; unlike
     today's fvcore, attention matmuls (``scaled_dot_product_attention``) are counted, as timm's published table does.
     (2) fvcore's ``ActivationCountAnalysis``, as timm's ``benchmark.py`` runs it.
+
+    ``traffic`` should count timm's explicit attention path: ``count_timm_units`` does.
     """
     n = traffic.input_shape[0]
     total = traffic.total
@@ -292,6 +297,34 @@ def timm_units(traffic: TrafficReport) -> Dict[str, float]:
         "infer_macts": (total.activations - traffic.fvcore_unseen_activations) / n / 1e6,
         "gmacs_mm": total.forward.macs / n / 1e9,
     }
+
+
+@contextlib.contextmanager
+def reference_attention(model: nn.Module) -> Iterator[Sequence[nn.Module]]:
+    """timm's attention modules run their explicit-matmul path while inside (``fused_attn`` off, restored after).
+
+    timm's published CSV counts attention that way: vit_small_patch16_224 4.61 GMACs (fvcore skips the fused
+    kernel: 4.25) and DiffAttention's one ``attn @ v`` (its fused path runs two). Yields the switched modules."""
+    switched = [m for m in model.modules() if getattr(m, "fused_attn", None) is True]
+    try:
+        for m in switched:
+            m.fused_attn = False
+        yield switched
+    finally:
+        for m in switched:
+            m.fused_attn = True
+
+
+def count_timm_units(
+    model: nn.Module, input_shape: Tuple[int, ...], inference: Optional[TrafficReport] = None
+) -> Dict[str, float]:
+    """``timm_units`` of ``model``'s inference forward at ``input_shape`` (N, C, H, W), attention counted in timm's
+    explicit path (``reference_attention``). ``inference``, a count of the same forward, is reused when no module
+    has fused attention to switch off."""
+    with reference_attention(model) as switched:
+        if switched or inference is None:
+            inference = count_traffic(model, input_shape, train=False)
+    return timm_units(inference)
 
 
 def _pct(part: Optional[float], whole: Optional[float]) -> Optional[float]:

@@ -13,7 +13,7 @@ from .counting import OpCount, ParamReport, count_cost, count_params
 from .crosscheck import available_memory, fvcore_count, real_forward_bytes, thop_count
 from .deploy import FOLD_BN_NOTE, REPARAM_NOTE, Folding, reparameterized
 from .formulas import formula_rows
-from .profiling import timm_units
+from .profiling import count_timm_units
 from .render import Report, Table
 from .size import measure_size
 from .spec import AnalysisTarget, SpecError
@@ -255,7 +255,7 @@ def _compare_row(
         "FLOPs": cost.total.flops,
         "FLOPs ratio": cost.total.flops / bcost.total.flops,
         "fp32 MB": 4 * params.params / 1e6,
-        **timm_units(infer),
+        **count_timm_units(model, spec.input_shape, infer),
         "MB moved": infer.total.forward.bytes / 1e6,
         "train MB moved": per_step * step.step.bytes / 1e6 if step else None,
         "train saved MB": per_step * step.saved_bytes / 1e6 if step else None,

@@ -6,10 +6,11 @@
 
 For each (model, infer_img_size) row: the model as timm's ``benchmark.py`` builds it (``timm.create_model``, eval,
 ``reparameterize_model`` where a module has a fuse/reparameterize hook, as the table's ``--reparam`` run did), built
-on the meta device unless folding needs weights, counted by ``salient_analysis.traffic.count_traffic`` and put in
-timm's units by ``salient_analysis.profiling.timm_units``; params, infer_gmacs and infer_macts compared to the
-CSV's 2 decimals. A row we miss is then counted by fvcore itself, as ``benchmark.py`` runs it (CPU weights, a
-batch of one of ``torch.ones``; up to ``--fvcore-max-gmacs``), to say whose count differs:
+on the meta device unless folding needs weights, counted and put in timm's units by
+``salient_analysis.profiling.count_timm_units`` (attention in timm's explicit path, as the CSV counts it); params,
+infer_gmacs and infer_macts compared to the CSV's 2 decimals. A row we miss is then counted by fvcore itself, as
+``benchmark.py`` runs it (CPU weights, a batch of one of ``torch.ones``, attention in the same explicit path; up to
+``--fvcore-max-gmacs``), to say whose count differs:
 
 | class | meaning |
 |---|---|
@@ -41,8 +42,7 @@ import torch
 from timm.utils.model import reparameterize_model
 from torch import nn
 
-from salient_analysis.profiling import timm_units
-from salient_analysis.traffic import count_traffic
+from salient_analysis.profiling import count_timm_units, reference_attention
 
 COLUMNS = ("param_count", "infer_gmacs", "infer_macts")
 HOOKS = ("fuse", "reparameterize", "switch_to_deploy")  # what timm's reparameterize_model calls
@@ -64,7 +64,7 @@ def ours(name: str, size: int) -> Dict[str, object]:
     folded = has_reparam_hook(model)
     if folded:  # folding reads weights
         model = reparameterize_model(build(name, size, "cpu"), inplace=True).to("meta")
-    units = timm_units(count_traffic(model, (1, 3, size, size), train=False))
+    units = count_timm_units(model, (1, 3, size, size))
     return {
         "param_count": sum(p.numel() for p in model.parameters()) / 1e6,
         "infer_gmacs": units["infer_gmacs"],
@@ -81,7 +81,7 @@ def fvcore(name: str, size: int, folded: bool) -> Dict[str, float]:
     if folded:
         model = reparameterize_model(model, inplace=True)
     x = torch.ones(1, 3, size, size)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), reference_attention(model):
         warnings.simplefilter("ignore")
         flops = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         acts = ActivationCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)

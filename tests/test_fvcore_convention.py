@@ -125,6 +125,29 @@ def test_fused_attention_counts_as_its_matmuls_on_every_device(device):
     assert round(ours["infer_macts"] * 1e6) == activations
 
 
+def test_timm_units_count_diff_attention_as_timms_table_and_leave_it_fused():
+    """DiffAttention's fused path runs two ``attn @ v`` products, its explicit path (what timm's table counts)
+    one: timm's units follow the explicit path, measured by fvcore, and the model keeps its fused setting."""
+    from timm.layers import DiffAttention
+
+    from salient_analysis.profiling import count_timm_units
+
+    torch.manual_seed(0)
+    fused = DiffAttention(16, num_heads=2).eval()
+    explicit = DiffAttention(16, num_heads=2).eval()
+    explicit.load_state_dict(fused.state_dict())
+    fused.fused_attn, explicit.fused_attn = True, False
+    x = torch.ones(1, 6, 16)
+    macs, activations = fvcore_counts(explicit, x)
+    ours = count_timm_units(fused, x.shape)
+    assert round(ours["infer_gmacs"] * 1e9) == macs
+    assert round(ours["infer_macts"] * 1e6) == activations
+    assert fused.fused_attn is True
+    from salient_analysis.counting import count_cost
+
+    assert count_cost(fused, x.shape).total.macs > count_cost(explicit, x.shape).total.macs  # one more attn @ v
+
+
 @pytest.mark.parametrize("model", ["lstm", "attention"])
 def test_count_cost_is_the_same_on_cpu_and_meta(model):
     """The same model counts the same whether built with weights (CPU: one LSTM or attention kernel) or on meta."""
