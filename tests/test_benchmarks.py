@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"resnet50", "seresnet50", "salient_resnet50", "ssa_resnet50"}
 
 
+@pytest.mark.slow  # an end-to-end benchmark run, resumed
 def test_the_gpu_suite_smoke_run_writes_every_part_and_resumes(tmp_path):
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--smoke", "--out", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=ROOT / "benchmarks")

@@ -19,7 +19,7 @@ from salient_analysis.cli import main
 from salient_timm.export import ExportError, export_onnx, export_program, onnx_parity, save_hf_folder
 
 pytest.importorskip("onnxruntime")
-SMALL = ["salient_resnet18", "salient_resnet26", "salient_resnet34", "ssa_resnet18", "ssa_resnet34"]
+SMALL = ["salient_resnet18", "salient_resnet26", "ssa_resnet18"]  # the rest: -m slow
 LARGE = sorted(set(salient_timm.VARIANTS) - set(SMALL))
 
 
@@ -45,6 +45,7 @@ def test_every_registered_variant_exports_to_onnx_with_runtime_parity(name, phot
     assert onnx_parity(model, path, batch[:1]) <= 1e-4  # the batch dimension is dynamic
 
 
+@pytest.mark.slow  # a full-size resnet50 through ONNX
 def test_a_retrofitted_torchvision_resnet50_exports_to_onnx(photos, tmp_path):
     model = torchvision.models.resnet50(num_classes=10)
     salient_timm.inject_attention(model, "salient", init="identity", init_gain=0.1)
@@ -185,6 +186,7 @@ def test_a_bare_inject_attention_is_refused_as_a_hub_folder_with_the_alternative
     assert not (tmp_path / "hf").exists()
 
 
+@pytest.mark.slow  # an end-to-end training run and export
 def test_salient_train_exports_its_best_model_as_a_hugging_face_folder(tmp_path):
     from salient_timm.train.cli import parse_args, run
 

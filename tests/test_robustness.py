@@ -43,7 +43,11 @@ atexit.register(shutil.rmtree, _FUZZ_DIR, ignore_errors=True)
 CASES = {name: (cmd, args, fail) for name, cmd, args, fail in FUZZ.cases(_FUZZ_DIR)}
 
 
-@pytest.mark.parametrize("name", list(CASES))
+SLOW_CASES = {"train --attn se retrofit --export-hf"}  # a whole training run before the export: -m slow
+assert SLOW_CASES <= set(CASES), SLOW_CASES - set(CASES)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CASES else n for n in CASES])
 def test_bad_input_gets_one_clean_line(name):
     command, args, should_fail = CASES[name]
     verdict, text = FUZZ.classify(command, args, should_fail)
@@ -183,6 +187,7 @@ def test_two_concurrent_runs_on_one_folder_cannot_overwrite_each_other(tmp_path)
     _consistent(out, 2)
 
 
+@pytest.mark.slow  # kill-and-resume
 def test_resume_repairs_what_a_kill_between_last_and_best_left(two_epochs, tmp_path):
     """Killed after last.pth (epoch 2, the best) was renamed, before best.pth and the metrics were written."""
     out = tmp_path / "half"
@@ -201,6 +206,7 @@ def test_resume_repairs_what_a_kill_between_last_and_best_left(two_epochs, tmp_p
     _consistent(out, 2)
 
 
+@pytest.mark.slow  # kill-and-resume
 def test_a_run_killed_before_its_first_epoch_restarts_with_its_options(two_epochs, tmp_path):
     out = tmp_path / "early"
     out.mkdir()

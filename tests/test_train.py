@@ -62,6 +62,7 @@ def test_digits_training_learns_and_writes_the_run_folder(base_run):
     assert saved["channels_last"] is True  # the measured-faster format is the default on CPU too, and recorded
 
 
+@pytest.mark.slow  # an end-to-end training run
 def test_registered_variant_with_cifar_stem_and_recipe_options(tmp_path):
     summary, out = train(
         tmp_path,
