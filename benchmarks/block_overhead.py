@@ -4,6 +4,7 @@
     python benchmarks/block_overhead.py --compile       # add torch.compile rows (slow to compile on CPU)
     python benchmarks/block_overhead.py --full --json out.json   # the whole matrix (default on CUDA)
     python benchmarks/block_overhead.py --formats nchw,channels_last --scenarios "train b64 32px"
+    python benchmarks/block_overhead.py --scenarios "train b16 224px"   # closer to fine-tuning (not in the quick set)
     python benchmarks/block_overhead.py --modes reparam --scenarios "infer b1 224px,infer b8 224px"  # folded
 
 Modes: ``eager``, ``compile`` (``torch.compile``; ``--compile-backend``) and ``reparam``: inference of each model
@@ -75,6 +76,8 @@ QUICK_CPU = [
     Scenario("infer b64 32px", False, 64, 32),
     Scenario("train b64 32px", True, 64, 32),
 ]
+# closer to real fine-tuning (224 px inputs, a small batch): select with --scenarios "train b16 224px"
+EXTRA = [Scenario("train b16 224px", True, 16, 224)]
 
 
 def copy_bandwidth(device: torch.device) -> float:
@@ -247,10 +250,11 @@ def main() -> None:
     scenarios = FULL if (a.full or cuda) else QUICK_CPU
     if a.scenarios:
         wanted = [w.strip() for w in a.scenarios.split(",")]
-        scenarios = [sc for sc in FULL + QUICK_CPU if sc.name in wanted]
+        known = list({sc.name: sc for sc in FULL + QUICK_CPU + EXTRA}.values())
+        scenarios = [sc for sc in known if sc.name in wanted]
         scenarios = list({sc.name: sc for sc in scenarios}.values())
         if not scenarios:
-            p.error(f"no scenario matches {a.scenarios!r}; names: {', '.join(sc.name for sc in FULL + QUICK_CPU)}")
+            p.error(f"no scenario matches {a.scenarios!r}; names: {', '.join(sc.name for sc in known)}")
     modes = a.modes.split(",") if a.modes else ["eager"] + (["compile"] if (a.compile or cuda) else [])
     iters = a.iters or (20 if cuda else 3)
     formats = [f.strip() for f in (a.formats or "channels_last").split(",")]
