@@ -1,0 +1,137 @@
+"""Behaviours that the sampled mutation check (scripts/mutation_sample.py, results/mutation.md) found unpinned:
+each test fails on the survivor it names and describes what a user would get wrong."""
+
+import timm
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+from salient_analysis.counting import count_cost
+from salient_timm import SSABlock, find_residual_blocks
+from salient_timm.blocks import ConstantGate
+from salient_timm.train.data import DatasetError, build_datasets, make_cluttered
+
+
+def test_ssa_map_is_the_channel_mean_of_the_pooled_descriptor_times_x_in_every_impl():
+    """SSA's map, written out: s[n,h,w] = mean_c(mean_hw(x)[n,c] * x[n,c,h,w]). Every impl against the hand
+    formula (a wrong pooling axis or a divide in the plain path changed both sides of the fused-vs-plain tests)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    pooled = x.sum((2, 3)) / (5 * 7)  # (N, C)
+    by_hand = torch.einsum("nc,nchw->nhw", pooled, x)[:, None] / 6
+    for impl in ("mean", "fused", "gemv"):
+        block = SSABlock(6, impl=impl).double()
+        torch.testing.assert_close(block.saliency(x), by_hand, msg=impl)
+
+
+def test_the_constant_gate_scales_every_pixel_of_every_image_by_its_one_learned_factor():
+    gate = ConstantGate(4)
+    with torch.no_grad():
+        gate.logit.fill_(0.7)
+    x = torch.randn(3, 4, 5, 5)  # a batch of 3: one shared factor, not one per image
+    torch.testing.assert_close(gate(x), x * torch.sigmoid(torch.tensor(0.7)))
+    assert sum(p.numel() for p in gate.parameters()) == 1
+    gate.init_identity()
+    torch.testing.assert_close(gate(x), x)
+
+
+def test_pooling_counts_one_op_per_window_element_for_int_and_tuple_kernels():
+    """max and average pooling: output elements x window size, the window given as an int or as a tuple."""
+    model = nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), nn.AvgPool2d((2, 3)))
+    cost = count_cost(model, (1, 2, 16, 18))
+    first = 2 * 8 * 9  # the max pool's output elements
+    second = 2 * 4 * 3  # the average pool's (8x9 -> 4x3 with a 2x3 window)
+    assert cost.module("0").elementwise == first * 9
+    assert cost.module("1").elementwise == second * 6
+
+    class OneElementKernel(nn.Module):  # aten receives kernel_size [3]: a square 3x3 window
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.avg_pool2d(x, [3], stride=[1])
+
+    assert count_cost(OneElementKernel(), (1, 2, 8, 8)).total.elementwise == 2 * 6 * 6 * 9
+
+
+def test_a_container_that_is_never_called_sums_its_childrens_counts_op_by_op():
+    """HRNet's ``transition1`` (a ModuleList of branches) is reported as the sum of what its branches did."""
+
+    class Branches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.paths = nn.ModuleList([nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU()) for _ in range(2)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.paths[0](x) + self.paths[1](x)
+
+    cost = count_cost(Branches(), (1, 2, 4, 4))
+    children = [cost.module(f"paths.{i}") for i in range(2)]
+    whole = cost.module("paths")
+    assert whole.macs == sum(c.macs for c in children) > 0
+    assert whole.by_op == {op: sum(c.by_op.get(op, 0) for c in children) for op in children[0].by_op}
+    assert all(n > 0 for n in whole.by_op.values())
+
+
+def test_residual_stages_are_numbered_from_one_in_module_order():
+    """``--attn-stages 1`` means a ResNet's layer1: the numbers users type are the ones surgery gives."""
+    with torch.device("meta"):
+        model = timm.create_model("resnet18")
+    assert [b.stage for b in find_residual_blocks(model)] == [1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_clutter_reaches_every_position_of_the_canvas_edges():
+    """Clutter patches are placed anywhere the patch fits, the last row and column included, not one short."""
+    items = torch.full((400, 1, 8, 8), 255, dtype=torch.uint8)  # solid items: every clutter patch is lit
+    canvases, _, boxes = make_cluttered(items, torch.zeros(400, dtype=torch.long), canvas=24, clutter=4, patch=4)
+    outside = torch.ones_like(canvases, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        outside[i, 0, y0:y1, x0:x1] = False  # the item's own pixels
+    lit = (canvases > 0) & outside  # clutter only
+    assert lit[:, 0, :, -1].any() and lit[:, 0, -1, :].any()  # the last column and row
+    assert lit[:, 0, :, 0].any() and lit[:, 0, 0, :].any()
+
+
+def test_an_image_folder_whose_test_classes_differ_from_its_training_classes_is_refused(tmp_path):
+    """Class indices would silently mean different things in training and test: refuse, naming the folders."""
+    for split, names in (("train", ("cat", "dog")), ("val", ("cat", "fox"))):
+        for name in names:
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / split / name / "a.png")
+    try:
+        build_datasets("imagefolder", str(tmp_path), 8, augment=False)
+    except DatasetError as e:
+        assert "train/ and val/ have different class folders" in str(e)
+    else:
+        raise AssertionError("an image folder with other test classes was accepted")
+
+
+class StridedNorm(nn.Module):
+    """A per-channel affine norm whose output is neither contiguous nor channels_last (H and W strides swapped):
+    a layout the fused gate must not read as contiguous."""
+
+    def __init__(self, num_features: int, **factory) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.linspace(0.5, 1.5, num_features, **factory))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.weight[:, None, None]).transpose(2, 3).contiguous().transpose(2, 3)
+
+
+def test_the_fused_gate_after_a_norm_of_any_output_layout_equals_the_literal_gate():
+    from salient_timm import inject_attention
+
+    torch.manual_seed(0)
+    models = []
+    for impl in ("fused", "conv"):
+        torch.manual_seed(0)
+        model = timm.create_model("resnet18", norm_layer=StridedNorm, num_classes=3).double()
+        inject_attention(model, "salient", impl=impl)
+        models.append(model.train())
+    models[1].load_state_dict(models[0].state_dict())
+    x = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    y = models[0].bn1(torch.randn(1, 64, 4, 6, dtype=torch.float64))
+    assert not (y.is_contiguous() or y.is_contiguous(memory_format=torch.channels_last))
+    outs = [m(x) for m in models]
+    torch.testing.assert_close(outs[0], outs[1])
+    grads = [torch.autograd.grad(o.square().sum(), list(m.parameters())) for o, m in zip(outs, models)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
