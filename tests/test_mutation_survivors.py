@@ -135,3 +135,96 @@ def test_the_fused_gate_after_a_norm_of_any_output_layout_equals_the_literal_gat
     grads = [torch.autograd.grad(o.square().sum(), list(m.parameters())) for o, m in zip(outs, models)]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_a_conv_counts_its_multiply_adds_by_hand():
+    """count_cost's MACs of a conv and a linear layer: output elements x (in-channels x window), and in x out."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 8 * 8, 5))
+    cost = count_cost(model, (1, 3, 10, 10))
+    assert cost.module("0").macs == 8 * 8 * 8 * 3 * 3 * 3
+    assert cost.module("2").macs == 8 * 8 * 8 * 5
+
+
+def test_items_are_placed_anywhere_they_fit_the_last_column_and_row_included():
+    """An odd free range (canvas 25 - item 8 = 17): the item's box reaches x0 = 17 and y0 = 17."""
+    items = torch.full((600, 1, 8, 8), 255, dtype=torch.uint8)
+    _, _, boxes = make_cluttered(items, torch.zeros(600, dtype=torch.long), canvas=25, clutter=0, patch=4)
+    assert int(boxes[:, 0].max()) == 17 and int(boxes[:, 1].max()) == 17
+    assert int(boxes[:, 0].min()) == 0 and int(boxes[:, 1].min()) == 0
+
+
+def test_a_canvas_narrower_than_tall_thin_items_is_refused_naming_their_size():
+    items = torch.zeros(2, 1, 12, 8, dtype=torch.uint8)  # 12 high, 8 wide
+    try:
+        make_cluttered(items, torch.zeros(2, dtype=torch.long), canvas=10, clutter=0, patch=4)
+    except DatasetError as e:
+        assert "smaller than the 12x8 items" in str(e)
+    else:
+        raise AssertionError("a 10 px canvas took 12 px high items")
+
+
+def test_a_stratified_subset_follows_the_class_shares_and_covers_every_class():
+    """60 % class 0, 30 % class 1, 10 % class 2: a 20-item subset takes 12, 6 and 2, each class at least once."""
+    from salient_timm.train.data import stratified_indices
+
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    taken = labels[stratified_indices(labels, 20)]
+    assert torch.bincount(taken, minlength=3).tolist() == [12, 6, 2]
+    rare = torch.tensor([0] * 98 + [1, 2])
+    assert torch.bincount(rare[stratified_indices(rare, 7)], minlength=3).tolist() == [5, 1, 1]
+    halves = torch.tensor([0] * 3 + [1] * 7)  # quotas 1.5 and 3.5: the remainder goes to a class with room
+    got = torch.bincount(halves[stratified_indices(halves, 5)], minlength=2)
+    assert int(got.sum()) == 5 and bool(((got - torch.tensor([1.5, 3.5])).abs() < 1).all())
+
+
+def test_a_holdout_may_leave_one_training_item_but_not_none():
+    from salient_timm.train.data import hold_out
+
+    data = build_datasets("digits", None, 8, augment=False)
+    n = len(data.train)
+    kept = hold_out(data, (n - 1) / n)
+    assert (len(kept.train), len(kept.val)) == (1, n - 1)
+    try:
+        hold_out(build_datasets("digits", None, 8, augment=False), 1.0)
+    except DatasetError as e:
+        assert "leaves no training items" in str(e)
+    else:
+        raise AssertionError("a holdout of every item was accepted")
+
+
+def test_blurred_brightness_of_a_point_is_a_symmetric_bell_that_falls_off_with_distance():
+    """The blur baseline is a Gaussian: a single bright pixel spreads into a peak that decreases monotonically
+    and symmetrically away from it (a kernel that is not a bell, e.g. exp(-t % 2), rises again)."""
+    from salient_analysis.localization import baseline_maps
+
+    images = torch.zeros(1, 1, 64, 64)
+    images[0, 0, 31:33, 31:33] = 1.0  # the centre 2x2 pixels
+    blurred = baseline_maps(images, (16, 16))["blurred brightness"][0, 0]
+    row = blurred[7, :8]  # from the left edge to the centre cell: 0 beyond the kernel's 3 sigma, then rising
+    assert bool((row[1:] >= row[:-1]).all()) and bool((row[5:] > row[4:-1]).all()) and row[4] > 0
+    torch.testing.assert_close(blurred, blurred.flip(0))
+    torch.testing.assert_close(blurred, blurred.flip(1))
+
+
+def test_an_unhooked_training_forward_keeps_less_for_backward_than_the_literal_gate():
+    """The fused gate's promise to a trainer: it keeps x (and the (N, 1, H, W) maps) for backward, where the
+    literal ops keep their full-size intermediates too. A fused path that silently stopped applying would keep
+    the same outputs and lose this."""
+    from salient_timm import SalientBlock
+
+    def saved_bytes(impl: str) -> int:
+        torch.manual_seed(0)
+        block = SalientBlock(16, impl=impl).train()
+        x = torch.randn(4, 16, 12, 12, requires_grad=True)
+        total = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            block(x).sum().backward()
+        return total
+
+    assert saved_bytes("fused") < saved_bytes("conv")
