@@ -26,7 +26,6 @@ import copy
 import datetime
 import io
 import logging
-import os
 import platform
 import sys
 import warnings
@@ -34,6 +33,7 @@ from typing import Callable, Dict, List, Optional
 
 import timm
 import torch
+from kept_prose import write_keeping_prose  # scripts/kept_prose.py
 from torch import nn
 
 import salient_timm  # noqa: F401  (registers salient_resnet50)
@@ -174,14 +174,7 @@ def main() -> None:
         "",
         MARKER,
     ]
-    kept = ""
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            text = f.read()
-        if MARKER in text:
-            kept = text.split(MARKER, 1)[1]
-    with open(args.out, "w") as f:
-        f.write("\n".join(table) + (kept or "\n"))
+    write_keeping_prose(args.out, table, MARKER)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import sys
 from importlib.metadata import version
 from typing import Dict, List, Tuple
 
+from kept_prose import write_keeping_prose  # scripts/kept_prose.py
+
 # module -> the test files that pin it (run for each of its mutants)
 SURVIVORS = "tests/test_mutation_survivors.py"  # what earlier samples found unpinned, each a user-visible outcome
 MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
@@ -181,14 +183,7 @@ def main() -> None:
         "",
         MARKER,
     ]
-    kept = ""
-    if os.path.exists(a.out):
-        with open(a.out) as f:
-            text = f.read()
-        if MARKER in text:
-            kept = text.split(MARKER, 1)[1]
-    with open(a.out, "w") as f:
-        f.write("\n".join(table) + (kept or "\n"))
+    write_keeping_prose(a.out, table, MARKER)
     print(f"wrote {a.out}")
 
 
