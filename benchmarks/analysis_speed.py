@@ -13,8 +13,11 @@ hits all of them alike; the ratios are between medians of the same run.
 | create | ``import timm; timm.create_model(M)`` (the bare build, weights initialised) | |
 | flops | ``salient-analyze flops -m M --format json`` | <= 1.0x ``fvcore`` |
 | fvcore | ``timm.create_model(M)`` + fvcore ``FlopCountAnalysis(model, 1x3x224x224).total()`` | |
-| compare | ``salient-analyze compare -m M --attn none,salient --format json`` | <= 1.0x ``fvcore x2`` |
-| fvcore x2 | the fvcore count of M and of M with ``inject_attention(model, "salient")`` | |
+| compare | ``salient-analyze compare -m M --attn none,salient --format json`` (1) | <= 1.0x ``fvcore x2`` |
+| fvcore x2 | the fvcore count of each model compare counts: M and M with ``inject_attention(model, "salient")`` (1) | |
+
+(1) A model without residual blocks (ViT, ConvNeXt) takes no gate: compare counts it alone (``--attn none``) and
+``fvcore x2`` is then one fvcore count.
 
 Resumable: each finished (repeat, model) block is appended to --out (JSON lines) and skipped on a rerun.
 """
@@ -43,8 +46,12 @@ BARE_FVCORE = (
 )
 
 
+RETROFITTABLE = ("resnet", "seresnet", "resnext", "wide_resnet")  # name prefixes: compare adds a salient row
+
+
 def commands(model: str) -> Dict[str, List[str]]:
     """The rows of the module docstring's table: name -> argv, all for one model."""
+    attns = ("none", "salient") if model.startswith(RETROFITTABLE) else ("none",)
     py = sys.executable
     script = os.path.join(os.path.dirname(py), "salient-analyze")  # the console script a user types
     analyze = [script] if os.path.exists(script) else [py, "-m", "salient_analysis.cli"]
@@ -53,11 +60,11 @@ def commands(model: str) -> Dict[str, List[str]]:
         "create": [py, "-c", BARE_CREATE.format(model=model)],
         "flops": analyze + ["flops", "-m", model, "--format", "json"],
         "fvcore": [py, "-c", BARE_FVCORE.format(prelude="", attns=("none",), model=model)],
-        "compare": analyze + ["compare", "-m", model, "--attn", "none,salient", "--format", "json"],
+        "compare": analyze + ["compare", "-m", model, "--attn", ",".join(attns), "--format", "json"],
         "fvcore x2": [
             py,
             "-c",
-            BARE_FVCORE.format(prelude="import salient_timm\n", attns=("none", "salient"), model=model),
+            BARE_FVCORE.format(prelude="import salient_timm\n", attns=attns, model=model),
         ],
     }
 
