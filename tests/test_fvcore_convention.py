@@ -107,17 +107,22 @@ def test_what_fvcore_cannot_see_stays_in_our_own_count():
     assert round(ours["gmacs_mm"] * 1e9) == 8 * 12 * 10 * 3 * 9
 
 
+def fused_and_explicit(attention_class: type) -> tuple:
+    """Two eval-mode copies of one timm attention block (16 wide, 2 heads, same weights): fused_attn on, and off."""
+    torch.manual_seed(0)
+    fused, explicit = attention_class(16, num_heads=2).eval(), attention_class(16, num_heads=2).eval()
+    explicit.load_state_dict(fused.state_dict())
+    fused.fused_attn, explicit.fused_attn = True, False
+    return fused, explicit
+
+
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_fused_attention_counts_as_its_matmuls_on_every_device(device):
     """timm's table counts attention matmuls (fvcore of the unfused block); the fused block (one CPU kernel,
     decomposed on meta) must count the same on CPU as on the meta device salient-analyze uses."""
     from timm.models.vision_transformer import Attention
 
-    torch.manual_seed(0)
-    fused = Attention(16, num_heads=2).eval()
-    unfused = Attention(16, num_heads=2).eval()
-    unfused.load_state_dict(fused.state_dict())
-    fused.fused_attn, unfused.fused_attn = True, False
+    fused, unfused = fused_and_explicit(Attention)
     x = torch.ones(1, 6, 16)
     macs, activations = fvcore_counts(unfused, x)
     ours = timm_units(count_traffic(fused.to(device), x.shape, train=False))
@@ -132,11 +137,7 @@ def test_timm_units_count_diff_attention_as_timms_table_and_leave_it_fused():
 
     from salient_analysis.profiling import count_timm_units
 
-    torch.manual_seed(0)
-    fused = DiffAttention(16, num_heads=2).eval()
-    explicit = DiffAttention(16, num_heads=2).eval()
-    explicit.load_state_dict(fused.state_dict())
-    fused.fused_attn, explicit.fused_attn = True, False
+    fused, explicit = fused_and_explicit(DiffAttention)
     x = torch.ones(1, 6, 16)
     macs, activations = fvcore_counts(explicit, x)
     ours = count_timm_units(fused, x.shape)
