@@ -51,6 +51,7 @@ from torch.utils.flop_counter import conv_flop_count, flop_registry, shape_wrapp
 from torch.utils.module_tracker import ModuleTracker
 
 from salient_timm.errors import SalientError
+from salient_timm.module_mode import training_mode
 
 from .counting import (
     COPY_OPS,
@@ -337,8 +338,9 @@ class _TrafficMode(TorchDispatchMode):
         packet = func._overloadpacket
         if packet in VIEW_OPS:
             return out
+        inputs = {k: v for k, v in kwargs.items() if k != "out"}  # an out= tensor is written, not read
         cost = Cost(
-            read=sum(_distinct_bytes(t) for t in _tensors((args, kwargs))),
+            read=sum(_distinct_bytes(t) for t in _tensors((args, inputs))),
             written=sum(t.numel() * t.element_size() for t in _tensors(out)),
         )
         mac_formula = EXTRA_MAC_FORMULAS.get(packet) or flop_registry.get(packet)
@@ -405,6 +407,46 @@ class _NoModules:
     parents: set = set()
 
 
+def _tracked_pass(
+    model: nn.Module, x: torch.Tensor, train: bool, names: Dict[str, str], acc: "_Accumulator", owned: set
+) -> "_FvcoreTerms":
+    """One forward (``train``: and the backward of its loss) under the module tracker, into ``acc``: ops, bytes and
+    saved bytes per module. ``owned``: the storages of the model's parameters and buffers (not counted as saved).
+    Returns the forward's terms that fvcore's trace cannot see."""
+    input_shape = tuple(x.shape)
+    seen_saved: set = set()
+    with ModuleTracker() as tracker:
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            key = _storage_key(t)
+            if key not in owned and key not in seen_saved:
+                seen_saved.add(key)
+                nbytes = t.untyped_storage().nbytes()
+                for name in _active(tracker, names):
+                    acc.module(name).saved_bytes += nbytes
+            return t
+
+        # inference: no parameter requires grad (counting.frozen_parameters: the module tracker on CaiT/PiT)
+        frozen = contextlib.nullcontext() if train else frozen_parameters(model)
+        with torch.set_grad_enabled(train), frozen, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fvcore_terms = _FvcoreTerms()
+            with fvcore_terms, _TrafficMode(tracker, "forward", names, acc, fvcore_terms):
+                try:
+                    out = model(x)
+                except ValueError as e:
+                    if "more than 1 value per channel" not in str(e):
+                        raise
+                    raise TrainCountError(
+                        f"a training step needs more than one value per BatchNorm channel, and at input "
+                        f"{'x'.join(map(str, input_shape))} some feature map is 1x1 with batch 1: use a batch "
+                        "size of 2 or more, or a larger input"
+                    ) from e
+        if train:
+            with _TrafficMode(tracker, "backward", names, acc):
+                _loss(out).backward()
+    return fvcore_terms
+
+
 def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = True) -> TrafficReport:
     """Count ops, bytes and saved bytes of one forward (``train``: train mode, plus backward of ``out.sum()``).
 
@@ -425,47 +467,15 @@ def count_traffic(model: nn.Module, input_shape: Iterable[int], train: bool = Tr
     acc, names = _Accumulator(), _tracker_names(model)
     acc.module("")
     owned = {_storage_key(t) for t in [*model.parameters(), *model.buffers()]}
-    seen_saved: set = set()
-    flags = [(m, m.training) for m in model.modules()]
     grads = [(p, p.grad) for p in model.parameters()]
     buffers = [(b, b.clone()) for b in model.buffers()]
     as_run = None
-    model.train(train)
     try:
-        with ModuleTracker() as tracker:
-
-            def pack(t: torch.Tensor) -> torch.Tensor:
-                key = _storage_key(t)
-                if key not in owned and key not in seen_saved:
-                    seen_saved.add(key)
-                    nbytes = t.untyped_storage().nbytes()
-                    for name in _active(tracker, names):
-                        acc.module(name).saved_bytes += nbytes
-                return t
-
-            # inference: no parameter requires grad (counting.frozen_parameters: the module tracker on CaiT/PiT)
-            frozen = contextlib.nullcontext() if train else frozen_parameters(model)
-            with torch.set_grad_enabled(train), frozen, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                fvcore_terms = _FvcoreTerms()
-                with fvcore_terms, _TrafficMode(tracker, "forward", names, acc, fvcore_terms):
-                    try:
-                        out = model(x)
-                    except ValueError as e:
-                        if "more than 1 value per channel" not in str(e):
-                            raise
-                        raise TrainCountError(
-                            f"a training step needs more than one value per BatchNorm channel, and at input "
-                            f"{'x'.join(map(str, input_shape))} some feature map is 1x1 with batch 1: use a batch "
-                            "size of 2 or more, or a larger input"
-                        ) from e
+        with training_mode(model, train):
+            fvcore_terms = _tracked_pass(model, x, train, names, acc, owned)
             if train:
-                with _TrafficMode(tracker, "backward", names, acc):
-                    _loss(out).backward()
-        if train:
-            as_run = _step_as_run(model, x, owned)
+                as_run = _step_as_run(model, x, owned)
     finally:
-        for m, flag in flags:
-            m.training = flag
         for p, g in grads:
             p.grad = g
         with torch.no_grad():

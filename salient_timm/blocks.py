@@ -120,6 +120,8 @@ class _SpatialGate(nn.Module):
         # the fused backward replays exactly nn.BatchNorm2d + ScaledSigmoid, and calls neither as a module: a converted
         # BN (SyncBatchNorm, FrozenBatchNorm2d), a hook of any kind on the gate's parts or any global module hook
         # (ModuleTracker, FlopCounterMode, torchinfo...) takes the plain ops, whose module calls they see.
+        if not torch.is_grad_enabled():  # inference: the cheapest test first (use_fused would refuse it last)
+            return False
         if type(self.bn) is not nn.BatchNorm2d or type(self.gate) is not ScaledSigmoid:
             return False
         if has_hooks(self.bn) or has_hooks(self.gate) or global_module_hooks():

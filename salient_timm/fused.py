@@ -186,7 +186,12 @@ class _SpatialGateFn(torch.autograd.Function):
             batch_stats = bn.training or bn.running_mean is None
             stats = None if batch_stats else (bn.running_mean.clone(), bn.running_var.clone())
             g = gate(bn.forward(s)).to(x.dtype)  # the one call that updates the running statistics
-            y = x * g if shortcut is None else torch.addcmul(shortcut, x, g).relu_()
+            if shortcut is None:
+                y = x * g
+            else:  # x = norm(c) is this function's own tensor (nothing saves it): the sum overwrites it, as
+                # timm's `x += shortcut` does, instead of allocating a full-size output
+                own_x = norm is not None and shortcut.dtype == x.dtype and shortcut.shape == x.shape
+                y = torch.addcmul(shortcut, x, g, out=x if own_x else None).relu_()
         saved_v = v if weight is None else None  # SSA: v (N, C)
         saved_x, saved_c = (x, None) if norm is None else (None, c)  # with the norm: c, and x recomputed
         saved_out = None if shortcut is None else y
@@ -216,7 +221,7 @@ class _SpatialGateFn(torch.autograd.Function):
                 return grads + (d_shortcut, None, None, None)
             need_norm = ctx.needs_input_grad[0] or any(ctx.needs_input_grad[8:10])
             x = _norm_recompute(c, norm_stats, norm_weight, norm_bias, ctx.norm_batch_stats, ctx.norm_eps)
-            grads = _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v, need_norm)
+            grads = _SpatialGateFn._fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v, need_norm, True)
             del x
             norm_grads: Tuple[Optional[torch.Tensor], ...] = (None, None, None)
             if need_norm:
@@ -230,8 +235,10 @@ class _SpatialGateFn(torch.autograd.Function):
             return (norm_grads[0],) + grads[1:] + (d_shortcut, None, norm_grads[1], norm_grads[2])
 
     @staticmethod
-    def _fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v, needs_x):
-        """Full-size work in x's dtype (GEMMs accumulate in fp32), the (N, 1, H, W) gate in the norm's dtype."""
+    def _fast_backward(ctx, dy, x, weight, s, bn_weight, bn_bias, v, needs_x, x_is_scratch=False):
+        """Full-size work in x's dtype (GEMMs accumulate in fp32), the (N, 1, H, W) gate in the norm's dtype.
+        ``x_is_scratch``: x was recomputed for this backward alone, so dx is written over it once x's own reads
+        are done (one full-size allocation fewer; on CPU a fresh large tensor costs page faults, more than a pass)."""
         n, c, h, w = x.shape
         dy = dy.to(x.dtype)
         needs_w = ctx.needs_input_grad[1]
@@ -245,20 +252,21 @@ class _SpatialGateFn(torch.autograd.Function):
         ds = grads[0].reshape(n, 1, h * w).to(x.dtype)
         by_param = iter(grads[1:])
         param_grads = tuple(next(by_param) if need else None for need in ctx.needs_input_grad[4:6])
-        dx = dw = None
-        if needs_x:  # dy may have any strides (transposed, expanded...); dx takes x's layout for the GEMMs
-            dx = torch.mul(dy, g, out=torch.empty_like(x))
+        dw = left = None
         if weight is None:  # s = sum_c v_c x_c with v = mean_hw(x) / C: ds also reaches x through v
             if needs_x:  # v saved by forward: no second pass over x
                 dv = _pixel_weighted_sum(x, ds).view(n, c, 1)
                 left = torch.cat([v.view(n, c, 1), dv * (1.0 / (c * h * w))], dim=2)
-                right = torch.cat([ds, torch.ones_like(ds)], dim=1)
-                _add_outer_(dx, left, right)
+                ds = torch.cat([ds, torch.ones_like(ds)], dim=1)
         else:
-            if needs_x:
-                _add_outer_(dx, weight.reshape(1, c, 1).to(x.dtype), ds)
             if needs_w:  # sum over n and hw of ds * x
                 dw = _pixel_weighted_sum(x, ds).sum(0, dtype=weight.dtype).view_as(weight)
+            left = weight.reshape(1, c, 1).to(x.dtype)
+        if not needs_x:
+            return (None, dw, None, None) + param_grads
+        # x's reads are done. dy may have any strides (transposed, expanded...); dx takes x's layout for the GEMMs
+        dx = torch.mul(dy, g, out=x if x_is_scratch else torch.empty_like(x))
+        _add_outer_(dx, left, ds)
         return (dx, dw, None, None) + param_grads
 
     @staticmethod

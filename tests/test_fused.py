@@ -299,6 +299,52 @@ def test_a_gated_block_keeps_no_more_for_backward_than_the_plain_block_plus_its_
     assert _saved_bytes(fused, x, 4 * width * 8 * 8) == _saved_bytes(plain, x, 4 * width * 8 * 8)
 
 
+class _FreshAllocations(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the full-size (``numel``) tensors ops return in new storage (in-place and ``out=`` results reuse one)."""
+
+    def __init__(self, numel: int) -> None:
+        super().__init__()
+        self.numel, self.count = numel, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        seen = {
+            t.untyped_storage().data_ptr()
+            for t in torch.utils._pytree.tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor)
+        }
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() == self.numel and t.untyped_storage().data_ptr() not in seen:
+                self.count += 1
+        return out
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("kind", ["salient", "ssa"])
+@pytest.mark.parametrize("base", ["timm-basic", "timm-bottleneck", "torchvision-bottleneck"])
+def test_a_gated_training_step_allocates_few_more_output_sized_tensors_than_the_plain_block(kind, base, channels_last):
+    """On CPU a fresh large tensor costs page faults, more than a pass over it (benchmarks/RESULTS.md, issue 33).
+    The fused epilogue writes the residual sum over the norm's output (as timm's ``x += shortcut`` does) and dx over
+    the gate input it recomputes in backward: channels_last makes one output-sized tensor more than the plain block
+    (that recomputed input), NCHW two (its channel dot ``sum_c dy_c x_c`` also needs the product)."""
+    fused, _ = _block_pair(kind, base)
+    plain = copy.deepcopy(fused)
+    plain.se = None
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, fused.conv1.in_channels, 8, 8, dtype=torch.float64).contiguous(memory_format=fmt)
+    counts = []
+    for block in (plain, fused):
+        block.to(memory_format=fmt)
+        xi = x.clone().requires_grad_()
+        numel = block(xi).numel()
+        with _FreshAllocations(numel) as seen:
+            out = block(xi)
+            out.backward(torch.ones_like(out))
+        counts.append(seen.count - 1)  # ones_like: the incoming gradient
+    assert out.grad_fn.name() == "_SpatialGateFnBackward"
+    assert counts[1] <= counts[0] + (1 if channels_last else 2), counts
+
+
 def test_a_frozen_or_hooked_branch_norm_runs_as_it_is_before_the_fused_epilogue():
     """FrozenBatchNorm2d (fine-tuning with frozen BN) or a hook on the norm: the norm runs its own call (the hook
     fires), the gate and the epilogue still fuse, and the block stays exact."""

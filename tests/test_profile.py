@@ -50,6 +50,19 @@ def test_conv_bytes_saved_bytes_and_training_macs_by_hand(device):
     assert (conv.backward.read, conv.backward.written) == ((OUT + X + WEIGHT) * B, WEIGHT * B)
 
 
+class _ProductInto(nn.Module):
+    """``x * x`` written into a buffer the module made (an ``out=`` op, as the fused gate's backward writes dx)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mul(x, x, out=torch.empty_like(x))
+
+
+def test_an_out_tensor_counts_as_written_not_read():
+    """Bytes of ``torch.mul(x, x, out=buf)``: x read (its two uses are one tensor each), buf written once."""
+    op = count_traffic(_ProductInto(), (N, C, H, W), train=False).by_op["aten::mul (forward)"]
+    assert (op.read, op.written) == (2 * OUT * B, OUT * B)
+
+
 @pytest.mark.parametrize("groups", [1, 4, 16])  # dense, grouped, depthwise
 def test_conv_backward_costs_the_forward_multiplies_per_gradient_for_any_groups(groups):
     """Per layer, by hand: the first conv needs only its weight gradient (its input is data), the second its weight
