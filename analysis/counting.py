@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from salient_timm import attention_modules
 from salient_timm.checks import explain_forward_errors
+from salient_timm.module_mode import training_mode
 
 __all__ = [
     "eval_forward",
@@ -309,19 +310,14 @@ def eval_forward(model: nn.Module, input_shape: Iterable[int], *contexts) -> Non
     x = torch.zeros(
         tuple(input_shape), device=ref.device if ref is not None else None, dtype=ref.dtype if ref is not None else None
     )
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(explain_forward_errors(model, x.shape))
-            stack.enter_context(torch.no_grad())
-            stack.enter_context(frozen_parameters(model))
-            for ctx in contexts:
-                stack.enter_context(ctx)
-            model(x)
-    finally:
-        for m, flag in flags:
-            m.training = flag
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(training_mode(model, False))
+        stack.enter_context(explain_forward_errors(model, x.shape))
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(frozen_parameters(model))
+        for ctx in contexts:
+            stack.enter_context(ctx)
+        model(x)
 
 
 def count_cost(model: nn.Module, input_shape: Iterable[int]) -> CostReport:

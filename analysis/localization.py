@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from salient_timm.errors import SalientError
+from salient_timm.module_mode import training_mode
 
 __all__ = [
     "LocalizationError",
@@ -183,13 +184,11 @@ def feature_maps(
         )
         for name in modules
     ]
-    was_training = model.training
-    model.eval()
     try:
-        for start in range(0, len(images), batch):
-            model(images[start : start + batch])
+        with training_mode(model, False):
+            for start in range(0, len(images), batch):
+                model(images[start : start + batch])
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return {name: torch.cat(parts) for name, parts in outputs.items()}

@@ -29,12 +29,13 @@ from torch import nn
 
 from salient_timm import capture_gates, find_residual_blocks
 from salient_timm.blocks import ScaledSigmoid
+from salient_timm.data import DatasetError, ItemOptions, fashion_mnist_split
 from salient_timm.errors import SalientError
 from salient_timm.extras import require
 from salient_timm.gates import gate_modules, gate_neutrals
+from salient_timm.module_mode import training_mode
 from salient_timm.spec import ModelSpec
 from salient_timm.surgery import residual_stages
-from salient_timm.train.data import DatasetError, ItemOptions, fashion_mnist_split  # data sets only, not the trainer
 from salient_timm.weights import NotATrainingCheckpointError
 
 from .localization import (  # noqa: F401  (re-exported: the metrics' home is salient_analysis.localization)
@@ -172,26 +173,21 @@ def gate_variation(model: nn.Module, batches: Iterable[torch.Tensor]) -> Dict[st
     neutral = gate_neutrals(model)
     sums: Dict[str, torch.Tensor] = {}
     count = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with capture_gates(model) as gates:
-            for x in batches:
-                model(x)
-                for block, g in gates.items():
-                    mean = g.flatten(1).mean(1)
-                    std = _spread(g)
-                    row = torch.stack(
-                        [
-                            std.sum(),
-                            (std / mean.clamp_min(1e-12)).sum(),
-                            (g - neutral[block]).abs().flatten(1).mean(1).sum(),
-                        ]
-                    )
-                    sums[block] = sums.get(block, 0) + row.double()
-                count += x.shape[0]
-    finally:
-        model.train(was_training)
+    with training_mode(model, False), capture_gates(model) as gates:
+        for x in batches:
+            model(x)
+            for block, g in gates.items():
+                mean = g.flatten(1).mean(1)
+                std = _spread(g)
+                row = torch.stack(
+                    [
+                        std.sum(),
+                        (std / mean.clamp_min(1e-12)).sum(),
+                        (g - neutral[block]).abs().flatten(1).mean(1).sum(),
+                    ]
+                )
+                sums[block] = sums.get(block, 0) + row.double()
+            count += x.shape[0]
     return {block: dict(zip(("std", "rel std", "mean |dev|"), (s / count).tolist())) for block, s in sums.items()}
 
 
@@ -209,20 +205,15 @@ def localization(
     maps; ceiling: the box itself) and ``baseline`` (input brightness, blurred brightness, centre prior).
     Also returns, given ``labels``, the model's top-1 (%) on these images. Eval mode; the mode is restored.
     Raises ``MapsError`` if the model has no spatial gate."""
-    was_training = model.training
-    model.eval()
     maps: Dict[str, List[torch.Tensor]] = {}
     correct = 0
-    try:
-        with capture_gates(model) as gates:
-            for start in range(0, len(images), batch):
-                logits = model(images[start : start + batch])
-                if labels is not None:
-                    correct += int((logits.argmax(1) == labels[start : start + batch]).sum())
-                for block, g in gates.items():
-                    maps.setdefault(block, []).append(g)
-    finally:
-        model.train(was_training)
+    with training_mode(model, False), capture_gates(model) as gates:
+        for start in range(0, len(images), batch):
+            logits = model(images[start : start + batch])
+            if labels is not None:
+                correct += int((logits.argmax(1) == labels[start : start + batch]).sum())
+            for block, g in gates.items():
+                maps.setdefault(block, []).append(g)
     size = tuple(images.shape[-2:])
     spatial = {b: torch.cat(p) for b, p in maps.items()}
     spatial = {b: m for b, m in spatial.items() if m.shape[0] == len(images) and m.shape[1] == 1 and m[0].numel() > 1}

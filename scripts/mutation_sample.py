@@ -16,7 +16,7 @@ the module's own test files (``-x -m "not slow"``): a failing test kills it, a p
 | `salient_timm/surgery/inject.py` | the retrofit plan, identity start, refusals |
 | `analysis/counting.py` | MAC and elementwise counts, fvcore's convention |
 | `analysis/localization.py` | pointing game and energy, chance and ceiling |
-| `salient_timm/train/data.py` | canvases, boxes, splits, subsets |
+| `salient_timm/data/datasets.py` | canvases, boxes, splits, subsets |
 
 Mutation happens in files on disk, so it never touches this checkout: the committed tree (``HEAD``) is checked
 out as a detached git worktree under ``--state-dir`` and the tests run there (``PYTHONPATH`` puts it first).
@@ -50,7 +50,7 @@ MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "counting": ("analysis/counting.py", ("tests/test_counter.py", "tests/test_fvcore_convention.py", SURVIVORS)),
     "localization": ("analysis/localization.py", ("tests/test_localization.py", SURVIVORS)),
     "data": (
-        "salient_timm/train/data.py",
+        "salient_timm/data/datasets.py",
         (
             "tests/test_cluttered.py",
             "tests/test_user_outcomes.py",

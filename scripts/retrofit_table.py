@@ -28,9 +28,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from salient_analysis.maps import gate_variation
+from salient_timm.data import build_datasets
 from salient_timm.retrofit import retrofit_defaults
 from salient_timm.train.cli import parse_args, run
-from salient_timm.train.data import build_datasets
 from salient_timm.train.model import build_model, load_trained
 
 COMMON = ["--cifar-stem", "--dataset", "digits", "--img-size", "16", "--no-channels-last", "--no-progress"]

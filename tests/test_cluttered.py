@@ -18,9 +18,9 @@ from fixture_data import digits_as_fashion_mnist
 from salient_analysis.cli import main as analyze
 from salient_analysis.maps import localization
 from salient_timm import ModelSpec, capture_gates
+from salient_timm.data import DatasetError, ItemOptions, build_datasets, make_cluttered
 from salient_timm.train.cli import main as train_main
 from salient_timm.train.cli import parse_args, run
-from salient_timm.train.data import DatasetError, ItemOptions, build_datasets, make_cluttered
 
 ROOT = Path(__file__).resolve().parents[1]
 NARROW = ["--model-kwargs", "channels=8,16,32,64", "--model-kwargs", "stem_width=8"]

@@ -227,7 +227,7 @@ def test_salient_train_exports_its_best_model_as_a_hugging_face_folder(tmp_path)
 def _timm_pipeline_top1(model) -> float:
     """Top-1 on the digits test split as a timm user gets it: PIL images through resolve_data_config +
     create_transform from the model's own pretrained_cfg."""
-    from salient_timm.train.data import build_datasets
+    from salient_timm.data import build_datasets
 
     test = build_datasets("digits", None, 8, False).test
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))

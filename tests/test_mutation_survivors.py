@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from salient_analysis.counting import count_cost
 from salient_timm import SSABlock, find_residual_blocks
 from salient_timm.blocks import ConstantGate
-from salient_timm.train.data import DatasetError, build_datasets, make_cluttered
+from salient_timm.data import DatasetError, build_datasets, make_cluttered
 
 
 def test_ssa_map_is_the_channel_mean_of_the_pooled_descriptor_times_x_in_every_impl():
@@ -165,7 +165,7 @@ def test_a_canvas_narrower_than_tall_thin_items_is_refused_naming_their_size():
 
 def test_a_stratified_subset_follows_the_class_shares_and_covers_every_class():
     """60 % class 0, 30 % class 1, 10 % class 2: a 20-item subset takes 12, 6 and 2, each class at least once."""
-    from salient_timm.train.data import stratified_indices
+    from salient_timm.data import stratified_indices
 
     labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
     taken = labels[stratified_indices(labels, 20)]
@@ -178,7 +178,7 @@ def test_a_stratified_subset_follows_the_class_shares_and_covers_every_class():
 
 
 def test_a_holdout_may_leave_one_training_item_but_not_none():
-    from salient_timm.train.data import hold_out
+    from salient_timm.data import hold_out
 
     data = build_datasets("digits", None, 8, augment=False)
     n = len(data.train)

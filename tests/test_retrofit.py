@@ -11,7 +11,7 @@ from torch import nn
 import salient_timm
 from salient_analysis.maps import gate_variation
 from salient_timm import attention_parameter_names, inject_attention, retrofit_param_groups
-from salient_timm.train.data import build_datasets
+from salient_timm.data import build_datasets
 
 # (init_gain, attn_lr_scale, attn_weight_decay)
 V01_RECIPE = (0.0, 1.0, 5e-4)

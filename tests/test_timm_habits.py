@@ -75,8 +75,8 @@ def test_onnx_carries_the_class_names(photo_run, tmp_path):
 def test_an_image_folder_subset_keeps_every_class_and_a_too_small_one_is_one_line(photos, tmp_path):
     from click.testing import CliRunner
 
+    from salient_timm.data import ItemOptions, build_datasets, split_labels
     from salient_timm.train.cli import main
-    from salient_timm.train.data import ItemOptions, build_datasets, split_labels
 
     data = build_datasets("imagefolder", str(photos), 32, False, items=ItemOptions(train_subset=6, test_subset=3))
     assert sorted(split_labels(data.train).tolist()) == [0, 0, 1, 1, 2, 2]  # not the first 6 files: one class

@@ -18,9 +18,9 @@ import pytest
 import torch
 from fixture_data import write_fake_cifar, write_idx
 
+from salient_timm.data import DatasetError, read_idx
 from salient_timm.train.checkpoint import load_checkpoint
 from salient_timm.train.cli import main, parse_args, run
-from salient_timm.train.data import DatasetError, read_idx
 
 FAST = ["--dataset", "digits", "--img-size", "16", "--no-progress"]
 BIN = Path(sys.executable).parent

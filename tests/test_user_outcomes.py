@@ -171,7 +171,7 @@ def _items(n=40, seed=0):
 def test_an_items_black_pixels_let_the_clutter_below_show_through():
     """The item is drawn without its black background: inside its box, where the item is black, clutter stays
     (a box-shaped clutter-free square would give the object's place away)."""
-    from salient_timm.train.data import make_cluttered
+    from salient_timm.data import make_cluttered
 
     images, labels = _items()
     canvases, _, boxes = make_cluttered(images, labels, clutter=40, seed=3)
@@ -184,7 +184,7 @@ def test_an_items_black_pixels_let_the_clutter_below_show_through():
 
 
 def test_centred_items_have_boxes_of_exactly_their_size():
-    from salient_timm.train.data import center_on_canvas
+    from salient_timm.data import center_on_canvas
 
     images, _ = _items(3)
     canvases, boxes = center_on_canvas(images, 64)
@@ -194,7 +194,7 @@ def test_centred_items_have_boxes_of_exactly_their_size():
 
 
 def test_test_canvases_are_laid_out_apart_from_the_training_ones():
-    from salient_timm.train.data import CLUTTER_SEEDS, make_cluttered
+    from salient_timm.data import CLUTTER_SEEDS, make_cluttered
 
     images, labels = _items()
     train = make_cluttered(images, labels, seed=CLUTTER_SEEDS["train"])
@@ -204,7 +204,7 @@ def test_test_canvases_are_laid_out_apart_from_the_training_ones():
 
 def test_the_digits_test_split_is_never_augmented():
     pytest.importorskip("sklearn")
-    from salient_timm.train.data import build_datasets
+    from salient_timm.data import build_datasets
 
     data = build_datasets("digits", None, 16, augment=True)
     first, again = data.test[0][0], data.test[0][0]

@@ -1,4 +1,4 @@
-"""Datasets for salient-train, built on torchvision's datasets/transforms and timm's transform factory.
+"""The data sets salient-train trains on and salient-analyze reads (no trainer code), built on torchvision's datasets/transforms and timm's transform factory.
 
 | name | source | classes | channels |
 |---|---|---|---|
@@ -42,6 +42,12 @@ __all__ = [
     "hold_out",
     "split_labels",
     "stratified_indices",
+    "fashion_mnist_split",
+    "FASHION_MNIST_CLASSES",
+    "ITEM_SIZE",
+    "CLUTTERED_CANVAS",
+    "CLUTTERED_CLUTTER",
+    "CLUTTER_PATCH",
 ]
 
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
@@ -422,14 +428,19 @@ def _cifar(name: str, data_dir: Optional[str], img_size: int, augment: bool, dow
         test = cls(data_dir, train=False, download=download, transform=v2.Compose(resize + tail))
     except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as e:
         raise DatasetError(f"{name} not found or unreadable under {data_dir} ({e}); pass --download to fetch it") from e
+    return _rgb_bundle(train, test, CIFAR_MEAN, CIFAR_STD, tensor_eval_config(img_size, CIFAR_MEAN, CIFAR_STD, 3))
+
+
+def _rgb_bundle(train: Any, test: Any, mean: Any, std: Any, eval_config: Dict[str, Any]) -> DataBundle:
+    """A bundle of two torchvision datasets of RGB images whose ``classes`` name the labels."""
     return DataBundle(
         train,
         test,
         num_classes=len(train.classes),
         in_chans=3,
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
-        eval_config=tensor_eval_config(img_size, CIFAR_MEAN, CIFAR_STD, 3),
+        mean=mean,
+        std=std,
+        eval_config=eval_config,
         class_names=list(train.classes),
     )
 
@@ -455,16 +466,7 @@ def _imagefolder(data_dir: Optional[str], img_size: int, augment: bool, crop_pct
     test = datasets.ImageFolder(test_dir, create_transform(**config, is_training=False))
     if train.classes != test.classes:
         raise DatasetError(f"imagefolder: train/ and {os.path.basename(test_dir)}/ have different class folders")
-    return DataBundle(
-        train,
-        test,
-        num_classes=len(train.classes),
-        in_chans=3,
-        mean=IMAGENET_DEFAULT_MEAN,
-        std=IMAGENET_DEFAULT_STD,
-        eval_config=config,
-        class_names=list(train.classes),
-    )
+    return _rgb_bundle(train, test, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, config)
 
 
 DATASET_NAMES = ("digits", "fashion-mnist", "cluttered-fashion-mnist", "cifar10", "cifar100", "imagefolder")

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import SalientError, first_line
 from ..kinds import KNOWN_BUILD_ISSUES, AttentionKind, check_attention_kwargs, init_identity, resolve_attention
+from ..module_mode import training_mode
 from . import families  # noqa: F401  (registers every row)
 from .adapter import ADAPTERS, UNSUPPORTED, BlockAdapter, Slot, adapter_for, qualname
 from .slots import set_slot
@@ -149,12 +150,8 @@ def _check_identity(module: nn.Module, channels: int, gain: float, where: str) -
     if ref is not None and ref.device.type == "meta":
         return
     probe = torch.randn(2, channels, 6, 6, device=getattr(ref, "device", None), dtype=getattr(ref, "dtype", None))
-    was_training = module.training
-    module.eval()
-    try:
+    with training_mode(module, False):
         out = module(probe.clone())
-    finally:
-        module.train(was_training)
     if gain != 1.0:
         out = gain * out
     if out.shape != probe.shape or not torch.equal(out, probe):

@@ -7,14 +7,13 @@ weights_only=True)`` reads it): ``model`` (state_dict), ``optimizer``, ``schedul
 ``--pretrained`` or ``pretrained_cfg_overlay=dict(file=...)``.
 """
 
-import os
 import random
-import tempfile
 from typing import Any, Dict, Tuple
 
 import numpy as np
 import torch
 
+from ..io.atomic import atomic_file
 from ..weights import load_checkpoint
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
@@ -47,17 +46,6 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``state`` to ``path`` atomically (``io.atomic``: a temp file in the same folder, fsync, rename)."""
+    with atomic_file(path, "wb") as f:
+        torch.save(state, f)

@@ -17,12 +17,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import click
 import timm
 
+from ..data import CLUTTER_PATCH, CLUTTERED_CANVAS, CLUTTERED_CLUTTER, DATASET_NAMES, ITEM_SIZE, ItemOptions
 from ..errors import SalientError
 from ..kinds import attention_kinds, resolve_attention
 from ..retrofit import RETROFIT_DEFAULTS, retrofit_defaults
-from ..spec import ModelSpecError
+from ..spec import ModelSpec, ModelSpecError
 from ..spec import check_model_name as check
-from .data import CLUTTER_PATCH, CLUTTERED_CANVAS, CLUTTERED_CLUTTER, DATASET_NAMES, ITEM_SIZE, ItemOptions
 
 __all__ = [
     "RECIPES",
@@ -425,13 +425,9 @@ def is_retrofit(args: argparse.Namespace) -> bool:
 
 
 def run_label(args: argparse.Namespace) -> str:
-    """``resnet50+salient (retrofit)``, ``salient_resnet18``: what was trained, for logs and titles."""
-    label = args.model if args.attn == "none" else f"{args.model}+{args.attn}"
-    if args.attn != "none" and args.position != "post":
-        label += f"@{args.position}"
-    if args.attn != "none" and getattr(args, "attn_stages", None):
-        label += f"[stages {args.attn_stages}]"
-    return label + (" (retrofit)" if is_retrofit(args) else "")
+    """``resnet50+salient (retrofit)``, ``salient_resnet18``: what was trained, for logs and titles; the run's
+    ``ModelSpec.label``, so salient-train, salient-analyze and the model card name a model alike."""
+    return ModelSpec.from_train_args(args, num_classes=0, in_chans=getattr(args, "in_chans", None) or 3).label
 
 
 def _finalise(args: argparse.Namespace) -> argparse.Namespace:

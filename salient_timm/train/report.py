@@ -1,4 +1,4 @@
-"""Run-folder outputs: metrics.csv, metrics.json and curves.png (rank 0 only)."""
+"""Run-folder outputs: metrics.csv, metrics.json (each written atomically) and curves.png (rank 0 only)."""
 
 import csv
 import json
@@ -6,29 +6,21 @@ import os
 from typing import Any, Dict, List, Optional
 
 from ..extras import require
+from ..io.atomic import atomic_file, atomic_write_text
 
 __all__ = ["write_metrics", "plot_curves"]
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_metrics(out: str, history: List[Dict[str, float]]) -> None:
     """metrics.json (a list, one dict per epoch) and metrics.csv (same columns)."""
-    _atomic_write(os.path.join(out, "metrics.json"), json.dumps(history, indent=2))
+    atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(history, indent=2))
     if not history:
         return
-    tmp = os.path.join(out, "metrics.csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_file(os.path.join(out, "metrics.csv"), "w", newline="") as f:
         columns = list(dict.fromkeys(k for row in history for k in row))  # rows of a resumed run may add columns
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, os.path.join(out, "metrics.csv"))
 
 
 def curves_figure(history: List[Dict[str, float]], title: str, initial: Optional[Dict[str, Any]] = None):

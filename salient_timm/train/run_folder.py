@@ -19,10 +19,10 @@ import contextlib
 import glob
 import os
 import shutil
-import tempfile
 from typing import Any, Dict, Iterator, List, Optional
 
 from ..errors import RunFolderError
+from ..io.atomic import TEMP_PREFIX, atomic_copy
 from .report import write_metrics
 
 __all__ = ["lock_run_folder", "remove_stale_temps", "repair"]
@@ -94,25 +94,11 @@ def _locked(path: str) -> Iterator[None]:
 
 def remove_stale_temps(path: str) -> List[str]:
     """Delete temp files that killed writes left behind (call with the lock held). Returns their names."""
-    stale = glob.glob(os.path.join(path, ".tmp-*")) + glob.glob(os.path.join(path, "*.tmp"))
+    stale = glob.glob(os.path.join(path, TEMP_PREFIX + "*")) + glob.glob(os.path.join(path, "*.tmp"))
     for name in stale:
         with contextlib.suppress(FileNotFoundError):
             os.remove(name)
     return [os.path.basename(n) for n in stale]
-
-
-def _copy_atomic(src: str, dst: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=os.path.dirname(os.path.abspath(dst)))
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def repair(path: str, last: Dict[str, Any]) -> List[str]:
@@ -133,7 +119,7 @@ def repair(path: str, last: Dict[str, Any]) -> List[str]:
             except Exception:  # noqa: BLE001  a torn or foreign best.pth is replaced below when possible
                 have = None
         if have != best_epoch and best_epoch == last_epoch:
-            _copy_atomic(last_path, best_path)
+            atomic_copy(last_path, best_path)
             fixed.append(f"best.pth restored from last.pth (epoch {best_epoch + 1}, the best)")
         elif have != best_epoch:
             fixed.append(

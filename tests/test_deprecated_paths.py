@@ -1,0 +1,25 @@
+"""Old import paths keep working for one release: each warns once, naming the new home, and gives the same objects."""
+
+import importlib
+import sys
+
+import pytest
+
+MOVED = {  # old module -> (the new home the warning names, a name and the module it now lives in)
+    "salient_timm.train.data": ("salient_timm.data", "make_cluttered", "salient_timm.data.datasets"),
+    "salient_timm.slots": (
+        "salient_timm.surgery.families",
+        "TimmBottleneckSlots",
+        "salient_timm.surgery.families.resnet",
+    ),
+}
+
+
+@pytest.mark.parametrize("old", MOVED)
+def test_an_old_import_path_warns_and_gives_the_same_objects(old):
+    new_home, name, module = MOVED[old]
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=new_home.replace(".", r"\.")):
+        legacy = importlib.import_module(old)
+    assert getattr(legacy, name) is getattr(importlib.import_module(module), name)
+    assert name in legacy.__all__
