@@ -1,5 +1,5 @@
 """Files the library writes and reads: one atomic writer (``atomic``)."""
 
-from .atomic import atomic_file, atomic_write_text
+from .atomic import TEMP_PREFIX, atomic_copy, atomic_file, atomic_write_text
 
-__all__ = ["atomic_file", "atomic_write_text"]
+__all__ = ["atomic_file", "atomic_write_text", "atomic_copy", "TEMP_PREFIX"]
