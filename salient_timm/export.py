@@ -260,12 +260,17 @@ def model_card(label: str, checkpoint: Optional[str] = None) -> str:
             args, history = state["args"], state["metrics"]
             built_in = VARIANTS[args["model"]].attn if args.get("model") in VARIANTS else None
             attention = args.get("attn") if args.get("attn") not in (None, "none") else (built_in or "none")
-            best = max(history, key=lambda h: h["test_top1"]) if history else None
+            # the card describes the weights it ships: the checkpoint's own epoch (best.pth is chosen on
+            # validation under --holdout, so the highest test top-1 may be another epoch)
+            own = next((h for h in history if int(h["epoch"]) == int(state["epoch"]) + 1), None)
             rows = [
                 f"| data | {args.get('dataset')} at {args.get('img_size')} px |",
                 f"| epochs | {len(history)} of {args.get('epochs')} |",
                 f"| attention | {attention} ({args.get('position')}) |",
-                f"| best test top-1 | {best['test_top1']:.2f}% (epoch {best['epoch']}) |" if best else None,
+                f"| test top-1 | {own['test_top1']:.2f}% (epoch {own['epoch']}, these weights) |" if own else None,
+                f"| validation top-1 | {own['val_top1']:.2f}% (best.pth is chosen on it) |"
+                if own and "val_top1" in own
+                else None,
                 f"| started from | {args.get('weights') or args.get('pretrained') or 'scratch'} |",
             ]
             lines += ["| trained with | |", "|---|---|", *(row for row in rows if row is not None)]

@@ -223,3 +223,43 @@ def test_a_model_card_of_a_run_without_history_keeps_its_table_whole(tmp_path):
     card = model_card("resnet18", str(tmp_path / "last.pth"))
     table = card[card.index("| trained with |") :].strip().splitlines()
     assert all(line.startswith("|") for line in table) and "| epochs | 0 of 3 |" in table
+
+
+def _holdout_history():
+    """Three epochs where the highest test top-1 (epoch 2) is not the epoch chosen on validation (epoch 3)."""
+    return [
+        {"epoch": 1, "test_top1": 70.0, "val_top1": 69.0},
+        {"epoch": 2, "test_top1": 78.4, "val_top1": 77.9},
+        {"epoch": 3, "test_top1": 78.2, "val_top1": 79.2},
+    ]
+
+
+def _checkpoint(path, epoch, history):
+    state = {"args": {"dataset": "digits", "img_size": 16, "epochs": 3, "attn": "none"}, "metrics": history}
+    state.update(model={}, optimizer={}, scheduler={}, epoch=epoch, rng={})
+    torch.save(state, path)
+    return state
+
+
+def test_resume_repair_picks_the_best_epoch_on_validation_as_the_run_did(tmp_path):
+    """--holdout runs keep best.pth on validation; a repair judged on test called a sound folder broken
+    ("cannot be rebuilt") and left a stale best.pth where the last epoch was the validation best."""
+    from salient_timm.train.run_folder import best_row, repair
+
+    history = _holdout_history()
+    assert best_row(history)["epoch"] == 3 and best_row([dict(h, val_top1=0.0) for h in history])["epoch"] == 1
+    assert best_row([{k: v for k, v in h.items() if k != "val_top1"} for h in history])["epoch"] == 2
+    last = _checkpoint(tmp_path / "last.pth", 2, history)
+    _checkpoint(tmp_path / "best.pth", 1, history[:2])  # killed before best.pth took epoch 3
+    assert repair(str(tmp_path), last) == ["best.pth restored from last.pth (epoch 3, the best)"]
+    assert torch.load(tmp_path / "best.pth", weights_only=True)["epoch"] == 2
+    assert repair(str(tmp_path), last) == []  # a sound folder is left alone
+
+
+def test_a_model_card_states_the_accuracy_of_the_weights_it_ships(tmp_path):
+    from salient_timm.export import model_card
+
+    _checkpoint(tmp_path / "best.pth", 2, _holdout_history())
+    card = model_card("resnet18", str(tmp_path / "best.pth"))
+    assert "| test top-1 | 78.20% (epoch 3, these weights) |" in card
+    assert "| validation top-1 | 79.20% (best.pth is chosen on it) |" in card and "78.40" not in card

@@ -33,7 +33,7 @@ from .distributed import DistInfo, init_distributed, pick_device
 from .engine import evaluate, train_one_epoch
 from .model import build_model, final_feature_size, pretrained_head_classes
 from .report import plot_curves, write_metrics
-from .run_folder import lock_run_folder, remove_stale_temps, repair
+from .run_folder import best_row, lock_run_folder, remove_stale_temps, repair
 
 __all__ = ["run"]
 
@@ -492,10 +492,10 @@ def _export_best(r: _Run) -> None:
 
 def _summary(r: _Run, seconds: float) -> Dict[str, Any]:
     history = r.history
-    best_row = max(history, key=lambda h: h.get(r.select, h["test_top1"])) if history else None
+    best = best_row(history)
     summary = {
-        "best_top1": best_row["test_top1"] if best_row else float("nan"),
-        "best_epoch": best_row["epoch"] if best_row else 0,
+        "best_top1": best["test_top1"] if best else float("nan"),
+        "best_epoch": best["epoch"] if best else 0,
         "last_top1": history[-1]["test_top1"] if history else float("nan"),
         "epochs": len(history),
         "seconds": seconds,

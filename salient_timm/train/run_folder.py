@@ -25,7 +25,7 @@ from ..errors import RunFolderError
 from ..io.atomic import TEMP_PREFIX, atomic_copy
 from .report import write_metrics
 
-__all__ = ["lock_run_folder", "remove_stale_temps", "repair"]
+__all__ = ["best_row", "lock_run_folder", "remove_stale_temps", "repair"]
 
 LOCK_NAME = ".lock"
 
@@ -101,6 +101,15 @@ def remove_stale_temps(path: str) -> List[str]:
     return [os.path.basename(n) for n in stale]
 
 
+def best_row(history: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The epoch ``best.pth`` holds: the highest ``val_top1`` where the run holds a validation split out
+    (``--holdout``), else the highest ``test_top1``; the first of equal epochs. None for an empty history."""
+    if not history:
+        return None
+    select = "val_top1" if all("val_top1" in h for h in history) else "test_top1"
+    return max(history, key=lambda h: h[select])
+
+
 def repair(path: str, last: Dict[str, Any]) -> List[str]:
     """Make ``best.pth`` and the metrics agree with ``last.pth`` (loaded as ``last``); returns what was fixed."""
     from .checkpoint import load_checkpoint
@@ -109,9 +118,9 @@ def repair(path: str, last: Dict[str, Any]) -> List[str]:
     history = list(last["metrics"])
     last_epoch = int(last["epoch"])  # 0-based; history rows carry "epoch": 1-based
     best_path, last_path = os.path.join(path, "best.pth"), os.path.join(path, "last.pth")
-    if history:
-        best_row = max(history, key=lambda h: h["test_top1"])
-        best_epoch = int(best_row["epoch"]) - 1
+    best = best_row(history)
+    if best is not None:
+        best_epoch = int(best["epoch"]) - 1
         have = None
         if os.path.exists(best_path):
             try:
