@@ -28,6 +28,8 @@ from salient_timm import attention_modules
 from salient_timm.checks import explain_forward_errors
 from salient_timm.module_mode import training_mode
 
+from .recurrent import AllStepsLSTM
+
 __all__ = [
     "eval_forward",
     "MAC_OPS",
@@ -329,7 +331,7 @@ def count_cost(model: nn.Module, input_shape: Iterable[int]) -> CostReport:
     input_shape = tuple(int(s) for s in input_shape)
     seen: Dict[object, int] = defaultdict(int)
     counter = FlopCounterMode(display=False, custom_mapping={**ELEMENTWISE_FORMULAS, **MAC_FORMULAS})
-    eval_forward(model, input_shape, _OpSpy(seen), counter)
+    eval_forward(model, input_shape, _OpSpy(seen), counter, AllStepsLSTM())  # an LSTM on meta: all steps at once
 
     root = type(model).__name__
     modules: Dict[str, OpCount] = {}

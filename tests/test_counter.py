@@ -1,13 +1,16 @@
 """salient-analyze as a counter a timm user can trust: --reparam means timm's benchmark.py --reparam, output that
 can be pasted (issue 32)."""
 
+import contextlib
 import json
 
 import pytest
 import timm
+import torch
 from click.testing import CliRunner
 from timm.utils import reparameterize_model
 
+from salient_analysis import counting
 from salient_analysis.cli import main
 from salient_analysis.counting import count_cost, count_params
 
@@ -69,3 +72,74 @@ def test_params_without_attention_is_one_column_and_a_typo_names_the_closest_thr
     assert rows["columns"] == ["part", "params"]
     result = CliRunner().invoke(main, ["params", "-m", "convnext_tin"])
     assert result.exit_code == 1 and "did you mean convnext_tiny, convnext_tiny_hnf, convnextv2_tiny?" in result.output
+
+
+class _Sequence(torch.nn.Module):
+    """An LSTM over the rows of a conv's feature map, as sequencer2d's blocks run it."""
+
+    def __init__(self, **lstm) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 1)
+        self.rnn = torch.nn.LSTM(6, 5, **lstm)
+
+    def forward(self, x):
+        x = self.conv(x).flatten(2)  # (B, C, L)
+        x = x.permute(0, 2, 1) if self.rnn.batch_first else x.permute(2, 0, 1)
+        out, (h, c) = self.rnn(x)
+        return out.sum() + h.sum() + c.sum()
+
+
+LSTM_SHAPES = {
+    "plain": {},
+    "batch first, 2 layers, bidirectional": dict(batch_first=True, num_layers=2, bidirectional=True),
+    "no bias, projected": dict(bias=False, proj_size=3),
+    "bidirectional, projected, 3 layers, dropout": dict(num_layers=3, bidirectional=True, proj_size=2, dropout=0.5),
+}
+
+
+def _cost_by_step(model, shape, monkeypatch):
+    """The count torch's own per-step decomposition gives (the all-steps rule switched off)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(counting, "AllStepsLSTM", contextlib.nullcontext)
+        return count_cost(model, shape)
+
+
+@pytest.mark.parametrize("lstm", LSTM_SHAPES.values(), ids=LSTM_SHAPES)
+def test_an_lstm_on_meta_counts_as_its_step_by_step_decomposition(lstm, monkeypatch):
+    """The all-steps rule (issue 32: sequencer2d_s counted in twice fvcore's time) changes no count: every op,
+    module and uncounted op as the ~11 ops per step give them."""
+    model = _Sequence(**lstm).to("meta")
+    shape = (2, 3, 4, 5)
+    fast, by_step = count_cost(model, shape), _cost_by_step(model, shape, monkeypatch)
+    assert fast.total.macs > 0 and fast.total.elementwise > 0
+    assert fast.modules == by_step.modules and fast.uncounted_ops == by_step.uncounted_ops
+
+
+def test_sequencer_counts_as_its_decomposition_in_a_fraction_of_the_ops(monkeypatch):
+    model = timm.create_model("sequencer2d_s", layers=(1, 1, 1, 1), num_classes=7).to("meta")
+    shape = (1, 3, 64, 64)
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(counting, "_OpSpy", _CallCounter(calls, counting._OpSpy))
+        fast = count_cost(model, shape)
+    by_step = _cost_by_step(model, shape, monkeypatch)
+    assert fast.modules == by_step.modules and fast.total.macs > 0
+    assert calls[0] < 1000  # by step: about 11 per LSTM step and direction
+
+
+class _CallCounter:
+    """Wraps the op spy so the test sees how many ops the count dispatched."""
+
+    def __init__(self, calls, spy) -> None:
+        self.calls, self.spy = calls, spy
+
+    def __call__(self, seen):
+        calls = self.calls
+        calls.append(0)
+
+        class Counting(self.spy):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                calls[-1] += 1
+                return super().__torch_dispatch__(func, types, args, kwargs)
+
+        return Counting(seen)
