@@ -17,7 +17,7 @@ infer_gmacs and infer_macts compared to the CSV's 2 decimals. A row we miss is t
 | exact | params, infer_gmacs and infer_macts equal the CSV's |
 | fvcore differs too | fvcore today does not give the CSV's number either (a model or fvcore changed since the table) |
 | ours differs | fvcore gives the CSV's number and we do not: a convention we still miss |
-| params differ | the model's parameter count is not the CSV's (timm's definition changed since the table) |
+| params differ | the parameter count is not the CSV's (timm's definition changed); the note names namesakes with it |
 | unchecked | we differ and the model is too large for a CPU fvcore run here |
 | error | the model does not build or count here (the message is kept) |
 
@@ -88,6 +88,19 @@ def fvcore(name: str, size: int, folded: bool) -> Dict[str, float]:
         return {"infer_gmacs": flops.total() / 1e9, "infer_macts": acts.total() / 1e6}
 
 
+def namesakes(name: str, csv_params: str) -> List[str]:
+    """timm models of ``name``'s family (its letters before the first digit) whose parameter count, built on the
+    meta device, is the CSV's to 2 decimals: the definition the CSV's row may have measured."""
+    family = name[: next((i for i, ch in enumerate(name) if ch.isdigit()), len(name))]
+    found = []
+    for other in timm.list_models(f"{family}*"):
+        with torch.device("meta"):
+            model = timm.create_model(other)
+        if other != name and same(sum(p.numel() for p in model.parameters()) / 1e6, csv_params):
+            found.append(other)
+    return found
+
+
 def same(a: float, b: str) -> bool:
     return f"{a:.2f}" == f"{float(b):.2f}"
 
@@ -105,6 +118,7 @@ def classify(row: Dict[str, str], max_gmacs: float) -> Dict[str, object]:
     record["seconds"] = round(time.perf_counter() - start, 2)
     if not same(record["param_count"], row["param_count"]):  # type: ignore[arg-type]
         record["cls"] = "params differ"
+        record["csv_params_are"] = namesakes(name, row["param_count"])
     elif all(same(record[c], row[c]) for c in COLUMNS[1:]):  # type: ignore[arg-type]
         record["cls"] = "exact"
     elif float(row["infer_gmacs"]) > max_gmacs:
@@ -149,7 +163,10 @@ def render(rows: List[Dict[str, str]], records: Dict[str, dict], csv_path: str) 
         fv = r.get("fvcore")
         fvs = f"{fv['infer_gmacs']:.2f} / {fv['infer_macts']:.2f}" if fv else r.get("fvcore_error", "")
         csv_s = f"{row['param_count']} / {row['infer_gmacs']} / {row['infer_macts']}"
-        lines.append(f"| {r['model']} | {r['size']} | {r['cls']} | {mine} | {csv_s} | {fvs} | {r.get('error', '')} |")
+        note = r.get("error", "")
+        if r.get("csv_params_are"):
+            note = "the CSV's params are timm's " + ", ".join(r["csv_params_are"])
+        lines.append(f"| {r['model']} | {r['size']} | {r['cls']} | {mine} | {csv_s} | {fvs} | {note} |")
     return "\n".join(lines) + "\n"
 
 
