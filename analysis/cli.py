@@ -428,7 +428,8 @@ def export(
     """Deploy a model: ONNX with an onnxruntime parity check, ExportedProgram, Hugging Face folder."""
     import torch
 
-    from salient_timm import export as ex
+    from salient_timm.deploy import export as ex
+    from salient_timm.deploy import hub
 
     from . import maps as m
 
@@ -473,13 +474,13 @@ def export(
                 }
             )
         if hf_dir:
-            card = ex.model_card(config.get("label", model), checkpoint)
+            card = hub.model_card(config.get("label", model), checkpoint)
             # a salient-train checkpoint's own preprocessing goes into config.json; random weights drop the
             # base's pretrained label (its preprocessing stays); a weights file keeps the model's cfg
             if not checkpoint:
                 card += "\nThe weights are random (untrained): exported with --random-weights.\n"
             own = config.get("trained") or not checkpoint
-            ex.save_hf_folder(net, hf_dir, card, config if own else None)
+            hub.save_hf_folder(net, hf_dir, card, config if own else None)
             rows.append({"format": "Hugging Face folder", "path": hf_dir, "MB": None, "max abs diff": None})
         return Report(
             "export",

@@ -11,6 +11,7 @@ from . import (
     salient_resnet,  # noqa: F401  (registers the timm variants)
 )
 from .blocks import ConstantGate, SalientBlock, ScaledSigmoid, SSABlock
+from .deploy.reparameterize import ReparameterizeError, reparameterize
 from .errors import RunFolderError, SalientError
 from .gates import capture_gates, gate_neutrals
 from .kinds import (
@@ -22,7 +23,6 @@ from .kinds import (
     init_identity,
     resolve_attention,
 )
-from .reparam import ReparameterizeError, reparameterize
 from .retrofit import attention_parameter_names, retrofit_defaults, retrofit_param_groups
 from .salient_resnet import VARIANTS, CheckpointError
 from .spec import ModelSpec

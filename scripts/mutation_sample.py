@@ -12,7 +12,7 @@ the module's own test files (``-x -m "not slow"``): a failing test kills it, a p
 |---|---|
 | `salient_timm/blocks.py` | gate outputs, impl choice, init, reset |
 | `salient_timm/fused.py` | the fused gate exact against the literal ops, with gradients |
-| `salient_timm/folding.py` | the folded deploy form equal to the trained model, refusals named |
+| `salient_timm/deploy/fold.py` | the folded deploy form equal to the trained model, refusals named |
 | `salient_timm/surgery/inject.py` | the retrofit plan, identity start, refusals |
 | `analysis/counting.py` | MAC and elementwise counts, fvcore's convention |
 | `analysis/localization.py` | pointing game and energy, chance and ceiling |
@@ -42,7 +42,7 @@ SURVIVORS = "tests/test_mutation_survivors.py"  # what earlier samples found unp
 MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "blocks": ("salient_timm/blocks.py", ("tests/test_blocks.py", "tests/test_user_outcomes.py", SURVIVORS)),
     "fused": ("salient_timm/fused.py", ("tests/test_fused.py", SURVIVORS)),
-    "folding": ("salient_timm/folding.py", ("tests/test_reparam.py", "tests/test_user_outcomes.py", SURVIVORS)),
+    "folding": ("salient_timm/deploy/fold.py", ("tests/test_reparam.py", "tests/test_user_outcomes.py", SURVIVORS)),
     "surgery": (
         "salient_timm/surgery/inject.py",
         ("tests/test_surgery.py", "tests/test_families.py", "tests/test_user_outcomes.py", SURVIVORS),

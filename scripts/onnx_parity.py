@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import salient_timm
-from salient_timm.export import export_onnx, onnx_parity
+from salient_timm.deploy.export import export_onnx, onnx_parity
 
 
 def photos_batch(model: torch.nn.Module, size: int = 64) -> torch.Tensor:

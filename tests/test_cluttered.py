@@ -175,7 +175,7 @@ def test_a_narrowed_model_reloads_as_itself(cluttered_run, tmp_path):
     assert model.layer4[0].conv1.out_channels == 64 and config["input_size"] == (1, 64, 64)
     import timm
 
-    from salient_timm.export import save_hf_folder
+    from salient_timm.deploy.hub import save_hf_folder
 
     save_hf_folder(model, str(tmp_path / "hf"), "card")
     again = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True).eval()

@@ -5,19 +5,28 @@ import sys
 
 import pytest
 
-MOVED = {  # old module -> (the new home the warning names, a name and the module it now lives in)
-    "salient_timm.train.data": ("salient_timm.data", "make_cluttered", "salient_timm.data.datasets"),
-    "salient_timm.slots": (
+MOVED = [  # (old module, the new home the warning names, a name, the module it now lives in)
+    ("salient_timm.train.data", "salient_timm.data", "make_cluttered", "salient_timm.data.datasets"),
+    (
+        "salient_timm.slots",
         "salient_timm.surgery.families",
         "TimmBottleneckSlots",
         "salient_timm.surgery.families.resnet",
     ),
-}
+    ("salient_timm.folding", "salient_timm.deploy.fold", "fold_residual_block", "salient_timm.deploy.fold"),
+    (
+        "salient_timm.reparam",
+        "salient_timm.deploy.reparameterize",
+        "reparameterize",
+        "salient_timm.deploy.reparameterize",
+    ),
+    ("salient_timm.export", "salient_timm.deploy.export", "export_onnx", "salient_timm.deploy.export"),
+    ("salient_timm.export", "salient_timm.deploy.hub", "save_hf_folder", "salient_timm.deploy.hub"),
+]
 
 
-@pytest.mark.parametrize("old", MOVED)
-def test_an_old_import_path_warns_and_gives_the_same_objects(old):
-    new_home, name, module = MOVED[old]
+@pytest.mark.parametrize("old, new_home, name, module", MOVED, ids=[f"{m[0]}.{m[2]}" for m in MOVED])
+def test_an_old_import_path_warns_and_gives_the_same_objects(old, new_home, name, module):
     sys.modules.pop(old, None)
     with pytest.warns(DeprecationWarning, match=new_home.replace(".", r"\.")):
         legacy = importlib.import_module(old)

@@ -16,7 +16,8 @@ from PIL import Image
 
 import salient_timm
 from salient_analysis.cli import main
-from salient_timm.export import ExportError, export_onnx, export_program, onnx_parity, save_hf_folder
+from salient_timm.deploy.export import ExportError, export_onnx, export_program, onnx_parity
+from salient_timm.deploy.hub import save_hf_folder
 
 pytest.importorskip("onnxruntime")
 SMALL = ["salient_resnet18", "salient_resnet26", "ssa_resnet18"]  # the rest: -m slow
@@ -297,7 +298,7 @@ def test_an_onnx_file_below_2gb_is_self_contained(tmp_path, photos):
 
 
 def test_an_onnx_model_over_the_limit_lists_its_external_data_and_their_total(tmp_path, monkeypatch):
-    from salient_timm import export
+    from salient_timm.deploy import export
 
     monkeypatch.setattr(export, "ONNX_FILE_LIMIT", 0)  # as if the weights were over protobuf's 2 GB
     row = _onnx_export_command(tmp_path / "m.onnx")

@@ -336,7 +336,7 @@ def test_residual_stages_of_bare_names():
     ],
 )
 def test_a_retrofit_shares_through_a_hugging_face_folder(name, position, stages, tmp_path):
-    from salient_timm.export import save_hf_folder
+    from salient_timm.deploy.hub import save_hf_folder
 
     spec = salient_timm.ModelSpec(name, attn="salient", position=position, num_classes=5, attn_stages=stages)
     model = randomize_norms(spec.build()).eval()

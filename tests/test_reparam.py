@@ -19,7 +19,7 @@ from torch import nn
 import salient_timm
 from salient_analysis.cli import main
 from salient_timm import ModelSpec, ReparameterizeError, reparameterize
-from salient_timm.folding import FoldedResidualBlock
+from salient_timm.deploy.fold import FoldedResidualBlock
 
 
 def _model(base: str, kind: str = "salient", position: str = "post", **kwargs) -> nn.Module:
@@ -168,7 +168,7 @@ def test_the_folded_model_scripts_traces_and_exports(tmp_path):
 
 def test_the_folded_model_exports_to_onnx_with_runtime_parity(tmp_path):
     pytest.importorskip("onnxruntime")
-    from salient_timm.export import export_onnx, onnx_parity
+    from salient_timm.deploy.export import export_onnx, onnx_parity
 
     for base, position in (("resnet26", "post"), ("torchvision:resnet50", "mid")):
         folded = reparameterize(_model(base, position=position))

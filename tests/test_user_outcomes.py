@@ -15,7 +15,7 @@ from torch import nn
 
 import salient_timm
 from salient_timm import SalientBlock, SurgeryError, inject_attention, reparameterize
-from salient_timm.folding import FoldedResidualBlock
+from salient_timm.deploy.fold import FoldedResidualBlock
 
 
 def _narrow(name: str, **kwargs) -> nn.Module:
@@ -215,7 +215,7 @@ def test_the_digits_test_split_is_never_augmented():
 
 def test_a_model_card_of_a_run_without_history_keeps_its_table_whole(tmp_path):
     """A run stopped before its first epoch has no best row: the table must not get an empty line inside it."""
-    from salient_timm.export import model_card
+    from salient_timm.deploy.hub import model_card
 
     state = {"args": {"dataset": "digits", "img_size": 16, "epochs": 3, "attn": "none"}, "metrics": []}
     state.update(model={}, optimizer={}, scheduler={}, epoch=-1, rng={})
@@ -257,7 +257,7 @@ def test_resume_repair_picks_the_best_epoch_on_validation_as_the_run_did(tmp_pat
 
 
 def test_a_model_card_states_the_accuracy_of_the_weights_it_ships(tmp_path):
-    from salient_timm.export import model_card
+    from salient_timm.deploy.hub import model_card
 
     _checkpoint(tmp_path / "best.pth", 2, _holdout_history())
     card = model_card("resnet18", str(tmp_path / "best.pth"))

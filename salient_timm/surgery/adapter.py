@@ -108,7 +108,7 @@ class BlockAdapter:
         slotted: the forward copy that calls the non-native slots, or ``None`` when every slot is native.
         refuse: position -> why this block cannot take attention there (shown to the user).
         fold_layout: for ``reparameterize``: the block's eval-mode ops before its last conv + norm, that pair and
-            its final activation (``salient_timm.folding``); ``None``: the block is not folded.
+            its final activation (``salient_timm.deploy.fold``); ``None``: the block is not folded.
         note: a short description for the generated "supported blocks" table (e.g. "pre-activation").
     """
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..blocks import SalientBlock, SSABlock, has_hooks
-from ..folding import fold_residual_block
+from ..deploy.fold import fold_residual_block
 from .adapter import BlockAdapter, adapter_for
 
 __all__ = ["ensure_slots", "set_slot", "gate_epilogue", "fuse_block"]

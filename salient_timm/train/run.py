@@ -21,8 +21,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..checks import SingleValueBatchNormError, check_runs
 from ..data import build_datasets
+from ..deploy.hub import model_card, save_hf_folder
 from ..errors import first_line
-from ..export import model_card, save_hf_folder
 from ..io.atomic import atomic_write_text
 from ..retrofit import retrofit_param_groups
 from ..spec import ModelSpec
