@@ -6,10 +6,7 @@ timm's model registry, so ``timm.create_model("salient_resnet50")`` works.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import (
-    retrofit_arch,  # noqa: F401  (registers salient_retrofit in timm)
-    salient_resnet,  # noqa: F401  (registers the timm variants)
-)
+from . import models  # noqa: F401  (registers salient_resnet*, ssa_resnet* and salient_retrofit in timm)
 from .blocks import ConstantGate, SalientBlock, ScaledSigmoid, SSABlock
 from .deploy.reparameterize import ReparameterizeError, reparameterize
 from .errors import RunFolderError, SalientError
@@ -23,11 +20,12 @@ from .kinds import (
     init_identity,
     resolve_attention,
 )
+from .models import VARIANTS
 from .retrofit import attention_parameter_names, retrofit_defaults, retrofit_param_groups
-from .salient_resnet import VARIANTS, CheckpointError
 from .spec import ModelSpec
 from .stem import convert_to_cifar_stem
 from .surgery import SurgeryError, attention_modules, find_residual_blocks, inject_attention
+from .weights import CheckpointError
 
 try:
     __version__ = version("salient-timm")

@@ -1,71 +1,18 @@
-"""``salient_retrofit``: a timm architecture name for a retrofitted model, so it reloads from a Hugging Face folder.
+"""Deprecated: moved to ``salient_timm.models.salient_retrofit``; this module re-exports its names for one release."""
 
-The builder reads the ``model_args`` that ``retrofit_record.record_retrofit`` wrote (base, cifar_stem, surgery,
-num_classes, in_chans, the base's own arguments): ``timm.create_model("local-dir:DIR", pretrained=True)`` (or
-``hf-hub:...``) rebuilds the architecture through ``ModelSpec`` and ``inject_attention``, then loads the weights
-with ``fill_attention_keys`` (strict: every key must fit).
-"""
+import warnings
 
-from typing import Any, Dict, List, Optional
+from .models import salient_retrofit as _new
 
-from timm.models import load_pretrained, register_model
-from torch import nn
-
-from .retrofit_record import record_retrofit
-from .salient_resnet import fill_attention_keys
-from .spec import ModelSpec
-from .surgery import inject_attention
-
-__all__ = ["salient_retrofit", "DEFAULT_SURGERY"]
-
-DEFAULT_SURGERY = ({"attn": "salient", "position": "post", "init": "identity"},)  # what the bare name builds
+warnings.warn(
+    "salient_timm.retrofit_arch is deprecated: import from salient_timm.models.salient_retrofit",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 
-@register_model
-def salient_retrofit(
-    pretrained: bool = False,
-    base: str = "resnet50",
-    cifar_stem: bool = False,
-    surgery: Optional[List[Dict[str, Any]]] = None,
-    pretrained_cfg: Optional[Dict[str, Any]] = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """A ``base`` ResNet with ``surgery`` applied (see the module docstring); ``pretrained`` loads the weights
-    that ``pretrained_cfg`` points to (a local-dir or hub folder written by ``save_for_hf``). Without ``surgery``
-    (``timm.create_model("salient_retrofit")``): the name's meaning, a resnet50 with a Salient gate on every residual
-    block, started as the identity."""
-    kwargs.pop("pretrained_cfg_overlay", None)
-    kwargs.pop("cache_dir", None)
-    spec = ModelSpec(
-        base,
-        cifar_stem=cifar_stem,
-        num_classes=kwargs.pop("num_classes", None),
-        in_chans=kwargs.pop("in_chans", 3),
-        timm_kwargs=() if base.startswith("torchvision:") else tuple(sorted(kwargs.items())),  # global_pool, ...
-    )
-    model: Any = spec.build()  # carries timm's attributes (pretrained_cfg, num_classes, _model_args)
-    steps = list(DEFAULT_SURGERY if surgery is None else surgery)
-    for step in steps:
-        inject_attention(
-            model,
-            step["attn"],
-            position=step.get("position", "post"),
-            init=step.get("init", "default"),  # an identity start may add modules (SE's scaled gate)
-            init_gain=step.get("init_gain", 0.0),
-            stages=step.get("stages"),
-            **step.get("kwargs", {}),
-        )
-    if kwargs.get("features_only"):  # a feature extractor: timm's FeatureListNet around the retrofitted trunk
-        return model
-    record_retrofit(model, base, cifar_stem, steps, dict(spec.timm_kwargs))
-    if pretrained:
-        cfg = dict(pretrained_cfg or {})  # e.g. local-dir: {"file": DIR, "source": "local-dir", ...}
-        model.pretrained_cfg = {**model.pretrained_cfg, **cfg}
-        load_pretrained(
-            model,
-            pretrained_cfg=model.pretrained_cfg,
-            num_classes=model.num_classes,
-            in_chans=model._model_args["in_chans"],
-            filter_fn=fill_attention_keys,
-        )
-    return model
+def __getattr__(name: str):
+    return getattr(_new, name)
+
+
+__all__ = list(_new.__all__)

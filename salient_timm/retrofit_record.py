@@ -11,7 +11,7 @@ stem converted) carries ``pretrained_cfg["architecture"] = "salient_retrofit"`` 
 | ``num_classes``, ``in_chans`` | the head and the input |
 | the base's own timm arguments | ``channels``, ``stem_width``, ... if given |
 
-so timm's ``save_for_hf`` writes a ``config.json`` from which the builder in ``retrofit_arch.py`` rebuilds the
+so timm's ``save_for_hf`` writes a ``config.json`` from which the builder in ``models/salient_retrofit.py`` rebuilds the
 same architecture. This module only records; it imports nothing of the package that builds.
 """
 

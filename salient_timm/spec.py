@@ -6,12 +6,12 @@ A spec says what to build; ``build`` always does it in this order:
 |---|---|---|
 | 1 | the timm model (``salient_*`` / ``ssa_*`` included), or ``torchvision:NAME`` | ``timm.create_model(model, num_classes, in_chans)`` / ``torchvision.models.get_model`` |
 | 2 | CIFAR stem | ``cifar_stem=True`` for our variants, ``convert_to_cifar_stem`` otherwise |
-| 3 | weights | ``pretrained``: a file (safetensors, ``torch.save``, a salient-train ``best.pth``) or a timm tag; timm's loader with ``fill_attention_keys`` |
+| 3 | weights | ``pretrained``: a file (safetensors, ``torch.save``, a salient-train ``best.pth``) or a timm tag; timm's loader with ``checkpoint_filter_fn`` |
 | 4 | attention | ``inject_attention(model, attn, position, init, init_gain, stages=attn_stages, **attn_kwargs)`` (our variants: ``attn_kwargs`` go to their blocks) |
 | 5 | frozen BatchNorm | ``freeze_bn`` |
 
 A retrofitted model (attention injected, or a converted stem) is recorded as timm architecture
-``salient_retrofit`` (``retrofit_record.py``; rebuilt by ``retrofit_arch.py``), so timm's ``save_for_hf`` writes a folder that
+``salient_retrofit`` (``retrofit_record.py``; rebuilt by ``models/salient_retrofit.py``), so timm's ``save_for_hf`` writes a folder that
 ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds after ``import salient_timm``.
 
 ``salient-train``, ``salient-analyze`` (spec, claims, maps), the benchmarks and the evidence scripts all
@@ -35,8 +35,9 @@ from timm.models import load_pretrained
 from torch import nn
 
 from .errors import SalientError, first_line
+from .models._filter import checkpoint_filter_fn
+from .models.salient_resnet import VARIANTS
 from .retrofit_record import record_retrofit
-from .salient_resnet import VARIANTS, fill_attention_keys
 from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import inject_attention
 from .weights import CheckpointError, CheckpointNotFoundError, load_checkpoint, read_state_dict
@@ -190,7 +191,7 @@ class ModelSpec:
                 convert_to_cifar_stem(model)
             if self.pretrained and load_weights and not torchvision_base and "pretrained_cfg" not in kwargs:
                 load_pretrained(
-                    model, num_classes=_num_classes(model), in_chans=self.in_chans, filter_fn=fill_attention_keys
+                    model, num_classes=_num_classes(model), in_chans=self.in_chans, filter_fn=checkpoint_filter_fn
                 )
             if self.attn.lower() != "none":  # (our variants take attn_kwargs at creation, above)
                 inject_attention(
@@ -234,7 +235,7 @@ class ModelSpec:
         if self.pretrained and load_weights:
             if not os.path.isfile(self.pretrained):
                 raise CheckpointNotFoundError(f"pretrained weights file not found: {self.pretrained}")
-            _load_dropping_other_head(model, fill_attention_keys(read_state_dict(self.pretrained), model))
+            _load_dropping_other_head(model, checkpoint_filter_fn(read_state_dict(self.pretrained), model))
         return model
 
     @classmethod
@@ -394,7 +395,7 @@ def _create_from_hub(name: str, kwargs: Dict[str, Any]) -> nn.Module:
     try:
         model = timm.create_model(name, **kwargs)
         load_pretrained(
-            model, num_classes=_num_classes(model), in_chans=kwargs["in_chans"], filter_fn=fill_attention_keys
+            model, num_classes=_num_classes(model), in_chans=kwargs["in_chans"], filter_fn=checkpoint_filter_fn
         )
         return model
     except CheckpointError:

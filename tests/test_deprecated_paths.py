@@ -22,6 +22,14 @@ MOVED = [  # (old module, the new home the warning names, a name, the module it 
     ),
     ("salient_timm.export", "salient_timm.deploy.export", "export_onnx", "salient_timm.deploy.export"),
     ("salient_timm.export", "salient_timm.deploy.hub", "save_hf_folder", "salient_timm.deploy.hub"),
+    ("salient_timm.salient_resnet", "salient_timm.models", "VARIANTS", "salient_timm.models.salient_resnet"),
+    ("salient_timm.salient_resnet", "salient_timm.models", "fill_attention_keys", "salient_timm.models._filter"),
+    (
+        "salient_timm.retrofit_arch",
+        "salient_timm.models.salient_retrofit",
+        "salient_retrofit",
+        "salient_timm.models.salient_retrofit",
+    ),
 ]
 
 
@@ -30,5 +38,6 @@ def test_an_old_import_path_warns_and_gives_the_same_objects(old, new_home, name
     sys.modules.pop(old, None)
     with pytest.warns(DeprecationWarning, match=new_home.replace(".", r"\.")):
         legacy = importlib.import_module(old)
-    assert getattr(legacy, name) is getattr(importlib.import_module(module), name)
+    new_name = {"fill_attention_keys": "checkpoint_filter_fn"}.get(name, name)
+    assert getattr(legacy, name) is getattr(importlib.import_module(module), new_name)
     assert name in legacy.__all__

@@ -143,7 +143,7 @@ def model_card(label: str, checkpoint: Optional[str] = None) -> str:
         except CheckpointError:
             state = None
         if state is not None:
-            from ..salient_resnet import VARIANTS
+            from ..models.salient_resnet import VARIANTS
 
             args, history = state["args"], state["metrics"]
             built_in = VARIANTS[args["model"]].attn if args.get("model") in VARIANTS else None
