@@ -40,7 +40,10 @@ from kept_prose import write_keeping_prose  # scripts/kept_prose.py
 # module -> the test files that pin it (run for each of its mutants)
 SURVIVORS = "tests/test_mutation_survivors.py"  # what earlier samples found unpinned, each a user-visible outcome
 MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    "blocks": ("salient_timm/blocks.py", ("tests/test_blocks.py", "tests/test_user_outcomes.py", SURVIVORS)),
+    "blocks": (
+        "salient_timm/blocks.py",
+        ("tests/test_blocks.py", "tests/test_contract.py", "tests/test_user_outcomes.py", SURVIVORS),
+    ),
     "fused": ("salient_timm/fused.py", ("tests/test_fused.py", SURVIVORS)),
     "folding": ("salient_timm/deploy/fold.py", ("tests/test_reparam.py", "tests/test_user_outcomes.py", SURVIVORS)),
     "surgery": (

@@ -1,6 +1,7 @@
 """Behaviours that the sampled mutation check (scripts/mutation_sample.py, results/mutation.md) found unpinned:
 each test fails on the survivor it names and describes what a user would get wrong."""
 
+import pytest
 import timm
 import torch
 from PIL import Image
@@ -8,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from salient_analysis.counting import count_cost
-from salient_timm import SSABlock, find_residual_blocks
+from salient_timm import SSABlock, SurgeryError, attention_modules, find_residual_blocks, inject_attention
 from salient_timm.blocks import ConstantGate
 from salient_timm.data import DatasetError, build_datasets, make_cluttered
 
@@ -228,3 +229,40 @@ def test_an_unhooked_training_forward_keeps_less_for_backward_than_the_literal_g
         return total
 
     assert saved_bytes("fused") < saved_bytes("conv")
+
+
+def test_the_identity_check_leaves_the_new_gates_batchnorm_statistics_untouched():
+    """inject_attention(init="identity") probes each new module once to prove the identity; the probe must not
+    train it: its BatchNorm statistics stay the fresh ones (a probe in training mode moved them)."""
+    for kind in ("salient", "ssa"):
+        model = timm.create_model("resnet18", num_classes=3)
+        inject_attention(model, kind, init="identity")
+        for name, module in attention_modules(model):
+            for bn in (m for m in module.modules() if isinstance(m, nn.BatchNorm2d)):
+                assert int(bn.num_batches_tracked) == 0, f"{kind} {name}"
+                assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean)), f"{kind} {name}"
+                assert torch.equal(bn.running_var, torch.ones_like(bn.running_var)), f"{kind} {name}"
+
+
+def test_more_stage_flags_than_stages_are_refused():
+    model = timm.create_model("resnet18")
+    with pytest.raises(SurgeryError, match="5 flags for a model with 4 stages"):
+        inject_attention(model, "salient", stages=(True, True, True, True, False))
+    assert attention_modules(model) == []  # refused before any change
+
+
+def test_flops_are_two_per_mac_plus_the_elementwise_ops():
+    """A linear layer and a ReLU, by hand: 2 x 3 x 4 = 24 MACs, 2 x 4 = 8 ReLU outputs, so 56 FLOPs."""
+    model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU())
+    total = count_cost(model, (2, 3)).total
+    assert (total.macs, total.elementwise, total.flops) == (24, 8, 56)
+
+
+def test_a_frozen_model_runs_under_vmap_with_grad_mode_on():
+    """torch.func.vmap over a model whose parameters are frozen (nothing requires grad, grad mode on): the gate
+    takes the plain ops, which vmap supports, and gives each item's own output."""
+    torch.manual_seed(0)
+    model = timm.create_model("salient_resnet18", num_classes=4).eval().requires_grad_(False)
+    x = torch.randn(3, 2, 3, 32, 32)
+    out = torch.func.vmap(model)(x)
+    torch.testing.assert_close(out, torch.stack([model(item) for item in x]), rtol=1e-4, atol=1e-5)
