@@ -28,11 +28,11 @@ from timm.data import create_transform, resolve_data_config
 from torch import nn
 
 from salient_timm import capture_gates, find_residual_blocks
-from salient_timm.blocks import ScaledSigmoid
 from salient_timm.data import DatasetError, ItemOptions, fashion_mnist_split
 from salient_timm.errors import SalientError
 from salient_timm.extras import require
 from salient_timm.gates import gate_modules, gate_neutrals
+from salient_timm.layers import ScaledSigmoid
 from salient_timm.module_mode import training_mode
 from salient_timm.spec import ModelSpec
 from salient_timm.surgery import residual_stages

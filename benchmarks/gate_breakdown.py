@@ -34,7 +34,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import salient_timm
-from salient_timm import blocks as gate_blocks
+from salient_timm.layers import salient as gate_blocks
 from salient_timm.surgery import slots as gate_slots
 
 SCENARIOS = {sc.name: sc for sc in QUICK_CPU + EXTRA}

@@ -7,14 +7,17 @@ timm's model registry, so ``timm.create_model("salient_resnet50")`` works.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import models  # noqa: F401  (registers salient_resnet*, ssa_resnet* and salient_retrofit in timm)
-from .blocks import ConstantGate, SalientBlock, ScaledSigmoid, SSABlock
 from .deploy.reparameterize import ReparameterizeError, reparameterize
 from .errors import RunFolderError, SalientError
 from .gates import capture_gates, gate_neutrals
-from .kinds import (
+from .layers import (
     IDENTITY_KINDS,
     AttentionArgumentError,
+    ConstantGate,
     IdentityInitError,
+    SalientBlock,
+    ScaledSigmoid,
+    SSABlock,
     UnknownAttentionKindError,
     attention_kinds,
     init_identity,

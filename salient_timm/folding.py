@@ -1,18 +1,5 @@
 """Deprecated: moved to ``salient_timm.deploy.fold``; this module re-exports its names for one release."""
 
-import warnings
+from ._deprecation import moved
 
-from .deploy import fold as _new
-
-warnings.warn(
-    "salient_timm.folding is deprecated: import from salient_timm.deploy.fold",
-    DeprecationWarning,
-    stacklevel=2,
-)
-
-
-def __getattr__(name: str):
-    return getattr(_new, name)
-
-
-__all__ = list(_new.__all__)
+__getattr__, __all__ = moved(__name__, "salient_timm.deploy.fold")

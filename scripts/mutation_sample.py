@@ -10,8 +10,8 @@ the module's own test files (``-x -m "not slow"``): a failing test kills it, a p
 
 | module | the behaviour its tests pin |
 |---|---|
-| `salient_timm/blocks.py` | gate outputs, impl choice, init, reset |
-| `salient_timm/fused.py` | the fused gate exact against the literal ops, with gradients |
+| `salient_timm/layers/salient.py` | gate outputs, impl choice, init, reset |
+| `salient_timm/layers/_fused_gate.py` | the fused gate exact against the literal ops, with gradients |
 | `salient_timm/deploy/fold.py` | the folded deploy form equal to the trained model, refusals named |
 | `salient_timm/surgery/inject.py` | the retrofit plan, identity start, refusals |
 | `analysis/counting.py` | MAC and elementwise counts, fvcore's convention |
@@ -41,10 +41,10 @@ from kept_prose import write_keeping_prose  # scripts/kept_prose.py
 SURVIVORS = "tests/test_mutation_survivors.py"  # what earlier samples found unpinned, each a user-visible outcome
 MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "blocks": (
-        "salient_timm/blocks.py",
+        "salient_timm/layers/salient.py",
         ("tests/test_blocks.py", "tests/test_contract.py", "tests/test_user_outcomes.py", SURVIVORS),
     ),
-    "fused": ("salient_timm/fused.py", ("tests/test_fused.py", SURVIVORS)),
+    "fused": ("salient_timm/layers/_fused_gate.py", ("tests/test_fused.py", SURVIVORS)),
     "folding": ("salient_timm/deploy/fold.py", ("tests/test_reparam.py", "tests/test_user_outcomes.py", SURVIVORS)),
     "surgery": (
         "salient_timm/surgery/inject.py",

@@ -7,7 +7,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from salient_timm import SalientBlock, SSABlock
-from salient_timm.kinds import init_identity
+from salient_timm.layers import init_identity
 
 
 class SeedSailentBlock(nn.Module):

@@ -296,7 +296,7 @@ def test_a_channels_last_model_folds_like_a_contiguous_one(name, position):
 
 def test_anomaly_mode_points_at_the_gate_not_at_the_fused_function():
     """Under ``detect_anomaly`` the gate runs as plain ops, so a NaN in backward is traced to the gate's own forward
-    (salient_timm/blocks.py) and to the block's line that called it, as in any module."""
+    (salient_timm/layers/salient.py) and to the block's line that called it, as in any module."""
     import warnings
 
     model = timm.create_model("salient_resnet18", num_classes=4).train()
@@ -309,7 +309,7 @@ def test_anomaly_mode_points_at_the_gate_not_at_the_fused_function():
         with pytest.raises(RuntimeError, match="returned nan"):
             out.backward(torch.full_like(out, float("nan")))
     traceback = "\n".join(str(w.message) for w in caught)
-    assert "salient_timm/blocks.py" in traceback and "fused.py" not in traceback
+    assert "salient_timm/layers/salient.py" in traceback and "_fused_gate.py" not in traceback
 
 
 def test_the_scaled_sigmoid_restores_its_scale():

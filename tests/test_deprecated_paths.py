@@ -2,6 +2,7 @@
 
 import importlib
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,10 @@ MOVED = [  # (old module, the new home the warning names, a name, the module it 
         "salient_retrofit",
         "salient_timm.models.salient_retrofit",
     ),
+    ("salient_timm.blocks", "salient_timm.layers.salient", "SalientBlock", "salient_timm.layers.salient"),
+    ("salient_timm.fused", "salient_timm.layers._fused_gate", "spatial_gate", "salient_timm.layers._fused_gate"),
+    ("salient_timm.kinds", "salient_timm.layers.create_attn", "resolve_attention", "salient_timm.layers.create_attn"),
+    ("salient_timm.kinds", "salient_timm.layers.identity", "init_identity", "salient_timm.layers.identity"),
 ]
 
 
@@ -41,3 +46,12 @@ def test_an_old_import_path_warns_and_gives_the_same_objects(old, new_home, name
     new_name = {"fill_attention_keys": "checkpoint_filter_fn"}.get(name, name)
     assert getattr(legacy, name) is getattr(importlib.import_module(module), new_name)
     assert name in legacy.__all__
+
+
+def test_the_warning_points_at_the_users_import_line_and_unknown_names_say_which_module():
+    sys.modules.pop("salient_timm.kinds", None)
+    with pytest.warns(DeprecationWarning) as record:
+        __import__("salient_timm.kinds")  # a plain import statement, as in a user's script
+    assert [Path(w.filename).name for w in record] == [Path(__file__).name]  # -W filters by module work
+    with pytest.raises(AttributeError, match="'salient_timm.kinds' has no attribute 'no_such_name'"):
+        _ = sys.modules["salient_timm.kinds"].no_such_name

@@ -121,7 +121,7 @@ CORE_KINDS = {"none", *salient_timm.IDENTITY_KINDS}
 
 
 def _spec_cases():
-    from salient_timm.kinds import attention_kinds
+    from salient_timm.layers import attention_kinds
 
     for kind in attention_kinds():
         if kind in REFUSED_KINDS:

@@ -8,7 +8,7 @@ from timm.layers import get_attn
 from torch import nn
 
 from salient_timm import SalientBlock, SSABlock, UnknownAttentionKindError, attention_kinds, resolve_attention
-from salient_timm.kinds import IDENTITY_KINDS, TIMM_KINDS, IdentityInitError, init_identity
+from salient_timm.layers import IDENTITY_KINDS, TIMM_KINDS, IdentityInitError, init_identity
 
 
 def test_our_kinds_and_none():

@@ -10,8 +10,8 @@ from torch.nn import functional as F
 
 from salient_analysis.counting import count_cost
 from salient_timm import SSABlock, SurgeryError, attention_modules, find_residual_blocks, inject_attention
-from salient_timm.blocks import ConstantGate
 from salient_timm.data import DatasetError, build_datasets, make_cluttered
+from salient_timm.layers import ConstantGate
 
 
 def test_ssa_map_is_the_channel_mean_of_the_pooled_descriptor_times_x_in_every_impl():

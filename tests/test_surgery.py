@@ -20,7 +20,7 @@ from salient_timm import (
     find_residual_blocks,
     inject_attention,
 )
-from salient_timm.kinds import IDENTITY_KINDS, TIMM_KINDS
+from salient_timm.layers import IDENTITY_KINDS, TIMM_KINDS
 
 X64 = torch.randn(2, 3, 64, 64)
 

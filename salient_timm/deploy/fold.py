@@ -30,8 +30,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..blocks import SalientBlock, ScaledSigmoid
 from ..errors import SalientError
+from ..layers.salient import SalientBlock, ScaledSigmoid
 
 __all__ = ["FoldedResidualBlock", "ReparameterizeError", "fold_conv_bn", "fold_residual_block", "fold_sequential"]
 

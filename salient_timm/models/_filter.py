@@ -20,7 +20,7 @@ from typing import Dict, List, Tuple
 import torch
 from safetensors import SafetensorError
 
-from ..kinds import init_identity
+from ..layers.identity import init_identity
 from ..stem import has_cifar_stem
 from ..surgery import attention_modules
 from ..weights import CheckpointError

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import SalientError, first_line
-from ..kinds import KNOWN_BUILD_ISSUES, AttentionKind, check_attention_kwargs, init_identity, resolve_attention
+from ..layers.create_attn import KNOWN_BUILD_ISSUES, AttentionKind, check_attention_kwargs, resolve_attention
+from ..layers.identity import init_identity
 from ..module_mode import training_mode
 from . import families  # noqa: F401  (registers every row)
 from .adapter import ADAPTERS, UNSUPPORTED, BlockAdapter, Slot, adapter_for, qualname

@@ -7,7 +7,7 @@ and ``torch.export`` all see. Native slots are filled with ``setattr``; an empti
 
 The slotted forwards of blocks shaped ``act(norm(x) * gate + shortcut)`` with a ReLU (timm's and torchvision's
 ResNets, Res2Net, ResNeSt, legacy SE-ResNets, DLA) call ``gate_epilogue``: a Salient or SSA gate there runs the
-gate, the shortcut add and the ReLU as one fused function in eager training (``salient_timm.fused``).
+gate, the shortcut add and the ReLU as one fused function in eager training (``salient_timm.layers._fused_gate``).
 Slotted classes with a fold layout have timm's deploy hook ``fuse()`` (called by ``timm.utils.reparameterize_model``).
 """
 
@@ -17,8 +17,8 @@ from typing import Optional, cast
 import torch
 from torch import nn
 
-from ..blocks import SalientBlock, SSABlock, has_hooks
 from ..deploy.fold import fold_residual_block
+from ..layers.salient import SalientBlock, SSABlock, has_hooks
 from .adapter import BlockAdapter, adapter_for
 
 __all__ = ["ensure_slots", "set_slot", "gate_epilogue", "fuse_block"]

@@ -19,7 +19,7 @@ import timm
 
 from ..data import CLUTTER_PATCH, CLUTTERED_CANVAS, CLUTTERED_CLUTTER, DATASET_NAMES, ITEM_SIZE, ItemOptions
 from ..errors import SalientError
-from ..kinds import attention_kinds, resolve_attention
+from ..layers.create_attn import attention_kinds, resolve_attention
 from ..retrofit import RETROFIT_DEFAULTS, retrofit_defaults
 from ..spec import ModelSpec, ModelSpecError
 from ..spec import check_model_name as check
