@@ -336,7 +336,8 @@ def profile(fmt, train, device, repeats, warmup, no_measure, reparam, peak_gflop
     import torch
 
     from .profile_plot import plot_profile
-    from .profiling import ProfileOptions, profile_models, profile_report, profile_steps, trust_warnings
+    from .profiling import ProfileOptions, profile_models, profile_steps, trust_warnings
+    from .reports import profile_report
     from .timing import Peaks
 
     if (peak_gflops is None) != (bandwidth_gbs is None):

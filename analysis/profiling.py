@@ -1,4 +1,5 @@
-"""``salient-analyze profile``: counted bytes and saved memory beside measured time, per stage, block and gate.
+"""The measurements behind ``salient-analyze profile`` (``salient_analysis.reports.profile`` lays them out as
+tables): counted bytes and saved memory beside measured time, per stage, block and gate.
 
 For a model spec and its base (the same model without ``--attn``):
 
@@ -23,8 +24,7 @@ from torch import nn
 from salient_timm import attention_modules, find_residual_blocks
 
 from .crosscheck import available_memory, real_forward_bytes
-from .deploy import REPARAM_NOTE, reparameterized
-from .render import Report, Table
+from .deploy import reparameterized
 from .spec import AnalysisTarget, SpecError
 from .stages import model_stages
 from .timing import Peaks, Timing, device_peaks, peak_step_bytes, remeasured, time_modules
@@ -35,7 +35,6 @@ __all__ = [
     "ScopeCost",
     "ModelProfile",
     "profile_models",
-    "profile_report",
     "profile_steps",
     "timm_units",
     "count_timm_units",
@@ -325,201 +324,3 @@ def count_timm_units(
         if switched or inference is None:
             inference = count_traffic(model, input_shape, train=False)
     return timm_units(inference)
-
-
-def _pct(part: Optional[float], whole: Optional[float]) -> Optional[float]:
-    return 100.0 * part / whole if part is not None and whole else None
-
-
-def _ms(seconds: Optional[float]) -> Optional[float]:
-    return None if seconds is None else 1e3 * seconds
-
-
-def _attention_rows(variant: ModelProfile, peaks: Optional[Peaks]) -> List[dict]:
-    total = variant.total
-    rows = []
-    attention = [s for s in variant.scopes if s.kind == "attention"]
-    summed = ScopeCost(
-        "all attention",
-        "attention",
-        sum(s.flops for s in attention),
-        sum(s.bytes for s in attention),
-        sum(s.saved for s in attention),
-        seconds=sum(s.seconds for s in attention) if attention and all(s.seconds for s in attention) else None,
-    )
-    for s in attention + ([summed] if attention else []):
-        rows.append(
-            {
-                "block": s.name,
-                "FLOPs": s.flops,
-                "% FLOPs": _pct(s.flops, total.flops),
-                "MB moved": s.bytes / 1e6,
-                "% bytes": _pct(s.bytes, total.bytes),
-                "saved MB": s.saved / 1e6,
-                "% saved": _pct(s.saved, total.saved),
-                "ms": _ms(s.seconds),
-                "% time": _pct(s.seconds, total.seconds),
-                "FLOP/B": s.intensity,
-                "roofline ms": _ms(peaks.roofline_s(s.flops, s.bytes)) if peaks else None,
-            }
-        )
-    return rows
-
-
-SIDE_BY_SIDE_COLUMNS = [
-    "scope",
-    "GFLOPs base",
-    "GFLOPs variant",
-    "MB moved base",
-    "MB moved variant",
-    "saved MB base",
-    "saved MB variant",
-    "ms base",
-    "ms variant",
-    "x time",
-    "roofline ms variant",
-]
-
-
-def _side_by_side(base: ModelProfile, variant: ModelProfile, kind: str, peaks: Optional[Peaks]) -> List[dict]:
-    rows = []
-    for v in variant.scopes:
-        if v.kind not in kind:
-            continue
-        b = base.scope(v.name) or ScopeCost(v.name, v.kind, 0, 0, 0)
-        rows.append(
-            {
-                "scope": v.name,
-                "GFLOPs base": b.flops / 1e9,
-                "GFLOPs variant": v.flops / 1e9,
-                "MB moved base": b.bytes / 1e6,
-                "MB moved variant": v.bytes / 1e6,
-                "saved MB base": b.saved / 1e6,
-                "saved MB variant": v.saved / 1e6,
-                "ms base": _ms(b.seconds),
-                "ms variant": _ms(v.seconds),
-                "x time": v.seconds / b.seconds if v.seconds and b.seconds else None,
-                "roofline ms variant": _ms(peaks.roofline_s(v.flops, v.bytes)) if peaks else None,
-            }
-        )
-    return rows
-
-
-def profile_report(
-    spec: AnalysisTarget,
-    options: ProfileOptions = ProfileOptions(),
-    measured: Optional[Tuple[List[ModelProfile], Optional[Peaks]]] = None,
-) -> Report:
-    """Tables: attention blocks (shares of the step), stages and blocks base vs variant, step totals.
-
-    ``measured``: ``profile_models(spec, options)``'s result when the caller already has it (e.g. for a plot).
-    """
-    profiles, peaks = measured if measured is not None else profile_models(spec, options)
-    base, variant = profiles[0], profiles[-1]
-    what = "training step (forward + backward of out.sum())" if options.train else "inference forward"
-    shape = "x".join(map(str, spec.input_shape))
-    tables = []
-    if variant is not base:
-        tables.append(
-            Table(
-                f"Attention blocks of {variant.label}: share of the {what} at {shape}",
-                [
-                    "block",
-                    "FLOPs",
-                    "% FLOPs",
-                    "MB moved",
-                    "% bytes",
-                    "saved MB",
-                    "% saved",
-                    "ms",
-                    "% time",
-                    "FLOP/B",
-                    "roofline ms",
-                ],
-                _attention_rows(variant, peaks),
-            )
-        )
-    tables.append(
-        Table(
-            f"Stages, {base.label} -> {variant.label} (rows add up to the total)",
-            SIDE_BY_SIDE_COLUMNS,
-            _side_by_side(base, variant, ("stage", "total"), peaks),
-        )
-    )
-    tables.append(
-        Table(
-            f"Residual blocks, {base.label} -> {variant.label}",
-            SIDE_BY_SIDE_COLUMNS,
-            _side_by_side(base, variant, ("block",), peaks),
-        )
-    )
-    step_rows = []
-    for p in profiles:
-        step_rows.append(
-            {
-                "model": p.label,
-                "GFLOPs": p.total.flops / 1e9,
-                "MB moved": p.total.bytes / 1e6,
-                "saved MB": p.total.saved / 1e6,
-                "peak MB (measured)": p.peak_bytes / 1e6 if p.peak_bytes is not None else None,
-                "step ms": _ms(p.step_seconds),
-                "min-max ms": f"{1e3 * p.step_spread[0]:.1f}-{1e3 * p.step_spread[1]:.1f}" if p.step_spread else None,
-                "x base time": p.step_seconds / base.step_seconds if p.step_seconds and base.step_seconds else None,
-                **p.units,
-            }
-        )
-    tables.append(
-        Table(
-            f"Whole {what}",
-            [
-                "model",
-                "GFLOPs",
-                "MB moved",
-                "saved MB",
-                "peak MB (measured)",
-                "step ms",
-                "min-max ms",
-                "x base time",
-                "infer_gmacs",
-                "infer_macts",
-                "gmacs_mm",
-            ],
-            step_rows,
-        )
-    )
-    notes = [
-        "counted on the meta device with the code that runs (the fused gate's own ops in training); bytes = every "
-        "tensor input (distinct elements) and output of every op at its dtype, views excluded; saved = storages "
-        "autograd keeps for backward, each once, parameters excluded",
-        "FLOPs = 2*MACs + elementwise ops, forward and backward ops alike (counting.CONVENTION)",
-        "infer_gmacs / infer_macts: per image, forward, timm's benchmark.py units (MACs + fvcore's norm and pooling "
-        "terms; activations: outputs of conv/linear/matmul); gmacs_mm: conv/linear/matmul MACs only",
-    ]
-    if options.train and variant is not base:
-        notes.append(
-            "each gate is counted and timed on its own call: the fused residual epilogue (gate, shortcut add and "
-            "ReLU, with the branch's BatchNorm, which then keeps its input instead of the gate's) steps aside while "
-            "modules are tracked; compare's train columns count the step as training runs it"
-        )
-    if options.reparam:
-        notes.append(REPARAM_NOTE + "; blocks and gates are folded into plain convs, so only stages and totals")
-        tables = [t for t in tables if t.rows]
-    if options.measure:
-        notes.append(
-            f"measured on {options.device} (fp32, contiguous NCHW): {options.repeats} repeats after "
-            f"{options.warmup} warm-up, base "
-            "and variant interleaved; stage, block and gate times each in isolation on the input seen in a "
-            "real forward (so they need not add up to the step)"
-        )
-        if peaks is not None:
-            notes.append(
-                f"roofline: peak {peaks.flops_per_s / 1e9:.1f} GFLOP/s (fp32 matmul), "
-                f"{peaks.bytes_per_s / 1e9:.1f} GB/s (copy)"
-                + (
-                    f", best of before and after the timing ({peaks.drift:.0%} apart)"
-                    if peaks.measured
-                    else ", as given"
-                )
-            )
-        notes += [f"warning: {w}" for w in trust_warnings(profiles, peaks)]
-    return Report("profile", tables, None, notes)

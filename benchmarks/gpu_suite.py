@@ -32,8 +32,9 @@ import torch
 from block_overhead import Scenario, copy_bandwidth, run_matrix
 
 import salient_timm
-from salient_analysis.profiling import ProfileOptions, profile_models, profile_report, trust_warnings
+from salient_analysis.profiling import ProfileOptions, profile_models, trust_warnings
 from salient_analysis.render import render
+from salient_analysis.reports import profile_report
 from salient_analysis.spec import AnalysisTarget
 
 MODELS = ["resnet50", "seresnet50", "salient_resnet50", "ssa_resnet50"]
