@@ -51,6 +51,7 @@ from .localization import (  # noqa: F401  (re-exported: the metrics' home is sa
 __all__ = [
     "PANEL_INCHES",
     "load_for_maps",
+    "with_channels",
     "read_images",
     "gate_stats",
     "gate_variation",
@@ -90,7 +91,20 @@ def load_for_maps(spec: Optional[ModelSpec], checkpoint: Optional[str]) -> Tuple
     if spec is None:
         raise MapsError("give --model, --checkpoint, or both")
     model = spec.build().eval()
-    return model, {**resolve_data_config({}, model=model), "model": spec.model, "label": spec.label}
+    config = with_channels(resolve_data_config({}, model=model), spec.in_chans)
+    return model, {**config, "model": spec.model, "label": spec.label}
+
+
+def with_channels(config: dict, in_chans: int) -> dict:
+    """A timm data config for a model built with ``in_chans`` inputs (timm's cfgs are written for RGB and
+    ``resolve_data_config`` keeps them so): the input size takes the model's channels, and a mean or std of
+    another length becomes its average for every channel (a grayscale image under an RGB model's statistics)."""
+    fixed = {**config, "input_size": (in_chans, *config["input_size"][1:])}
+    for key in ("mean", "std"):
+        values = tuple(config[key])
+        if len(values) != in_chans:
+            fixed[key] = (sum(values) / len(values),) * in_chans
+    return fixed
 
 
 def read_images(paths: Sequence[str], config: dict) -> Tuple[torch.Tensor, List[np.ndarray]]:

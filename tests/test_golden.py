@@ -72,3 +72,84 @@ def test_a_short_training_run_records_the_pinned_options(tmp_path):
     args = json.loads((tmp_path / "r" / "args.json").read_text())
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     _check("train-args", {"args": args, "metric columns": sorted(metrics[0])})
+
+
+def _rounded(value, digits: int):
+    """Floats to ``digits`` significant digits: model outputs on random weights differ across CPUs in the last bits."""
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
+
+
+def _invoke_seeded(argv, tmp_path) -> dict:
+    """The command's JSON on a model built from seed 0, with ``tmp_path`` written as ``<tmp>``."""
+    import torch
+
+    torch.manual_seed(0)
+    result = CliRunner().invoke(analyze, [*argv, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.replace(str(tmp_path), "<tmp>"))
+
+
+def _gated_weights(path: Path, in_chans: int = 3) -> Path:
+    """A salient_resnet18 weights file whose gates vary, as a trained model's do (a fresh model's are all 0.5):
+    seed 0, every BatchNorm's affine drawn at random (a fresh timm block zeroes its last one, so the gate sees a
+    constant), then every BatchNorm's running statistics measured on random inputs (so no gate saturates)."""
+    import timm
+    import torch
+    from helpers import randomize_bn
+
+    import salient_timm
+
+    torch.manual_seed(0)
+    model = randomize_bn(timm.create_model("salient_resnet18", in_chans=in_chans))
+    with torch.no_grad():
+        for _, gate in salient_timm.attention_modules(model):
+            gate.bn.weight.normal_(0, 1.0)
+            gate.bn.bias.normal_(0, 0.3)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None  # a cumulative average over the batches below
+        model.train()
+        for _ in range(4):
+            model(torch.randn(8, in_chans, 64, 64))
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_maps_of_images_and_a_figure_print_the_pinned_statistics(tmp_path):
+    from fixture_data import sample_photos
+
+    sample_photos(tmp_path, {"a.png": "astronaut", "b.png": "coffee"})
+    weights = _gated_weights(tmp_path / "w.pth")
+    argv = ["maps", "-m", "salient_resnet18", "-s", "64", "--checkpoint", str(weights)]
+    argv += ["-i", str(tmp_path / "a.png"), "-i", str(tmp_path / "b.png"), "--out", str(tmp_path / "maps.png")]
+    document = _invoke_seeded(argv, tmp_path)
+    assert (tmp_path / "maps.png").is_file()
+    assert all(row["max"] - row["min"] > 0.05 for row in document["tables"][0]["rows"])  # each map varies
+    _check("maps-images", _rounded(document, 5))
+
+
+def test_maps_on_a_boxed_test_split_print_the_pinned_localization(tmp_path):
+    from fixture_data import digits_as_fashion_mnist
+
+    data = digits_as_fashion_mnist(tmp_path / "fashion-mnist")
+    weights = _gated_weights(tmp_path / "w.pth", in_chans=1)
+    argv = ["maps", "-m", "salient_resnet18", "-s", "1x64x64", "--checkpoint", str(weights)]
+    argv += ["--dataset", "cluttered-fashion-mnist", "--data-dir", str(data), "--test-subset", "24", "--rows", "2"]
+    document = _invoke_seeded([*argv, "--out", str(tmp_path / "loc.png")], tmp_path)
+    _check("maps-localization", _rounded(document, 5))
+
+
+def test_export_writes_the_pinned_formats_and_hugging_face_config(tmp_path):
+    argv = ["export", "-m", "salient_resnet18", "-s", "64", "--num-classes", "10", "--random-weights"]
+    argv += ["--onnx", str(tmp_path / "m.onnx"), "--exported-program", str(tmp_path / "m.pt2")]
+    document = _invoke_seeded([*argv, "--hf", str(tmp_path / "hf")], tmp_path)
+    for row in document["tables"][0]["rows"]:  # file sizes and parity depend on the exporter's version, not on us
+        assert row["max abs diff"] is None or row["max abs diff"] < 1e-4
+        row["MB"] = row["max abs diff"] = "<masked>"
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    readme = (tmp_path / "hf" / "README.md").read_text().replace(str(tmp_path), "<tmp>")
+    _check("export", {"document": document, "hf config.json": config, "hf README.md": readme.splitlines()})

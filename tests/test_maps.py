@@ -233,3 +233,26 @@ def test_gate_variation_restores_the_training_mode():
     model = timm.create_model("salient_resnet18").train()
     gate_variation(model, [torch.randn(2, 3, 32, 32)])
     assert model.training and all(m.training for m in model.modules())
+
+
+def test_a_one_channel_model_reads_photos_in_grayscale_under_one_channel_statistics(photos, tmp_path):
+    """--input-size 1xHxW builds a 1-channel model; timm's cfg is RGB. The photo is read in grayscale and normalised
+    with the cfg's average mean and std (a 3-channel normalisation once turned it into 3 channels: a crash)."""
+    from salient_analysis.maps import with_channels
+
+    rgb = {"input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    gray = with_channels(rgb, 1)
+    assert gray["input_size"] == (1, 224, 224)
+    assert gray["mean"] == pytest.approx((0.449,)) and gray["std"] == pytest.approx((0.226,))
+    assert with_channels(rgb, 3) == rgb
+    rows = json.loads(invoke("-m", "salient_resnet18", "-s", "1x64x64", "-i", photos[0], "--format", "json"))
+    assert rows["tables"][0]["rows"][0]["shape"] == "1x16x16"
+    hf = tmp_path / "hf"
+    result = CliRunner().invoke(
+        main, ["export", "-m", "salient_resnet18", "-s", "1x64x64", "--random-weights", "--hf", str(hf)]
+    )
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((hf / "config.json").read_text())["pretrained_cfg"]
+    assert cfg["input_size"][0] == 1 and len(cfg["mean"]) == len(cfg["std"]) == 1  # what the model takes
+    reloaded = timm.create_model(f"local-dir:{hf}", pretrained=True)
+    assert reloaded(torch.zeros(1, *cfg["input_size"])).shape == (1, 1000)
