@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 import click
 
-from .render import FORMATS, Report, Table, render
+from .render import FORMATS, Report, render
 
 if TYPE_CHECKING:
     import salient_timm
@@ -427,12 +427,7 @@ def export(
     random_weights,
 ) -> None:
     """Deploy a model: ONNX with an onnxruntime parity check, ExportedProgram, Hugging Face folder."""
-    import torch
-
-    from salient_timm.deploy import export as ex
-    from salient_timm.deploy import hub
-
-    from . import maps as m
+    from .reports.export import export_report
 
     if not (onnx_path or program_path or hf_dir):
         raise click.UsageError("give at least one of --onnx, --exported-program, --hf")
@@ -446,54 +441,7 @@ def export(
 
     def build() -> Report:
         spec = _optional_spec(model, attn, position, attn_stages, num_classes, cifar_stem, input_size)
-        net, config = m.load_for_maps(spec, checkpoint)
-        size = tuple(input_size or config["input_size"])
-        torch.manual_seed(0)
-        probe = torch.randn(3, *size)
-        rows = []
-        if onnx_path:
-            ex.export_onnx(net, onnx_path, size, label_names=config.get("label_names"))
-            files = ex.onnx_files(onnx_path)  # one file below 2 GB; else the graph and its external data
-            rows.append(
-                {
-                    "format": "ONNX",
-                    "path": " + ".join(files),
-                    "MB": sum(os.path.getsize(f) for f in files) / 1e6,
-                    "max abs diff": ex.onnx_parity(net, onnx_path, probe),
-                }
-            )
-        if program_path:
-            ex.export_program(net, program_path, size)
-            with torch.no_grad():
-                diff = (torch.export.load(program_path).module()(probe) - net(probe)).abs().max().item()
-            rows.append(
-                {
-                    "format": "ExportedProgram",
-                    "path": program_path,
-                    "MB": os.path.getsize(program_path) / 1e6,
-                    "max abs diff": diff,
-                }
-            )
-        if hf_dir:
-            card = hub.model_card(config.get("label", model), checkpoint)
-            # a salient-train checkpoint's own preprocessing goes into config.json; random weights drop the
-            # base's pretrained label (its preprocessing stays); a weights file keeps the model's cfg
-            if not checkpoint:
-                card += "\nThe weights are random (untrained): exported with --random-weights.\n"
-            own = config.get("trained") or not checkpoint
-            hub.save_hf_folder(net, hf_dir, card, config if own else None)
-            rows.append({"format": "Hugging Face folder", "path": hf_dir, "MB": None, "max abs diff": None})
-        return Report(
-            "export",
-            [
-                Table(
-                    f"Exports of {config.get('label', model)} at input {'x'.join(map(str, size))}",
-                    ["format", "path", "MB", "max abs diff"],
-                    rows,
-                )
-            ],
-            notes=["max abs diff: exported vs eager model on a random batch of 3 (dynamic batch)"],
-        )
+        return export_report(spec, checkpoint, input_size, onnx_path, program_path, hf_dir)
 
     _emit(build, fmt)
 
@@ -549,11 +497,7 @@ def maps(
 ) -> None:
     """Saliency maps: every gate's map for each image; statistics always, a figure with --out. With --dataset:
     how well each gate localizes the object (pointing game, energy in box, chance)."""
-    import torch
-
-    import salient_timm
-
-    from . import maps as m
+    from .reports import maps as reports
 
     _check_output(out, "--out", figure=True)
     if bool(images) == bool(dataset):
@@ -561,59 +505,24 @@ def maps(
 
     def build() -> Report:
         spec = _optional_spec(model, attn, position, attn_stages, num_classes, cifar_stem, input_size)
-        net, config = m.load_for_maps(spec, checkpoint)
-        if input_size:
-            config = {**config, "input_size": input_size}
-        label = config.get("label", model)
         if dataset:
-            return _localization_report(m, net, config, label, dataset, data_dir, canvas, clutter, test_subset, rows)
-        batch, views = m.read_images(images, config)
-        if out:
-            gates, _ = m.draw_maps(net, batch, views, images, out, all_blocks=all_blocks, dpi=dpi, title=label)
-        else:
-            with torch.no_grad(), salient_timm.capture_gates(net) as gates:
-                net(batch)
-        classes = config.get("label_names")
-        predicted = None
-        if classes:  # a salient-train run's class names (or a timm cfg's): what the model predicts for each image
-            with torch.no_grad():
-                predicted = [classes[k] if k < len(classes) else str(k) for k in net(batch).argmax(1).tolist()]
-        names = [os.path.basename(p) for p in images]
-        stats = m.gate_stats(gates, names, salient_timm.gate_neutrals(net), predicted)
-        notes = [f"figure written to {out}"] if out else []
-        return Report("maps", [Table(f"Gate statistics of {label}", list(stats[0]), stats)], notes=notes + MAPS_NOTES)
-
-    def _localization_report(m, net, config, label, dataset, data_dir, canvas, clutter, test_subset, rows) -> Report:
-        x, labels, boxes, views = m.boxed_test_images(dataset, config, data_dir, canvas, clutter, test_subset)
-        table, top1 = m.localization(net, x, boxes, labels)
-        notes = [
-            f"{len(labels)} test images of {dataset}; the model's top-1 on them: {top1:.2f}%",
-            "scored at each map's own resolution (salient_analysis.localization): pointing game = the chance that a "
-            "point in the map's maximal cell(s) lies in the object box; energy in box = the share of the map's mass "
-            "above its minimum inside the box. Read a gate against the rows of its map size: chance (random and "
-            "constant maps), ceiling (the box itself), the baselines, and the network's own features (channel mean "
-            "of |activation| at each stage's last block), which any early feature map already localizes",
-        ]
-        if out:
-            classes = config.get("label_names") or [str(k) for k in range(int(labels.max()) + 1)]
-            names = [f"test {i}: {classes[int(labels[i])]}" for i in range(min(rows, len(labels)))]
-            m.draw_maps(
-                net, x[: len(names)], views[: len(names)], names, out, all_blocks, dpi, label, boxes[: len(names)]
+            return reports.localization_report(
+                spec,
+                dataset,
+                checkpoint,
+                input_size,
+                data_dir,
+                canvas,
+                clutter,
+                test_subset,
+                rows,
+                out,
+                all_blocks,
+                dpi,
             )
-            notes.append(f"figure written to {out}")
-        return Report("maps", [Table(f"Localization of {label}", list(table[0]), table)], notes=notes)
+        return reports.maps_report(spec, images, checkpoint, input_size, out, all_blocks, dpi)
 
-    try:
-        _emit(build, fmt)
-    except (m.MapsError, salient_timm.CheckpointError) as e:
-        raise click.ClickException(str(e)) from e
-
-
-MAPS_NOTES = [
-    "neutral: the gate's value for a zero input (0.5 for sigmoid, 1 for an "
-    "identity-started 2*sigmoid); dev = gate - neutral; rel std = std / mean",
-    "entropy: of the map as a distribution over its positions, 1 = uniform",
-]
+    _emit(build, fmt)
 
 
 if __name__ == "__main__":

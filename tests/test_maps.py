@@ -129,7 +129,7 @@ def test_maps_figure_from_a_salient_train_checkpoint(digits_checkpoint, photos, 
 
 
 def test_gate_colours_are_centred_on_the_neutral_value():
-    from salient_analysis.maps import _diverging
+    from salient_analysis.maps.figure import _diverging
 
     identity_start, seed_gate = _diverging(1.0, 2.0), _diverging(0.5, 1.0)  # 2*sigmoid(0) = 1; sigmoid(0) = 0.5
     assert identity_start["cmap"] == "RdBu_r" and identity_start["norm"](1.0) == 0.5 == seed_gate["norm"](0.5)

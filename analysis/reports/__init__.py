@@ -8,9 +8,12 @@
 | ``compare`` | ``compare`` | ``compare_report(specs, progress, reparam)`` |
 | ``formula`` | ``formula`` | ``formula_report(spec)`` |
 | ``reproduce`` | ``reproduce`` | ``reproduce_report(progress)`` |
+| ``export`` | ``export`` | ``export_report(spec, checkpoint, input_size, onnx_path, program_path, hf_dir)`` |
+| ``maps`` | ``maps`` | ``maps_report(spec, images, ...)``, ``localization_report(spec, dataset, ...)`` |
 | ``profile`` | ``profile`` | ``profile_report(spec, options, measured)`` (``salient_analysis.profiling`` measures) |
 
-``_common`` holds the counting convention every table states (``CONVENTION``).
+Only ``export`` and ``maps`` are not re-exported here (import their modules): they need the model's weights and
+write files. ``_common`` holds the counting convention every table states (``CONVENTION``).
 """
 
 from ._common import CONVENTION
