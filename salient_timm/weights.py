@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from timm.models import load_state_dict
 
-from .errors import SalientError
+from .errors import SalientError, first_line
 
 __all__ = [
     "CheckpointError",
@@ -38,9 +38,9 @@ class NotATrainingCheckpointError(CheckpointError):
     """A readable weights file that is not a salient-train checkpoint (no options, optimizer, ... inside)."""
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+def _typed_first_line(e: BaseException) -> str:
+    """``"UnpicklingError: <its first line>"``, or the type name alone for an empty message."""
+    return f"{type(e).__name__}: {first_line(e)}" if str(e).strip() else type(e).__name__
 
 
 def describe_unreadable(path: str, error: BaseException) -> str:
@@ -67,10 +67,10 @@ def describe_unreadable(path: str, error: BaseException) -> str:
         or "central directory" in text
         or "PytorchStreamReader" in text
     ):
-        return f"cannot read {path}: the file is truncated or corrupt ({_first_line(error)})"
+        return f"cannot read {path}: the file is truncated or corrupt ({_typed_first_line(error)})"
     if any(isinstance(e, (AttributeError, TypeError)) for e in chain):
         return f"{path} does not hold a state dict (a mapping of names to tensors)"
-    return f"cannot read {path}: not a torch.save or safetensors weights file ({_first_line(chain[-1])})"
+    return f"cannot read {path}: not a torch.save or safetensors weights file ({_typed_first_line(chain[-1])})"
 
 
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:

@@ -206,29 +206,14 @@ def fold_residual_block(block: nn.Module, adapter: Any) -> Tuple[FoldedResidualB
         reason = _mid_blocker(last, mid_logit, post, between)
         if reason is None:
             assert last is not None and mid_logit is not None
-            row, c, scale = mid_logit
-            folded: Any = _conv_like(last, channels, bias=False)  # the conv without the norm's shift: it follows
-            gate_conv = _conv_like(last, 1, bias=True)
-            with torch.no_grad():
-                folded.weight.copy_(last.weight)
-                gate_conv.weight.copy_(row.view(1, -1, 1, 1))
-                cast(torch.Tensor, gate_conv.bias).copy_(c.view(1))
-            branch_bias = cast(torch.Tensor, last.bias).detach().clone()
-            last, gate = folded, "mid"
+            last, gate_conv, branch_bias, scale = _fold_mid(last, mid_logit, channels)
+            gate = "mid"
             ops = [op for op in ops if op is not mid]
         else:
             left.append(f"mid {type(mid).__name__}: {reason}")
     if post is not None:
         if post_logit is not None and last is not None and last.groups == 1:
-            row, c, scale = post_logit
-            weight = last.weight.double()
-            bias = cast(torch.Tensor, last.bias).double()
-            gate_conv = _conv_like(last, 1, bias=True)
-            with torch.no_grad():
-                gate_conv.weight.copy_(
-                    (row.view(-1, 1) * weight.reshape(channels, -1)).sum(0).view(1, *weight.shape[1:])
-                )
-                cast(torch.Tensor, gate_conv.bias).copy_((row @ bias + c).view(1))
+            gate_conv, scale = _fold_post(last, post_logit, channels)
             gate, post = "post", None
         else:
             reason = "its product follows a global pool or a nonlinearity" if post_logit is None else "no plain conv"
@@ -249,6 +234,32 @@ def fold_residual_block(block: nn.Module, adapter: Any) -> Tuple[FoldedResidualB
         gate_conv,
     )
     return module, left
+
+
+def _fold_mid(last: nn.Conv2d, logit: tuple, channels: int) -> Tuple[nn.Conv2d, nn.Conv2d, torch.Tensor, torch.Tensor]:
+    """A mid gate folded after the folded conv ``last``: the conv without its norm's shift (the shift follows the
+    gate as ``branch_bias``), the 1-channel gate conv reading the conv's input, the shift, and the gate's scale."""
+    row, c, scale = logit
+    folded = _conv_like(last, channels, bias=False)
+    gate_conv = _conv_like(last, 1, bias=True)
+    with torch.no_grad():
+        folded.weight.copy_(last.weight)
+        gate_conv.weight.copy_(row.view(1, -1, 1, 1))
+        cast(torch.Tensor, gate_conv.bias).copy_(c.view(1))
+    return folded, gate_conv, cast(torch.Tensor, last.bias).detach().clone(), scale
+
+
+def _fold_post(last: nn.Conv2d, logit: tuple, channels: int) -> Tuple[nn.Conv2d, torch.Tensor]:
+    """A post gate's logit ``row @ (last(x)) + c`` as one 1-channel conv on ``last``'s input (computed in fp64),
+    and the gate's scale."""
+    row, c, scale = logit
+    weight = last.weight.double()
+    bias = cast(torch.Tensor, last.bias).double()
+    gate_conv = _conv_like(last, 1, bias=True)
+    with torch.no_grad():
+        gate_conv.weight.copy_((row.view(-1, 1) * weight.reshape(channels, -1)).sum(0).view(1, *weight.shape[1:]))
+        cast(torch.Tensor, gate_conv.bias).copy_((row @ bias + c).view(1))
+    return gate_conv, scale
 
 
 def _mid_blocker(

@@ -53,10 +53,20 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mo
     Works for any timm/torchvision ResNet, with or without attention (then it is a strict,
     clearly-erroring loader).
     """
-    own = model.state_dict()
     cfg = getattr(model, "pretrained_cfg", None) or {}
     classifier = cfg.get("classifier") or "fc"
     is_classifier = _prefixes([classifier] if isinstance(classifier, str) else list(classifier))
+    state_dict = _fill_attention(state_dict, model)
+    own = model.state_dict()
+    _check_keys(state_dict, own, is_classifier, cfg.get("architecture", type(model).__name__))
+    _check_head(state_dict, own, is_classifier, model, cfg)
+    return _fit_shapes(state_dict, own, is_classifier, f"{cfg.get('first_conv') or 'conv1'}.weight", model)
+
+
+def _fill_attention(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """A copy of ``state_dict`` with every attention key filled from the model: a module the checkpoint does not
+    know starts as the identity first; one it knows in part raises ``CheckpointError`` (the gate scale aside)."""
+    own = model.state_dict()
     modules = attention_modules(model)
     attn_keys = [k for k in own if k.startswith(_prefixes([name for name, _ in modules]))]
     fresh = []
@@ -75,7 +85,13 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mo
     state_dict = dict(state_dict)
     for k in attn_keys:
         state_dict.setdefault(k, own[k])
+    return state_dict
 
+
+def _check_keys(
+    state_dict: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor], is_classifier: Tuple[str, ...], arch: str
+) -> None:
+    """``CheckpointError`` naming the missing backbone keys and the unexpected keys, if any."""
     missing = [
         k
         for k in own
@@ -86,12 +102,18 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mo
         parts = ([f"missing backbone keys: {_describe(missing)}"] if missing else []) + (
             [f"unexpected keys: {_describe(unexpected)}"] if unexpected else []
         )
-        raise CheckpointError(
-            f"checkpoint does not fit {cfg.get('architecture', type(model).__name__)}: {'; '.join(parts)}"
-        )
+        raise CheckpointError(f"checkpoint does not fit {arch}: {'; '.join(parts)}")
 
-    _check_head(state_dict, own, is_classifier, model, cfg)
-    first_conv = f"{cfg.get('first_conv') or 'conv1'}.weight"
+
+def _fit_shapes(
+    state_dict: Dict[str, torch.Tensor],
+    own: Dict[str, torch.Tensor],
+    is_classifier: Tuple[str, ...],
+    first_conv: str,
+    model: torch.nn.Module,
+) -> Dict[str, torch.Tensor]:
+    """``state_dict`` with a 7x7 stem weight left out of a CIFAR stem (a warning); ``CheckpointError`` for any other
+    shape mismatch outside the classifier and the first conv (timm adapts that one to ``in_chans``)."""
     mismatched = []
     for k, v in state_dict.items():
         if k.startswith(is_classifier) or v.shape == own[k].shape:

@@ -14,7 +14,7 @@ DLA), numbered from 1 in module order; ``stages=`` selects which get attention (
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -259,6 +259,25 @@ def inject_attention(
         SurgeryError / UnknownAttentionKindError / IdentityInitError / AttentionArgumentError, with the model
         untouched.
     """
+    factory = _checked_options(kind, position, init, init_gain, replace, block_kwargs)
+    blocks = _select_stages(_require_blocks(model, position), stages)
+    plan = []
+    for block in blocks:
+        _check_free(block, position, replace)
+        plan.append(
+            (block.module, None if factory is None else _build(factory, block, position, init, init_gain, block_kwargs))
+        )
+
+    # Commit: nothing below can fail, so the model is never left half-modified.
+    for module, new in plan:
+        set_slot(module, position, new)
+    return model
+
+
+def _checked_options(
+    kind: AttentionKind, position: Any, init: Any, init_gain: Any, replace: bool, block_kwargs: Dict[str, Any]
+) -> Optional[Callable[..., nn.Module]]:
+    """``inject_attention``'s options checked before anything is touched; the attention factory (None: remove)."""
     if position not in POSITIONS:
         close = difflib.get_close_matches(str(position), POSITIONS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -273,22 +292,16 @@ def inject_attention(
     check_attention_kwargs(kind, block_kwargs)
     if factory is None and not replace:
         raise SurgeryError("kind 'none' adds nothing; pass replace=True to remove existing attention")
-    blocks = _select_stages(_require_blocks(model, position), stages)
+    return factory
 
-    plan = []
-    for block in blocks:
-        current = block.slot(position)
-        if current is not None and not replace:
-            raise SurgeryError(
-                f"{block.slot_name(position)} already holds {type(current).__name__} (the network's own attention); "
-                "pass replace=True to swap it (Python), choose the other position "
-                f"(--position {'mid' if position == 'post' else 'post'}), leave its stage out (--attn-stages, stages=), "
-                "or start from a model without attention (e.g. resnet50, not seresnet50)"
-            )
-        new = None if factory is None else _build(factory, block, position, init, init_gain, block_kwargs)
-        plan.append((block.module, new))
 
-    # Commit: nothing below can fail, so the model is never left half-modified.
-    for module, new in plan:
-        set_slot(module, position, new)
-    return model
+def _check_free(block: ResidualBlock, position: Position, replace: bool) -> None:
+    """``SurgeryError`` where the slot already holds a module and ``replace`` does not allow overwriting it."""
+    current = block.slot(position)
+    if current is not None and not replace:
+        raise SurgeryError(
+            f"{block.slot_name(position)} already holds {type(current).__name__} (the network's own attention); "
+            "pass replace=True to swap it (Python), choose the other position "
+            f"(--position {'mid' if position == 'post' else 'post'}), leave its stage out (--attn-stages, stages=), "
+            "or start from a model without attention (e.g. resnet50, not seresnet50)"
+        )
