@@ -35,12 +35,13 @@ from timm.models import load_pretrained
 from torch import nn
 
 from .errors import SalientError, first_line
+from .io.checkpoint import TrainCheckpoint
 from .models._filter import checkpoint_filter_fn
 from .models.salient_resnet import VARIANTS
 from .retrofit_record import record_retrofit
 from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import inject_attention
-from .weights import CheckpointError, CheckpointNotFoundError, load_checkpoint, read_state_dict
+from .weights import CheckpointError, CheckpointNotFoundError, read_state_dict
 
 __all__ = ["ModelSpec", "ModelSpecError", "check_model_name", "local_weights_overlay"]
 
@@ -239,28 +240,34 @@ class ModelSpec:
         return model
 
     @classmethod
-    def from_train_args(cls, args: argparse.Namespace, num_classes: int, in_chans: int) -> "ModelSpec":
-        """The spec of a salient-train run (its options, as in ``args.json``). A retrofit (pretrained weights, with
-        ``--attn``) starts the attention at the identity (``--attn-init-gain`` 0) or near it. The weights: ``weights``
-        (the run's resolved ``--pretrained`` tag or ``--pretrained-path``); runs from before: ``pretrained``."""
-        source = getattr(args, "weights", None)
-        if source is None and isinstance(getattr(args, "pretrained", None), str):
-            source = args.pretrained
-        retrofit = bool(source) and args.attn != "none"
+    def from_run_options(cls, options: Mapping[str, Any], num_classes: int, in_chans: int) -> "ModelSpec":
+        """The spec of a salient-train run from its options (``args.json``, a checkpoint's ``args``). A retrofit
+        (pretrained weights, with ``--attn``) starts the attention at the identity (``--attn-init-gain`` 0) or near
+        it. The weights: ``weights`` (the run's resolved ``--pretrained`` tag or ``--pretrained-path``); runs from
+        before: ``pretrained``."""
+        source = options.get("weights")
+        if source is None and isinstance(options.get("pretrained"), str):
+            source = options["pretrained"]
+        retrofit = bool(source) and options["attn"] != "none"
         return cls(
-            model=args.model,
-            attn=args.attn,
-            position=args.position,
+            model=options["model"],
+            attn=options["attn"],
+            position=options["position"],
             init="identity" if retrofit else "default",
-            init_gain=float(getattr(args, "attn_init_gain", None) or 0.0) if retrofit else 0.0,
-            cifar_stem=bool(args.cifar_stem),
+            init_gain=float(options.get("attn_init_gain") or 0.0) if retrofit else 0.0,
+            cifar_stem=bool(options["cifar_stem"]),
             num_classes=num_classes,
             in_chans=in_chans,
             pretrained=source,
-            freeze_bn=bool(getattr(args, "freeze_bn", False)),
-            timm_kwargs=tuple(sorted((getattr(args, "model_kwargs", None) or {}).items())),
-            attn_stages=getattr(args, "attn_stages", None),
+            freeze_bn=bool(options.get("freeze_bn", False)),
+            timm_kwargs=tuple(sorted((options.get("model_kwargs") or {}).items())),
+            attn_stages=options.get("attn_stages"),
         )
+
+    @classmethod
+    def from_train_args(cls, args: argparse.Namespace, num_classes: int, in_chans: int) -> "ModelSpec":
+        """``from_run_options`` of the trainer's parsed options."""
+        return cls.from_run_options(vars(args), num_classes, in_chans)
 
     @classmethod
     def from_checkpoint(cls, path: str) -> Tuple["ModelSpec", nn.Module, Dict[str, Any]]:
@@ -268,38 +275,38 @@ class ModelSpec:
 
         Returns the spec, the model in eval mode, and the run's evaluation preprocessing as timm's data config
         (input size, interpolation, crop_pct, crop_mode, mean, std) with its class names (``label_names``).
+        Raises ``CheckpointError`` (``TrainCheckpoint.read``'s, an older run's file, weights that do not fit).
         """
-        state = load_checkpoint(path)
-        args = argparse.Namespace(**state["args"])
+        checkpoint = TrainCheckpoint.read(path)
+        options = checkpoint.args
         for key in ("num_classes", "in_chans", "data_mean", "data_std"):
-            if getattr(args, key, None) is None:
+            if options.get(key) is None:
                 raise CheckpointError(f"{path} was written by an older salient-train without '{key}'")
-        spec = cls.from_train_args(args, args.num_classes, args.in_chans)
+        spec = cls.from_run_options(options, options["num_classes"], options["in_chans"])
         model = spec.build(load_weights=False)
         try:  # --model-ema: the moving average is what the run evaluated, chose and exports
-            model.load_state_dict(state.get("model_ema") or state["model"])
+            model.load_state_dict(checkpoint.weights)
         except RuntimeError as e:
-            raise CheckpointError(f"{path}: weights do not fit {args.model}: {first_line(e)}") from e
-        data_config = _recorded_data_config(args)
-        return spec, model.eval(), data_config
+            raise CheckpointError(f"{path}: weights do not fit {options['model']}: {first_line(e)}") from e
+        return spec, model.eval(), _recorded_data_config(options)
 
 
-def _recorded_data_config(args: argparse.Namespace) -> Dict[str, Any]:
+def _recorded_data_config(options: Mapping[str, Any]) -> Dict[str, Any]:
     """The run's evaluation preprocessing as timm's data config (``input_size``, ``interpolation``, ``crop_pct``,
     ``crop_mode``, ``mean``, ``std``) and its ``label_names``; runs from before it was recorded: the in-memory data
     sets' transform (no crop, bilinear)."""
-    config = dict(getattr(args, "data_config", None) or {})
+    config = dict(options.get("data_config") or {})
     if not config:
         config = dict(
-            input_size=(args.in_chans, args.img_size, args.img_size),
+            input_size=(options["in_chans"], options["img_size"], options["img_size"]),
             interpolation="bilinear",
             crop_pct=1.0,
             crop_mode="center",
-            mean=args.data_mean,
-            std=args.data_std,
+            mean=options["data_mean"],
+            std=options["data_std"],
         )
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    names = getattr(args, "class_names", None)
+    names = options.get("class_names")
     if names:
         config["label_names"] = tuple(names)
     return config

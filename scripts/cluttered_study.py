@@ -149,10 +149,11 @@ def _localize(run_dir: str, a: argparse.Namespace, c: Dict[str, Any], step0: boo
     def compute() -> List[dict]:
         if step0:
             with open(os.path.join(run_dir, "args.json")) as f:
-                args = argparse.Namespace(**json.load(f))
-            torch.manual_seed(args.seed)
-            model = ModelSpec.from_train_args(args, args.num_classes, args.in_chans).build().eval()
-            config = dict(input_size=(1, args.img_size, args.img_size), mean=args.data_mean, std=args.data_std)
+                options = json.load(f)
+            torch.manual_seed(options["seed"])
+            model = ModelSpec.from_run_options(options, options["num_classes"], options["in_chans"]).build().eval()
+            size = options["img_size"]
+            config = dict(input_size=(1, size, size), mean=options["data_mean"], std=options["data_std"])
         else:
             _, model, config = ModelSpec.from_checkpoint(weights)
         x, labels, boxes, _ = _test_images(config, a, c)

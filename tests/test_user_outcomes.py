@@ -244,6 +244,7 @@ def _checkpoint(path, epoch, history):
 def test_resume_repair_picks_the_best_epoch_on_validation_as_the_run_did(tmp_path):
     """--holdout runs keep best.pth on validation; a repair judged on test called a sound folder broken
     ("cannot be rebuilt") and left a stale best.pth where the last epoch was the validation best."""
+    from salient_timm.io.checkpoint import TrainCheckpoint
     from salient_timm.train.run_folder import best_row, repair
 
     history = _holdout_history()
@@ -251,6 +252,7 @@ def test_resume_repair_picks_the_best_epoch_on_validation_as_the_run_did(tmp_pat
     assert best_row([{k: v for k, v in h.items() if k != "val_top1"} for h in history])["epoch"] == 2
     last = _checkpoint(tmp_path / "last.pth", 2, history)
     _checkpoint(tmp_path / "best.pth", 1, history[:2])  # killed before best.pth took epoch 3
+    last = TrainCheckpoint.from_dict(last)
     assert repair(str(tmp_path), last) == ["best.pth restored from last.pth (epoch 3, the best)"]
     assert torch.load(tmp_path / "best.pth", weights_only=True)["epoch"] == 2
     assert repair(str(tmp_path), last) == []  # a sound folder is left alone

@@ -9,11 +9,13 @@ preprocessing and class names, refused for a model timm cannot rebuild) and its 
 
 import copy
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
+from ..io.checkpoint import TrainCheckpoint
+from ..weights import CheckpointError
 from .export import ExportError
 
 __all__ = ["DATA_CONFIG_KEYS", "save_hf_folder", "model_card"]
@@ -124,8 +126,6 @@ def _first_difference(ours: Dict[str, str], rebuilt: Dict[str, str]) -> Optional
 def model_card(label: str, checkpoint: Optional[str] = None) -> str:
     """A short README.md for a Hugging Face folder: what the model is and, for a salient-train checkpoint, its
     data, epochs, accuracy and attention kind."""
-    from ..weights import CheckpointError, load_checkpoint
-
     lines = [
         f"# {label}",
         "",
@@ -139,27 +139,32 @@ def model_card(label: str, checkpoint: Optional[str] = None) -> str:
     ]
     if checkpoint:
         try:
-            state = load_checkpoint(checkpoint)
+            state: Optional[TrainCheckpoint] = TrainCheckpoint.read(checkpoint)
         except CheckpointError:
             state = None
         if state is not None:
-            from ..models.salient_resnet import VARIANTS
-
-            args, history = state["args"], state["metrics"]
-            built_in = VARIANTS[args["model"]].attn if args.get("model") in VARIANTS else None
-            attention = args.get("attn") if args.get("attn") not in (None, "none") else (built_in or "none")
-            # the card describes the weights it ships: the checkpoint's own epoch (best.pth is chosen on
-            # validation under --holdout, so the highest test top-1 may be another epoch)
-            own = next((h for h in history if int(h["epoch"]) == int(state["epoch"]) + 1), None)
-            rows = [
-                f"| data | {args.get('dataset')} at {args.get('img_size')} px |",
-                f"| epochs | {len(history)} of {args.get('epochs')} |",
-                f"| attention | {attention} ({args.get('position')}) |",
-                f"| test top-1 | {own['test_top1']:.2f}% (epoch {own['epoch']}, these weights) |" if own else None,
-                f"| validation top-1 | {own['val_top1']:.2f}% (best.pth is chosen on it) |"
-                if own and "val_top1" in own
-                else None,
-                f"| started from | {args.get('weights') or args.get('pretrained') or 'scratch'} |",
-            ]
-            lines += ["| trained with | |", "|---|---|", *(row for row in rows if row is not None)]
+            lines += _training_table(state)
     return "\n".join(lines) + "\n"
+
+
+def _training_table(state: TrainCheckpoint) -> List[str]:
+    """The card's "trained with" table: data, epochs, attention, the accuracy of the weights it ships (the
+    checkpoint's own epoch: ``best.pth`` is chosen on validation under ``--holdout``, so the highest test top-1 may
+    be another epoch), and where training started."""
+    from ..models.salient_resnet import VARIANTS
+
+    args, history = state.args, state.metrics
+    built_in = VARIANTS[args["model"]].attn if args.get("model") in VARIANTS else None
+    attention = args.get("attn") if args.get("attn") not in (None, "none") else (built_in or "none")
+    own = state.epoch_row()
+    rows = [
+        f"| data | {args.get('dataset')} at {args.get('img_size')} px |",
+        f"| epochs | {len(history)} of {args.get('epochs')} |",
+        f"| attention | {attention} ({args.get('position')}) |",
+        f"| test top-1 | {own['test_top1']:.2f}% (epoch {own['epoch']}, these weights) |" if own else None,
+        f"| validation top-1 | {own['val_top1']:.2f}% (best.pth is chosen on it) |"
+        if own and "val_top1" in own
+        else None,
+        f"| started from | {args.get('weights') or args.get('pretrained') or 'scratch'} |",
+    ]
+    return ["| trained with | |", "|---|---|", *(row for row in rows if row is not None)]

@@ -1,10 +1,8 @@
-"""Atomic, ``weights_only``-loadable training checkpoints with every state needed to resume exactly.
+"""What a training checkpoint holds besides the weights: every RNG's state, to resume exactly.
 
-A checkpoint is a dict of tensors and plain Python values only (so ``torch.load(...,
-weights_only=True)`` reads it): ``model`` (state_dict), ``optimizer``, ``scheduler``,
-``scaler`` (or None), ``epoch`` (last finished), ``rng`` (torch, CUDA, numpy, Python),
-``args`` and ``metrics``. timm reads the ``model`` entry too, so a ``best.pth`` works as
-``--pretrained`` or ``pretrained_cfg_overlay=dict(file=...)``.
+The file's schema (keys, types, atomic save, read) is ``salient_timm.io.checkpoint.TrainCheckpoint``; core reads
+it too (``ModelSpec.from_checkpoint``, the model card), so it lives below the trainer. ``load_checkpoint`` (the
+file as a dict) is re-exported from ``salient_timm.weights``.
 """
 
 import random
@@ -13,10 +11,9 @@ from typing import Any, Dict, Tuple
 import numpy as np
 import torch
 
-from ..io.atomic import atomic_file
 from ..weights import load_checkpoint
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["load_checkpoint", "rng_state", "set_rng_state"]
 
 
 def rng_state() -> Dict[str, Any]:
@@ -43,9 +40,3 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     keys, gauss = state["python"]
     random.setstate((3, tuple(keys), gauss))
-
-
-def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (``io.atomic``: a temp file in the same folder, fsync, rename)."""
-    with atomic_file(path, "wb") as f:
-        torch.save(state, f)

@@ -24,10 +24,11 @@ from ..data import build_datasets
 from ..deploy.hub import model_card, save_hf_folder
 from ..errors import first_line
 from ..io.atomic import atomic_write_text
+from ..io.checkpoint import TrainCheckpoint
 from ..retrofit import retrofit_param_groups
 from ..spec import ModelSpec
 from ..weights import CheckpointError
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import rng_state, set_rng_state
 from .config import TrainConfigError, is_retrofit, item_options, run_label, weights_source
 from .distributed import DistInfo, init_distributed, pick_device
 from .engine import evaluate, train_one_epoch
@@ -228,7 +229,7 @@ def _run(args, device: torch.device, info: DistInfo) -> Dict[str, Any]:
     return _summary(r, time.perf_counter() - started)
 
 
-def _open_run_folder(args, info: DistInfo) -> Optional[Dict[str, Any]]:
+def _open_run_folder(args, info: DistInfo) -> Optional[TrainCheckpoint]:
     """Check the run folder against the options; the last checkpoint of a run to resume (repaired first), or None.
     Temp files of interrupted writes are removed."""
     if args.batch_size % info.world_size:
@@ -244,7 +245,7 @@ def _open_run_folder(args, info: DistInfo) -> Optional[Dict[str, Any]]:
             _log(info, f"removed {len(stale)} temp file(s) of interrupted writes in {args.out}")
     state = None
     if args.resume and os.path.exists(last_path):
-        state = load_checkpoint(last_path)
+        state = TrainCheckpoint.read(last_path)
     elif args.resume:  # killed before its first epoch finished: start it again with its own options
         _log(info, f"{args.out} has no finished epoch yet; starting the run from epoch 1")
     if state is None:
@@ -252,7 +253,7 @@ def _open_run_folder(args, info: DistInfo) -> Optional[Dict[str, Any]]:
     if info.is_main:
         for note in repair(args.out, state):
             _log(info, f"repaired {args.out}: {note}")
-    done = int(state["epoch"]) + 1
+    done = state.epoch + 1
     if getattr(args, "epochs_given", False) and args.epochs <= done:
         raise TrainConfigError(
             f"--epochs {args.epochs}: the run in {args.out} has already done {done} epochs; "
@@ -326,25 +327,27 @@ def _loaders(args, data, info: DistInfo, device: torch.device) -> _Loaders:
     return _Loaders(train_loader, sampler, shard(data.test), shard(data.val) if data.val is not None else None)
 
 
-def _restore(r: _Run, state: Dict[str, Any]) -> None:
+def _restore(r: _Run, state: TrainCheckpoint) -> None:
     """A resumed run's weights, optimizer, EMA, schedule, history and RNG, from its last checkpoint."""
     args = r.args
     try:
-        r.model.load_state_dict(state["model"])
-        r.optimizer.load_state_dict(state["optimizer"])
+        r.model.load_state_dict(state.model)
+        r.optimizer.load_state_dict(state.optimizer)
         if r.ema is not None:
-            r.ema.module.load_state_dict(state["model_ema"])
+            if state.model_ema is None:
+                raise KeyError("model_ema")  # a run started without --model-ema
+            r.ema.module.load_state_dict(state.model_ema)
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{r.path('last.pth')} does not match this model/optimizer: {first_line(e)}") from e
-    saved_epochs = int(state["args"].get("epochs", args.epochs))
+    saved_epochs = int(state.args.get("epochs", args.epochs))
     if saved_epochs == args.epochs:
-        r.scheduler.load_state_dict(state["scheduler"])
+        r.scheduler.load_state_dict(state.scheduler)
     # else: a longer run; the scheduler built above spans the new --epochs (timm schedulers are functions
     # of the epoch), so the remaining epochs follow the new schedule from where the run stopped
-    r.history = list(state["metrics"])
-    r.start_epoch = int(state["epoch"]) + 1
+    r.history = list(state.metrics)
+    r.start_epoch = state.epoch + 1
     r.scheduler.step(r.start_epoch)
-    set_rng_state(state["rng"])
+    set_rng_state(state.rng)
     extended = f", extended from {saved_epochs} to {args.epochs} epochs" if saved_epochs != args.epochs else ""
     _log(r.info, f"resuming {args.out} after epoch {r.start_epoch}{extended}")
     if extended:
@@ -455,21 +458,19 @@ def _evaluate_epoch(r: _Run) -> Dict[str, float]:
 
 def _save_epoch(r: _Run, epoch: int, improved: bool) -> None:
     """last.pth (and best.pth when ``improved``), then curves.png, then metrics.json, which marks the epoch done."""
-    ckpt = {
-        "model": r.model.state_dict(),
-        "optimizer": r.optimizer.state_dict(),
-        "scheduler": r.scheduler.state_dict(),
-        "scaler": None,
-        "epoch": epoch,
-        "rng": rng_state(),
-        "args": _run_options(r.args),
-        "metrics": r.history,
-    }
-    if r.ema is not None:
-        ckpt["model_ema"] = r.ema.module.state_dict()
-    save_checkpoint(r.path("last.pth"), ckpt)
+    checkpoint = TrainCheckpoint(
+        model=r.model.state_dict(),
+        optimizer=r.optimizer.state_dict(),
+        scheduler=r.scheduler.state_dict(),
+        epoch=epoch,
+        rng=rng_state(),
+        args=_run_options(r.args),
+        metrics=r.history,
+        model_ema=r.ema.module.state_dict() if r.ema is not None else None,
+    )
+    checkpoint.save(r.path("last.pth"))
     if improved:
-        save_checkpoint(r.path("best.pth"), ckpt)
+        checkpoint.save(r.path("best.pth"))
     # each epoch, so a stopped run has its figure too; before metrics.json, which marks the epoch done
     title = f"{r.label} on {r.args.dataset}"
     plot_curves(r.args.out, r.history, title, r.initial or _saved_initial(r.args.out))

@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from ..errors import RunFolderError
 from ..io.atomic import TEMP_PREFIX, atomic_copy
+from ..io.checkpoint import TrainCheckpoint
 from .report import write_metrics
 
 __all__ = ["best_row", "lock_run_folder", "remove_stale_temps", "repair"]
@@ -110,13 +111,11 @@ def best_row(history: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     return max(history, key=lambda h: h[select])
 
 
-def repair(path: str, last: Dict[str, Any]) -> List[str]:
-    """Make ``best.pth`` and the metrics agree with ``last.pth`` (loaded as ``last``); returns what was fixed."""
-    from .checkpoint import load_checkpoint
-
+def repair(path: str, last: TrainCheckpoint) -> List[str]:
+    """Make ``best.pth`` and the metrics agree with ``last.pth`` (read as ``last``); returns what was fixed."""
     fixed = []
-    history = list(last["metrics"])
-    last_epoch = int(last["epoch"])  # 0-based; history rows carry "epoch": 1-based
+    history = list(last.metrics)
+    last_epoch = last.epoch  # 0-based; history rows carry "epoch": 1-based
     best_path, last_path = os.path.join(path, "best.pth"), os.path.join(path, "last.pth")
     best = best_row(history)
     if best is not None:
@@ -124,7 +123,7 @@ def repair(path: str, last: Dict[str, Any]) -> List[str]:
         have = None
         if os.path.exists(best_path):
             try:
-                have = int(load_checkpoint(best_path)["epoch"])
+                have = TrainCheckpoint.read(best_path).epoch
             except Exception:  # noqa: BLE001  a torn or foreign best.pth is replaced below when possible
                 have = None
         if have != best_epoch and best_epoch == last_epoch:
