@@ -1,6 +1,6 @@
 """Figure for ``salient-analyze profile --plot``: per-block shares (FLOPs, bytes, time) and a roofline scatter."""
 
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from salient_timm.extras import require
 
@@ -39,33 +39,43 @@ def profile_figure(profiles: List[ModelProfile], peaks: Optional[Peaks]):
     import matplotlib.pyplot as plt
 
     base, variant = profiles[0], profiles[-1]
-    blocks = [s.name for s in variant.scopes if s.kind == "block"]
     fig = plt.figure(figsize=(14, 3.2 * len(METRICS)))
     grid = fig.add_gridspec(len(METRICS), 2, width_ratios=[2.2, 1])
-    xs = range(len(blocks))
     for row, (metric, title) in enumerate(METRICS):
-        ax = fig.add_subplot(grid[row, 0])
-        width = 0.4
-        ax.bar([x - width / 2 for x in xs], _shares(base, blocks, metric), width, label=base.label, color="#999999")
+        _share_panel(fig.add_subplot(grid[row, 0]), base, variant, metric, title, legend=row == 0)
+    _roofline_panel(fig.add_subplot(grid[:, 1]), (base, variant), peaks)  # the whole right column
+    fig.suptitle(f"{variant.label}: where the step goes (counted FLOPs and bytes, measured time)")
+    fig.tight_layout()
+    return fig
+
+
+def _share_panel(ax, base: ModelProfile, variant: ModelProfile, metric: str, title: str, legend: bool) -> None:
+    """Each residual block's share of the step in ``metric``, base and variant bars, the variant's attention slot
+    drawn over its bar; ``legend``: above the panel, where it covers no bar."""
+    blocks = [s.name for s in variant.scopes if s.kind == "block"]
+    xs = range(len(blocks))
+    width = 0.4
+    ax.bar([x - width / 2 for x in xs], _shares(base, blocks, metric), width, label=base.label, color="#999999")
+    ax.bar([x + width / 2 for x in xs], _shares(variant, blocks, metric), width, label=variant.label, color="#d95f02")
+    slot_of = {s.name.rsplit(".", 1)[0]: s.name for s in variant.scopes if s.kind == "attention"}
+    if slot_of:  # drawn over the variant's bar: the part of the block that is its attention slot
         ax.bar(
-            [x + width / 2 for x in xs], _shares(variant, blocks, metric), width, label=variant.label, color="#d95f02"
+            [x + width / 2 for x in xs],
+            _shares(variant, [slot_of.get(b, "") for b in blocks], metric),
+            width,
+            label="its attention slot",
+            color="#1b9e77",
         )
-        slot_of = {s.name.rsplit(".", 1)[0]: s.name for s in variant.scopes if s.kind == "attention"}
-        if slot_of:  # drawn over the variant's bar: the part of the block that is its attention slot
-            ax.bar(
-                [x + width / 2 for x in xs],
-                _shares(variant, [slot_of.get(b, "") for b in blocks], metric),
-                width,
-                label="its attention slot",
-                color="#1b9e77",
-            )
-        ax.set_ylabel(f"% of step {title}")
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels(blocks, rotation=45, ha="right", fontsize=7)
-        if row == 0:  # above the panel, where it covers no bar
-            ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=3, frameon=False)
-    ax = fig.add_subplot(grid[:, 1])  # the roofline takes the whole right column
-    for profile, color in ((base, "#999999"), (variant, "#d95f02")):
+    ax.set_ylabel(f"% of step {title}")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(blocks, rotation=45, ha="right", fontsize=7)
+    if legend:
+        ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=3, frameon=False)
+
+
+def _roofline_panel(ax, profiles: Sequence[ModelProfile], peaks: Optional[Peaks]) -> None:
+    """Achieved GFLOP/s against FLOP/byte for every timed block and attention slot, under the measured roofline."""
+    for profile, color in zip(profiles, ("#999999", "#d95f02")):
         points = [s for s in profile.scopes if s.kind in ("block", "attention") and s.seconds and s.bytes]
         for kind, marker in (("block", "o"), ("attention", "^")):
             chosen = [s for s in points if s.kind == kind]
@@ -98,6 +108,3 @@ def profile_figure(profiles: List[ModelProfile], peaks: Optional[Peaks]):
         ax.legend(fontsize=7)
     else:  # counted only: no times to place
         ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="0.5")
-    fig.suptitle(f"{variant.label}: where the step goes (counted FLOPs and bytes, measured time)")
-    fig.tight_layout()
-    return fig

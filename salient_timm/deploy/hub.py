@@ -9,9 +9,12 @@ preprocessing and class names, refused for a model timm cannot rebuild) and its 
 
 import copy
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+import timm
 import torch
+from timm.models import save_for_hf
+from timm.models._hub import get_model_args
 from torch import nn
 
 from ..io.checkpoint import TrainCheckpoint
@@ -57,48 +60,11 @@ def save_hf_folder(model: nn.Module, directory: str, card: str = "", data_config
     rebuild would not reproduce) has no record of the change and is refused (``ExportError`` naming the first
     difference).
     """
-    import timm
-    from timm.layers import FrozenBatchNormAct2d, unfreeze_batch_norm_2d
-    from timm.models import save_for_hf
-    from timm.models._hub import get_model_args
-    from torchvision.ops.misc import FrozenBatchNorm2d  # what timm's freeze_batch_norm_2d puts in
-
-    if any(
-        isinstance(m, (FrozenBatchNorm2d, FrozenBatchNormAct2d)) for m in model.modules()
-    ):  # ModelSpec(freeze_bn=True) / --freeze-bn
-        model = unfreeze_batch_norm_2d(copy.deepcopy(model))  # the BatchNorm2d a rebuild creates, same statistics
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    architecture = cfg.get("architecture")
-    if architecture is None:
-        raise ExportError("only timm models can be saved as a Hugging Face folder (this one has no pretrained_cfg)")
-    with torch.device("meta"):  # would timm rebuild exactly this model from the folder's config?
-        fresh = timm.create_model(architecture, **get_model_args(model))
-    difference = _first_difference(_structure(model), _structure(fresh))
-    if difference:
-        raise ExportError(
-            f"{architecture} was changed after it was built ({difference}): inject_attention, a stem conversion "
-            "or another edit outside salient_timm.ModelSpec, so timm cannot rebuild it from a Hugging Face folder; "
-            "build it with ModelSpec(base, attn=..., cifar_stem=...) (recorded as salient_retrofit), or export to "
-            "ONNX / ExportedProgram"
-        )
+    model, architecture = _rebuildable(model)
     if data_config is None:
         save_for_hf(model, directory, safe_serialization=True)
     else:
-        own = {k: data_config[k] for k in DATA_CONFIG_KEYS if k in data_config}
-        labels = data_config.get("label_names")
-        timm_model: Any = model  # timm's attributes on an nn.Module
-        base_cfg = timm_model.pretrained_cfg
-        timm_model.pretrained_cfg = {k: v for k, v in base_cfg.items() if k not in FOREIGN_WEIGHTS_KEYS}
-        try:
-            save_for_hf(
-                model,
-                directory,
-                safe_serialization=True,
-                data_config=own,
-                model_config={"label_names": list(labels)} if labels else None,
-            )
-        finally:
-            timm_model.pretrained_cfg = base_cfg
+        _save_with_data_config(model, directory, data_config)
     with open(os.path.join(directory, "README.md"), "w") as f:
         f.write(
             card
@@ -145,6 +111,51 @@ def model_card(label: str, checkpoint: Optional[str] = None) -> str:
         if state is not None:
             lines += _training_table(state)
     return "\n".join(lines) + "\n"
+
+
+def _rebuildable(model: nn.Module) -> Tuple[nn.Module, str]:
+    """The model as a rebuild from its config creates it (frozen BatchNorm as ``BatchNorm2d``, same statistics) and
+    its timm architecture; ``ExportError`` where timm would rebuild something else (the first difference named)."""
+    from timm.layers import FrozenBatchNormAct2d, unfreeze_batch_norm_2d
+    from torchvision.ops.misc import FrozenBatchNorm2d  # what timm's freeze_batch_norm_2d puts in
+
+    if any(isinstance(m, (FrozenBatchNorm2d, FrozenBatchNormAct2d)) for m in model.modules()):  # --freeze-bn
+        model = unfreeze_batch_norm_2d(copy.deepcopy(model))
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    architecture = cfg.get("architecture")
+    if architecture is None:
+        raise ExportError("only timm models can be saved as a Hugging Face folder (this one has no pretrained_cfg)")
+    with torch.device("meta"):  # would timm rebuild exactly this model from the folder's config?
+        fresh = timm.create_model(architecture, **get_model_args(model))
+    difference = _first_difference(_structure(model), _structure(fresh))
+    if difference:
+        raise ExportError(
+            f"{architecture} was changed after it was built ({difference}): inject_attention, a stem conversion "
+            "or another edit outside salient_timm.ModelSpec, so timm cannot rebuild it from a Hugging Face folder; "
+            "build it with ModelSpec(base, attn=..., cifar_stem=...) (recorded as salient_retrofit), or export to "
+            "ONNX / ExportedProgram"
+        )
+    return model, architecture
+
+
+def _save_with_data_config(model: nn.Module, directory: str, data_config: dict) -> None:
+    """timm's ``save_for_hf`` with the weights' own preprocessing and class names in ``config.json``, and the base
+    cfg's statements about *its* weights (tag, hub ids, license, labels) left out; the model's cfg is restored."""
+    own = {k: data_config[k] for k in DATA_CONFIG_KEYS if k in data_config}
+    labels = data_config.get("label_names")
+    timm_model: Any = model  # timm's attributes on an nn.Module
+    base_cfg = timm_model.pretrained_cfg
+    timm_model.pretrained_cfg = {k: v for k, v in base_cfg.items() if k not in FOREIGN_WEIGHTS_KEYS}
+    try:
+        save_for_hf(
+            model,
+            directory,
+            safe_serialization=True,
+            data_config=own,
+            model_config={"label_names": list(labels)} if labels else None,
+        )
+    finally:
+        timm_model.pretrained_cfg = base_cfg
 
 
 def _training_table(state: TrainCheckpoint) -> List[str]:
