@@ -265,3 +265,20 @@ def test_a_model_card_states_the_accuracy_of_the_weights_it_ships(tmp_path):
     card = model_card("resnet18", str(tmp_path / "best.pth"))
     assert "| test top-1 | 78.20% (epoch 3, these weights) |" in card
     assert "| validation top-1 | 79.20% (best.pth is chosen on it) |" in card and "78.40" not in card
+
+
+def test_best_pth_holds_the_epoch_chosen_on_validation_as_the_history_says(tmp_path):
+    """A --holdout run keeps best.pth at its best validation epoch, the rule resume's repair and the summary read
+    (``run_folder.best_row``); the run loop once kept its own copy of that rule."""
+    from salient_timm.io.checkpoint import TrainCheckpoint
+    from salient_timm.train.cli import parse_args, run
+    from salient_timm.train.run_folder import best_row
+
+    out = tmp_path / "r"
+    argv = ["-m", "resnet18", "--dataset", "digits", "--img-size", "16", "--cifar-stem", "--epochs", "4", "--lr", "0.3"]
+    summary = run(parse_args([*argv, "--train-subset", "96", "--holdout", "0.25", "--no-progress", "--out", str(out)]))
+    history = TrainCheckpoint.read(str(out / "last.pth")).metrics
+    best = best_row(history)
+    assert best is not None and all("val_top1" in h for h in history)
+    assert TrainCheckpoint.read(str(out / "best.pth")).epoch == best["epoch"] - 1
+    assert summary["best_epoch"] == best["epoch"]

@@ -164,11 +164,6 @@ class _Run:
     def label(self) -> str:
         return run_label(self.args)
 
-    @property
-    def select(self) -> str:
-        """The metric best.pth is chosen on: validation where the run holds one out (--holdout), else test."""
-        return "val_top1" if self.loaders.val is not None else "test_top1"
-
     def path(self, name: str) -> str:
         return os.path.join(self.args.out, name)
 
@@ -398,7 +393,6 @@ def _fit(r: _Run) -> None:
     args, info = r.args, r.info
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     own_groups = _own_attention_group(args)
-    best = max((h[r.select] for h in r.history), default=-1.0)
     ema = r.ema
     after_step = (lambda: ema.update(r.model)) if ema is not None else None
     for epoch in range(r.start_epoch, args.epochs):
@@ -437,9 +431,8 @@ def _fit(r: _Run) -> None:
             f"{train['img_per_s']:.0f} img/s | lr {lr:.4g}",
         )
         if info.is_main:
-            improved = test[r.select] > best  # chosen on the validation split where there is one
-            best = max(best, test[r.select])
-            _save_epoch(r, epoch, improved)
+            # best.pth: the run_folder.best_row rule (validation where the run holds one out), as repair reads it
+            _save_epoch(r, epoch, improved=best_row(r.history) is row)
         if info.enabled:
             torch.distributed.barrier()
 
