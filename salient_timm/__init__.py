@@ -10,6 +10,7 @@ from . import models  # noqa: F401  (registers salient_resnet*, ssa_resnet* and 
 from .deploy.reparameterize import ReparameterizeError, reparameterize
 from .errors import RunFolderError, SalientError
 from .gates import capture_gates, gate_neutrals
+from .io.weights import CheckpointError
 from .layers import (
     IDENTITY_KINDS,
     AttentionArgumentError,
@@ -28,7 +29,6 @@ from .retrofit import attention_parameter_names, retrofit_defaults, retrofit_par
 from .spec import ModelSpec
 from .stem import convert_to_cifar_stem
 from .surgery import SurgeryError, attention_modules, find_residual_blocks, inject_attention
-from .weights import CheckpointError
 
 try:
     __version__ = version("salient-timm")

@@ -36,12 +36,12 @@ from torch import nn
 
 from .errors import SalientError, first_line
 from .io.checkpoint import TrainCheckpoint
+from .io.weights import CheckpointError, CheckpointNotFoundError, read_state_dict
 from .models._filter import checkpoint_filter_fn
 from .models.salient_resnet import VARIANTS
 from .retrofit_record import record_retrofit
 from .stem import convert_to_cifar_stem, has_cifar_stem
 from .surgery import inject_attention
-from .weights import CheckpointError, CheckpointNotFoundError, read_state_dict
 
 __all__ = ["ModelSpec", "ModelSpecError", "check_model_name", "local_weights_overlay"]
 

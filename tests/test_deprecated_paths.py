@@ -35,6 +35,7 @@ MOVED = [  # (old module, the new home the warning names, a name, the module it 
     ("salient_timm.fused", "salient_timm.layers._fused_gate", "spatial_gate", "salient_timm.layers._fused_gate"),
     ("salient_timm.kinds", "salient_timm.layers.create_attn", "resolve_attention", "salient_timm.layers.create_attn"),
     ("salient_timm.kinds", "salient_timm.layers.identity", "init_identity", "salient_timm.layers.identity"),
+    ("salient_timm.weights", "salient_timm.io.weights", "read_state_dict", "salient_timm.io.weights"),
 ]
 
 

@@ -47,7 +47,7 @@ def test_every_run_folder_writer_goes_through_it(tmp_path, monkeypatch):
 def test_a_training_checkpoint_round_trips_and_names_a_malformed_entry(tmp_path):
     """The one checkpoint schema: what the trainer writes is what ModelSpec, the model card and resume read; a file
     whose entries have the wrong types is refused naming the entry, not with a KeyError deep in a reader."""
-    from salient_timm.weights import CheckpointError
+    from salient_timm.io.weights import CheckpointError
 
     history = [{"epoch": 1, "test_top1": 40.0}, {"epoch": 2, "test_top1": 55.0}]
     weights = {"fc.weight": torch.ones(2, 3)}

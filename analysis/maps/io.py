@@ -11,8 +11,8 @@ from timm.data import create_transform, resolve_data_config
 from torch import nn
 
 from salient_timm.data import DatasetError, ItemOptions, fashion_mnist_split
+from salient_timm.io.weights import NotATrainingCheckpointError
 from salient_timm.spec import ModelSpec
-from salient_timm.weights import NotATrainingCheckpointError
 
 from .errors import MapsError
 

@@ -18,7 +18,7 @@ from timm.models._hub import get_model_args
 from torch import nn
 
 from ..io.checkpoint import TrainCheckpoint
-from ..weights import CheckpointError
+from ..io.weights import CheckpointError
 from .export import ExportError
 
 __all__ = ["DATA_CONFIG_KEYS", "save_hf_folder", "model_card"]

@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..weights import CheckpointError, load_checkpoint
 from .atomic import atomic_file
+from .weights import CheckpointError, load_checkpoint
 
 __all__ = ["TrainCheckpoint"]
 

@@ -20,10 +20,10 @@ from typing import Dict, List, Tuple
 import torch
 from safetensors import SafetensorError
 
+from ..io.weights import CheckpointError
 from ..layers.identity import init_identity
 from ..stem import has_cifar_stem
 from ..surgery import attention_modules
-from ..weights import CheckpointError
 
 __all__ = ["checkpoint_filter_fn", "READ_ERRORS"]
 

@@ -18,10 +18,10 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_arch_pretrained_cfgs, register_model
 from timm.models.resnet import ResNet
 
+from ..io.weights import CheckpointError, CheckpointNotFoundError, describe_unreadable
 from ..layers.create_attn import OUR_KINDS
 from ..stem import convert_to_cifar_stem
 from ..surgery.families.resnet import TimmBasicBlockSlots, TimmBottleneckSlots
-from ..weights import CheckpointError, CheckpointNotFoundError, describe_unreadable
 from ._filter import READ_ERRORS, checkpoint_filter_fn
 
 __all__ = ["SalientResNet", "Variant", "VARIANTS", "CheckpointError"]

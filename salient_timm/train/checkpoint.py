@@ -2,7 +2,7 @@
 
 The file's schema (keys, types, atomic save, read) is ``salient_timm.io.checkpoint.TrainCheckpoint``; core reads
 it too (``ModelSpec.from_checkpoint``, the model card), so it lives below the trainer. ``load_checkpoint`` (the
-file as a dict) is re-exported from ``salient_timm.weights``.
+file as a dict) is re-exported from ``salient_timm.io.weights``.
 """
 
 import random
@@ -11,7 +11,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 import torch
 
-from ..weights import load_checkpoint
+from ..io.weights import load_checkpoint
 
 __all__ = ["load_checkpoint", "rng_state", "set_rng_state"]
 

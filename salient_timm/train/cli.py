@@ -8,7 +8,8 @@ import click
 
 from .. import __version__
 from ..errors import SalientError
-from .config import TrainConfigError, command_options, resolve
+from .config import TrainConfigError
+from .options import command_options, resolve
 from .run import run
 
 __all__ = ["main", "run", "parse_args"]

@@ -9,8 +9,8 @@ import timm
 from torch import nn
 
 from ..errors import first_line
+from ..io.weights import CheckpointError, read_state_dict
 from ..spec import ModelSpec, local_weights_overlay
-from ..weights import CheckpointError, read_state_dict
 from .config import run_label, weights_source
 
 __all__ = ["build_model", "load_trained", "pretrained_head_classes", "final_feature_size"]

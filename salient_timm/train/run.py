@@ -25,9 +25,9 @@ from ..deploy.hub import model_card, save_hf_folder
 from ..errors import first_line
 from ..io.atomic import atomic_write_text
 from ..io.checkpoint import TrainCheckpoint
+from ..io.weights import CheckpointError
 from ..retrofit import retrofit_param_groups
 from ..spec import ModelSpec
-from ..weights import CheckpointError
 from .checkpoint import rng_state, set_rng_state
 from .config import TrainConfigError, is_retrofit, item_options, run_label, weights_source
 from .distributed import DistInfo, init_distributed, pick_device
