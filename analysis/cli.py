@@ -333,7 +333,7 @@ def reproduce(fmt) -> None:
 @format_option
 def profile(fmt, train, device, repeats, warmup, no_measure, reparam, peak_gflops, bandwidth_gbs, plot, **spec) -> None:
     """Bytes moved, memory saved for backward and measured time beside FLOPs, per stage, block and gate."""
-    import torch
+    from salient_timm.checks import DeviceError, usable_device
 
     from .profile_plot import plot_profile
     from .profiling import ProfileOptions, profile_models, profile_steps, trust_warnings
@@ -351,13 +351,9 @@ def profile(fmt, train, device, repeats, warmup, no_measure, reparam, peak_gflop
     if plot and no_measure:
         raise click.BadParameter("the figure shows measured time: drop --no-measure", param_hint="--plot")
     try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise click.BadParameter(f"unknown device {device!r}; valid: cpu, cuda, cuda:N", param_hint="--device") from e
-    if dev.type not in ("cpu", "cuda"):
-        raise click.BadParameter(f"unknown device {device!r}; valid: cpu, cuda, cuda:N", param_hint="--device")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("no CUDA device is available here; use --device cpu", param_hint="--device")
+        usable_device(device, types=("cpu", "cuda"))
+    except DeviceError as e:
+        raise click.BadParameter(str(e), param_hint="--device") from e
     peaks = Peaks(peak_gflops * 1e9, bandwidth_gbs * 1e9, measured=False) if peak_gflops else None
     options = ProfileOptions(
         train=train, device=device, repeats=repeats, warmup=warmup, measure=not no_measure, peaks=peaks, reparam=reparam

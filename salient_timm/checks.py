@@ -6,19 +6,27 @@ divisible by their ``block_size`` and fail with a bare ``AssertionError`` deep i
 type, the input size and the constraint; ``check_runs`` dry-runs a model on the meta device (nothing
 allocated, the caller's model untouched) so a bad size is refused before anything is trained or counted;
 ``check_runs(..., train=True)`` also refuses a training batch on which a BatchNorm would see one value per
-channel (batch 1 with a 1x1 map), which torch only reports mid-step with a traceback.
+channel (batch 1 with a 1x1 map), which torch only reports mid-step with a traceback. ``usable_device`` checks a
+device name the same way before anything is built: known to torch, of a type the caller runs on, present here.
 """
 
 import contextlib
 import copy
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .errors import SalientError, first_line
 
-__all__ = ["ModelInputError", "SingleValueBatchNormError", "explain_forward_errors", "check_runs"]
+__all__ = [
+    "ModelInputError",
+    "SingleValueBatchNormError",
+    "DeviceError",
+    "explain_forward_errors",
+    "check_runs",
+    "usable_device",
+]
 
 
 class ModelInputError(SalientError, ValueError):
@@ -98,3 +106,26 @@ def check_runs(model: nn.Module, input_shape: Sequence[int], train: bool = False
                 m.register_forward_pre_hook(hook)
     with explain_forward_errors(probe, input_shape), torch.no_grad():
         probe(torch.zeros(tuple(input_shape), device="meta"))
+
+
+class DeviceError(SalientError, ValueError):
+    """A device name torch does not know, of a type the caller cannot use, or absent from this machine."""
+
+
+def usable_device(requested: str, types: Tuple[str, ...] = ("cpu", "cuda", "mps")) -> torch.device:
+    """``requested`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) as a torch device of one of ``types`` that this machine
+    has; ``DeviceError`` naming the valid names, or what the machine lacks, otherwise."""
+    valid = ", ".join(name for t in types for name in ((t, "cuda:N") if t == "cuda" else (t,)))
+    try:
+        device = torch.device(requested)
+    except RuntimeError as e:
+        raise DeviceError(f"unknown device {requested!r}; valid: {valid}") from e
+    if device.type not in types:
+        raise DeviceError(f"unknown device {requested!r}; valid: {valid}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"{requested}: CUDA is not available on this machine; use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"{requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"{requested}: MPS is not available on this machine; use cpu")
+    return device

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import salient_timm
@@ -67,3 +68,32 @@ def test_the_kinds_named_in_the_help_are_kinds():
     from salient_analysis.cli import HELP_KINDS
 
     assert set(HELP_KINDS) <= set(salient_timm.attention_kinds())
+
+
+@pytest.mark.parametrize("name, reason", [("bogus", "unknown device"), ("xla", "unknown device"), ("cuda:7", "CUDA")])
+def test_an_unusable_device_is_refused_with_the_valid_names(name, reason):
+    import torch
+
+    from salient_timm.checks import DeviceError, usable_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DeviceError, match=reason) as error:
+        usable_device(name)
+    assert "\n" not in str(error.value)
+    if reason == "unknown device":
+        assert str(error.value).endswith("valid: cpu, cuda, cuda:N, mps")
+
+
+def test_both_tools_refuse_a_bad_device_with_the_same_one_line_reason(tmp_path):
+    """One device check for salient-train and salient-analyze profile: the same reason, no traceback."""
+    reason = "unknown device 'bogus'; valid: cpu, cuda, cuda:N"
+    train = subprocess.run(
+        [sys.executable, "-m", "salient_timm.train", "-m", "resnet18", "--dataset", "digits"]
+        + ["--device", "bogus", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+    )
+    assert train.returncode != 0 and "Traceback" not in train.stderr and reason + ", mps" in train.stderr
+    profile = CliRunner().invoke(main, ["profile", "-m", "resnet18", "--device", "bogus"])
+    assert profile.exit_code == 2 and reason in profile.output and "mps" not in profile.output

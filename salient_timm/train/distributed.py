@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from ..checks import DeviceError, usable_device
 from .config import TrainConfigError
 
 __all__ = ["DistInfo", "init_distributed", "all_sum", "pick_device"]
@@ -27,25 +28,14 @@ class DistInfo:
         return self.rank == 0
 
 
-DEVICE_TYPES = ("cpu", "cuda", "mps")
-
-
 def pick_device(requested: Optional[str], local_rank: int) -> torch.device:
-    """``--device`` as a torch device (default: this process's GPU, else CPU); ``TrainConfigError`` if unusable."""
+    """``--device`` as a torch device (default: this process's GPU, else CPU); ``TrainConfigError`` if unusable
+    (``salient_timm.checks.usable_device``)."""
     if requested:
         try:
-            device = torch.device(requested)
-        except RuntimeError as e:
-            raise TrainConfigError(f"unknown --device {requested!r}; valid: cpu, cuda, cuda:N, mps") from e
-        if device.type not in DEVICE_TYPES:
-            raise TrainConfigError(f"unsupported --device {requested!r}; valid: cpu, cuda, cuda:N, mps")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise TrainConfigError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
-        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise TrainConfigError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise TrainConfigError(f"--device {requested}: MPS is not available on this machine; use --device cpu")
-        return device
+            return usable_device(requested)
+        except DeviceError as e:
+            raise TrainConfigError(f"--device: {e}") from e
     return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
