@@ -6,9 +6,12 @@ control, a per-stage ablation, and localization read against chance, ceiling, ba
     python scripts/cluttered_study.py --device cuda --data-dir /path/to/fashion-mnist   # the GPU configuration
 
 Resumable: every run is a salient-train run folder under --runs-dir (a killed run continues from its last epoch, a
-finished one is read back), localization results are cached beside them, and the tables are rewritten from
-whatever has finished. Parts run in this order, each for all its seeds: the pilot (schedule choice), scratch,
-retrofit; ``--parts`` selects some.
+finished one is read back). What the tables need of a finished run (its history, step-0 accuracy, localization rows)
+is also kept as a small record under --records-dir (default <results-dir>/cluttered_runs, committed with the
+tables), so a finished run is never trained again even when its run folder is gone (a machine lost between
+sittings), and the tables can be rewritten from the records alone. Parts run in this order, each for all its
+seeds: the pilot (schedule choice), scratch, retrofit; ``--parts`` selects some, and a part runs the pilot of its
+own setting first (scratch: the from-scratch lengths; retrofit: the fine-tune lengths).
 
 | part | arms (seeds) |
 |---|---|
@@ -18,8 +21,9 @@ retrofit; ``--parts`` selects some.
 
 Accuracy: final-epoch test top-1; paired differences (same seed) with 95 % t intervals and the minimum detectable
 effect at 80 % power. Localization: ``salient_analysis.localization`` at each stage's map size, the gate against
-the plain network's own features of the same seed (the gate-free control). Writes results/cluttered.md and
-results/cluttered_curves.png.
+the plain network's own features of the same seed (the gate-free control). Each part writes its own tables:
+results/cluttered.md (+ cluttered_curves.png) for scratch, results/cluttered_retrofit.md
+(+ cluttered_retrofit_curves.png) for retrofit; a part that did not run leaves its file as it is.
 """
 
 import argparse
@@ -100,13 +104,39 @@ def _data_args(c: Dict[str, Any], a: argparse.Namespace) -> List[str]:
     return out + (["--data-dir", a.data_dir] if a.data_dir else [])
 
 
-def _run(run_dir: str, argv: List[str], a: argparse.Namespace) -> Dict[str, Any]:
-    """One salient-train run: fresh, resumed after a kill, or read back when finished (never extended)."""
+def _record_path(run_dir: str, a: argparse.Namespace) -> str:
+    return os.path.join(a.records_dir, os.path.relpath(run_dir, a.runs_dir) + ".json")
+
+
+def _record(run_dir: str, a: argparse.Namespace) -> Dict[str, Any]:
+    path = _record_path(run_dir, a)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _keep(run_dir: str, a: argparse.Namespace, **fields: Any) -> None:
+    """Add ``fields`` to the run's record (the part of a finished run the tables read)."""
+    path = _record_path(run_dir, a)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write_json(path, {**_record(run_dir, a), **fields})
+
+
+def _run(run_dir: str, argv: List[str], a: argparse.Namespace, weights: bool = False) -> Dict[str, Any]:
+    """One salient-train run: fresh, resumed after a kill, or read back when finished (from its folder, else from
+    its record; ``weights``: the caller needs its last.pth, so a run known only by its record is trained again, the
+    same seed giving the same run); never extended."""
+    wanted = int(argv[argv.index("--epochs") + 1])
+    record = _record(run_dir, a)
+    if "history" in record and not os.path.exists(os.path.join(run_dir, "last.pth")) and not weights:
+        if len(record["history"]) != wanted:
+            raise SystemExit(f"{run_dir} was made with {len(record['history'])} epochs, the protocol now asks {wanted}")
+        return {"history": record["history"], "step0": record.get("step0"), "dir": run_dir}
     common = ["--no-progress"] + (["--device", a.device] if a.device else [])
     if os.path.exists(os.path.join(run_dir, "last.pth")):
         with open(os.path.join(run_dir, "args.json")) as f:
             planned = json.load(f)["epochs"]
-        wanted = int(argv[argv.index("--epochs") + 1])
         if planned != wanted:
             raise SystemExit(f"{run_dir} was made with {planned} epochs, the protocol now asks {wanted}: not extended")
         run(parse_args(["--resume", run_dir, *common]))
@@ -118,6 +148,7 @@ def _run(run_dir: str, argv: List[str], a: argparse.Namespace) -> Dict[str, Any]
     if os.path.exists(os.path.join(run_dir, "initial_eval.json")):
         with open(os.path.join(run_dir, "initial_eval.json")) as f:
             step0 = json.load(f)["test_top1"]
+    _keep(run_dir, a, history=history, step0=step0)
     return {"history": history, "step0": step0, "dir": run_dir}
 
 
@@ -128,25 +159,31 @@ def _write_json(path: str, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def _cached(path: str, newer_than: str, compute) -> Any:
-    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(newer_than):
-        with open(path) as f:
-            return json.load(f)
-    value = compute()
-    _write_json(path, value)
-    return value
+def _cached(run_dir: str, name: str, a: argparse.Namespace, compute) -> Any:
+    """``compute()`` once per finished run, kept in its record under ``name``."""
+    record = _record(run_dir, a)
+    if name not in record:
+        record[name] = compute()
+        _keep(run_dir, a, **{name: record[name]})
+    return record[name]
 
 
 def _test_images(config: dict, a: argparse.Namespace, c: Dict[str, Any]):
     return boxed_test_images("cluttered-fashion-mnist", config, a.data_dir, test_subset=c["test_subset"])
 
 
+def _need(weights: str) -> None:
+    if not os.path.exists(weights):
+        raise SystemExit(f"{weights} is gone and its record has no localization rows: delete the record to retrain")
+
+
 def _localize(run_dir: str, a: argparse.Namespace, c: Dict[str, Any], step0: bool = False) -> List[dict]:
     """Rows of ``salient_analysis.maps.localization`` for a gated run (``step0``: a retrofit before its first step,
-    rebuilt from its own options and the base's weights); cached in the run folder."""
+    rebuilt from its own options and the base's weights); kept in the run's record."""
     weights = os.path.join(run_dir, "last.pth")
 
     def compute() -> List[dict]:
+        _need(weights)
         if step0:
             with open(os.path.join(run_dir, "args.json")) as f:
                 options = json.load(f)
@@ -159,8 +196,7 @@ def _localize(run_dir: str, a: argparse.Namespace, c: Dict[str, Any], step0: boo
         x, labels, boxes, _ = _test_images(config, a, c)
         return localization(model, x, boxes, labels)[0]
 
-    name = "localization_step0.json" if step0 else "localization_last.json"
-    return _cached(os.path.join(run_dir, name), weights, compute)
+    return _cached(run_dir, "localization_step0" if step0 else "localization_last", a, compute)
 
 
 def _control(run_dir: str, a: argparse.Namespace, c: Dict[str, Any]) -> List[dict]:
@@ -168,6 +204,7 @@ def _control(run_dir: str, a: argparse.Namespace, c: Dict[str, Any]) -> List[dic
     weights = os.path.join(run_dir, "last.pth")
 
     def compute() -> List[dict]:
+        _need(weights)
         _, model, config = ModelSpec.from_checkpoint(weights)
         x, _, boxes, _ = _test_images(config, a, c)
         size = tuple(x.shape[-2:])
@@ -181,7 +218,7 @@ def _control(run_dir: str, a: argparse.Namespace, c: Dict[str, Any]) -> List[dic
             ]
         return rows
 
-    return _cached(os.path.join(run_dir, "control.json"), weights, compute)
+    return _cached(run_dir, "control", a, compute)
 
 
 def _scores(maps: torch.Tensor, boxes: torch.Tensor, size: Any) -> dict:
@@ -255,14 +292,15 @@ def _lengths(text: str) -> List[int]:
 # ---- the tables ---------------------------------------------------------------------------------------------------
 
 
-def _header(a: argparse.Namespace, c: Dict[str, Any], minutes: float) -> List[str]:
+def _header(a: argparse.Namespace, c: Dict[str, Any], minutes: float, part: str) -> List[str]:
     device = (
         torch.cuda.get_device_name()
         if (a.device or "").startswith("cuda")
         else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     )
     return [
-        "# Cluttered Fashion-MNIST: does the Salient gate help, and does its map point at the object? (version 2)",
+        "# Cluttered Fashion-MNIST: does the Salient gate help, and does its map point at the object? (version 2, "
+        + ("from scratch)" if part == "scratch" else "retrofit)"),
         "",
         "Protocol, fixed before the first run: `results/evidence_protocol.md`.",
         "",
@@ -404,6 +442,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST idx files (default: Debian's folder)")
     p.add_argument("--runs-dir", default=None, help="default runs/evidence-<device>")
     p.add_argument("--results-dir", default="results")
+    p.add_argument(
+        "--records-dir", default=None, help="the finished runs' records (default <results-dir>/cluttered_runs)"
+    )
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
     for key, value in CONFIGS["cpu"].items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value) if value is not None else int, default=None)
@@ -411,7 +452,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     a.argv = list(sys.argv[1:] if argv is None else argv)
     kind = "cuda" if (a.device or "cpu").startswith("cuda") else "cpu"
     c = {k: (getattr(a, k) if getattr(a, k) is not None else v) for k, v in CONFIGS[kind].items()}
-    runs_dir = a.runs_dir or os.path.join("runs", f"evidence-{kind}")
+    runs_dir = a.runs_dir = a.runs_dir or os.path.join("runs", f"evidence-{kind}")
+    a.records_dir = a.records_dir or os.path.join(a.results_dir, "cluttered_runs")
     parts = [x for x in a.parts.split(",") if x]
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -423,76 +465,91 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     def base_argv(seed: int) -> List[str]:
         return ["--seed", str(seed), *_model_args(c), *data]
 
-    def pretrain(seed: int) -> Dict[str, Any]:
+    def pretrain(seed: int, weights: bool = False) -> Dict[str, Any]:
         d = os.path.join(runs_dir, f"s{seed}", "pretrain-centred")
         argv = [*base_argv(seed), "--dataset", "fashion-mnist", "--canvas", "64"]
-        return _run(d, [*argv, "--epochs", str(c["pretrain_epochs"]), "--lr", str(c["lr"])], a)
+        return _run(d, [*argv, "--epochs", str(c["pretrain_epochs"]), "--lr", str(c["lr"])], a, weights)
 
     def finetune(seed: int, attn: str, epochs: int, root: str, name: str) -> Dict[str, Any]:
         base = os.path.join(runs_dir, f"s{seed}", "pretrain-centred", "last.pth")
+        d = os.path.join(root, name)
+        if "history" not in _record(d, a) and not os.path.exists(base):
+            pretrain(seed, weights=True)  # its record outlived its folder: the same seed trains the same base
         argv = [*base_argv(seed), *cluttered, "--attn", attn, "--pretrained-path", base]
-        return _run(os.path.join(root, name), [*argv, "--epochs", str(epochs), "--lr", str(c["finetune_lr"])], a)
+        return _run(d, [*argv, "--epochs", str(epochs), "--lr", str(c["finetune_lr"])], a)
 
-    # pilot: the schedules, on validation only
+    # pilot: the schedules, on validation only; each setting's pilot runs before the first part that needs it
+    seed = c["pilot_seed"]
+    pilot_root = os.path.join(runs_dir, f"pilot-s{seed}")
     pilot: Dict[str, Dict[int, Dict[str, Any]]] = {"scratch": {}, "fine-tune": {}}
-    chosen: Dict[str, int] = {}
-    pilot_root = os.path.join(runs_dir, f"pilot-s{c['pilot_seed']}")
-    if "pilot" in parts or os.path.isdir(pilot_root):
-        seed = c["pilot_seed"]
+    if "pilot" in parts or "scratch" in parts:
         for length in _lengths(c["scratch_lengths"]):
             argv = [*base_argv(seed), *cluttered, "--attn", "none", "--epochs", str(length), "--lr", str(c["lr"])]
             pilot["scratch"][length] = _run(os.path.join(pilot_root, f"scratch-{length}"), argv, a)
+    if "pilot" in parts or "retrofit" in parts:
         pretrain(seed)
         for length in _lengths(c["finetune_lengths"]):
             pilot["fine-tune"][length] = finetune(seed, "none", length, pilot_root, f"finetune-{length}")
-        chosen = {k: choose_length({n: _last(r, "val_top1") for n, r in v.items()}) for k, v in pilot.items()}
-        _write_json(os.path.join(runs_dir, "schedules.json"), chosen)
-    if not chosen:
-        raise SystemExit("no schedules chosen yet: run the pilot part first (--parts pilot)")
+    chosen = {k: choose_length({n: _last(r, "val_top1") for n, r in v.items()}) for k, v in pilot.items() if v}
 
-    scratch: Dict[str, List[Dict[str, Any]]] = {label: [] for label, *_ in SCRATCH}
-    retro: Dict[str, List[Dict[str, Any]]] = {label: [] for label, _ in RETROFIT}
-    loc: Dict[str, List[List[dict]]] = {}
-    pretrains: List[Dict[str, Any]] = []
     if "scratch" in parts:
-        # the headline pair (plain, +salient) over all its seeds first, then the stage arms: a sitting that ends
-        # early leaves the main comparison complete; the lists stay in seed order, so arms pair by seed
-        order = [(tier, seed, arm) for tier in ("main_seeds", "other_seeds") for seed in range(c[tier])
-                 for arm in SCRATCH if arm[3] == tier]  # fmt: skip
-        for _, seed, (label, attn, stages, _) in order:
-            name = "scratch-" + attn + (f"-stages{stages.replace(',', '')}" if stages else "")
-            d = os.path.join(runs_dir, f"s{seed}", name)
-            argv = [*base_argv(seed), *cluttered, "--attn", attn, "--epochs", str(chosen["scratch"])]
-            argv += ["--lr", str(c["lr"])] + (["--attn-stages", stages] if stages else [])
-            scratch[label].append(_run(d, argv, a))
-            key = f"scratch {label}"
-            loc.setdefault(key, []).append(_control(d, a, c) if attn == "none" else _localize(d, a, c))
+        _write_part(a, c, "scratch", _scratch_part(a, c, runs_dir, base_argv, chosen["scratch"]), pilot, chosen)
     if "retrofit" in parts:
-        for seed in range(c["other_seeds"]):
-            pretrains.append(pretrain(seed))
-            for label, attn in RETROFIT:
-                root = os.path.join(runs_dir, f"s{seed}")
-                r = finetune(seed, attn, chosen["fine-tune"], root, f"retrofit-{attn}")
-                retro[label].append(r)
-                if attn == "none":
-                    loc.setdefault("retrofit control", []).append(_control(r["dir"], a, c))
-                elif attn == "salient":
-                    loc.setdefault("retrofit step 0", []).append(_localize(r["dir"], a, c, step0=True))
-                    loc.setdefault("retrofit after", []).append(_localize(r["dir"], a, c))
+        _write_part(a, c, "retrofit", _retrofit_part(a, c, pretrain, finetune, chosen["fine-tune"]), pilot, chosen)
 
-    runs = [r for arms in (scratch, retro) for rs in arms.values() for r in rs] + pretrains
-    runs += [r for v in pilot.values() for r in v.values()]
-    lines = _header(a, c, _minutes(runs))
-    lines += _pilot_table(pilot, chosen)
-    if any(scratch.values()):
+
+def _scratch_part(a: argparse.Namespace, c: Dict[str, Any], runs_dir: str, base_argv, epochs: int) -> Dict[str, Any]:
+    """The from-scratch arms; the headline pair (plain, +salient) over all its seeds first, then the stage arms: a
+    sitting that ends early leaves the main comparison complete. Lists stay in seed order, so arms pair by seed."""
+    arms: Dict[str, List[Dict[str, Any]]] = {label: [] for label, *_ in SCRATCH}
+    loc: Dict[str, List[List[dict]]] = {}
+    order = [(tier, seed, arm) for tier in ("main_seeds", "other_seeds") for seed in range(c[tier])
+             for arm in SCRATCH if arm[3] == tier]  # fmt: skip
+    for _, seed, (label, attn, stages, _) in order:
+        name = "scratch-" + attn + (f"-stages{stages.replace(',', '')}" if stages else "")
+        d = os.path.join(runs_dir, f"s{seed}", name)
+        argv = [*base_argv(seed), "--dataset", "cluttered-fashion-mnist", "--attn", attn, "--epochs", str(epochs)]
+        argv += ["--lr", str(c["lr"])] + (["--attn-stages", stages] if stages else [])
+        arms[label].append(_run(d, argv, a))
+        loc.setdefault(label, []).append(_control(d, a, c) if attn == "none" else _localize(d, a, c))
+    return {"arms": arms, "loc": loc, "runs": [r for rs in arms.values() for r in rs]}
+
+
+def _retrofit_part(a: argparse.Namespace, c: Dict[str, Any], pretrain, finetune, epochs: int) -> Dict[str, Any]:
+    """Per seed: the base on centred items, then each retrofit arm fine-tuned from it on cluttered canvases."""
+    arms: Dict[str, List[Dict[str, Any]]] = {label: [] for label, _ in RETROFIT}
+    loc: Dict[str, List[List[dict]]] = {}
+    bases: List[Dict[str, Any]] = []
+    for seed in range(c["other_seeds"]):
+        bases.append(pretrain(seed))
+        for label, attn in RETROFIT:
+            root = os.path.join(a.runs_dir, f"s{seed}")
+            r = finetune(seed, attn, epochs, root, f"retrofit-{attn}")
+            arms[label].append(r)
+            if attn == "none":
+                loc.setdefault("control", []).append(_control(r["dir"], a, c))
+            elif attn == "salient":
+                loc.setdefault("step 0", []).append(_localize(r["dir"], a, c, step0=True))
+                loc.setdefault("after", []).append(_localize(r["dir"], a, c))
+    return {"arms": arms, "loc": loc, "bases": bases, "runs": [r for rs in arms.values() for r in rs] + bases}
+
+
+def _write_part(a: argparse.Namespace, c: Dict[str, Any], part: str, result: Dict[str, Any], pilot, chosen) -> None:
+    """One part's tables (results/cluttered.md or cluttered_retrofit.md) and its curves, from finished runs only."""
+    setting = "scratch" if part == "scratch" else "fine-tune"
+    shown = {setting: pilot[setting]}
+    runs = result["runs"] + list(pilot[setting].values())
+    lines = _header(a, c, _minutes(runs), part) + _pilot_table(shown, chosen)
+    arms, loc = result["arms"], result["loc"]
+    if part == "scratch":
         lines += ["## From scratch on cluttered canvases", ""]
-        lines += _accuracy_rows(scratch, "plain") + [""]
+        lines += _accuracy_rows(arms, "plain") + [""]
         lines += ["### Does the trained gate point at the object? Last gated block of each stage, test canvases", ""]
-        lines += _localization_table(loc.get("scratch +salient", []), loc.get("scratch plain", []), "+salient")
-        lines += [""]
-    if any(retro.values()):
+        lines += _localization_table(loc.get("+salient", []), loc.get("plain", []), "+salient") + [""]
+        stem = "cluttered"
+    else:
+        base_acc = [r["history"][-1]["test_top1"] for r in result["bases"]]
         lines += ["## Retrofit: base pretrained on centred items, fine-tuned on cluttered canvases", ""]
-        base_acc = [r["history"][-1]["test_top1"] for r in pretrains]
         lines += [
             f"Base: the plain network, {c['pretrain_epochs']} epochs on the items centred on the 64 px canvas (its "
             f"own test top-1 {_ms(base_acc)}). Every arm fine-tunes it {chosen['fine-tune']} epochs at lr "
@@ -500,20 +557,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             "Step 0: the model before any update, on the cluttered test canvases.",
             "",
         ]
-        lines += _accuracy_rows(retro, "plain fine-tune", ("+salient retrofit", "+constant retrofit")) + [""]
-        control = loc.get("retrofit control", [])
+        lines += _accuracy_rows(arms, "plain fine-tune", ("+salient retrofit", "+constant retrofit")) + [""]
+        control = loc.get("control", [])
         lines += ["### Retrofitted gates at step 0", ""]
-        lines += _localization_table(loc.get("retrofit step 0", []), control, "+salient (step 0)") + [""]
+        lines += _localization_table(loc.get("step 0", []), control, "+salient (step 0)") + [""]
         lines += ["### Retrofitted gates after fine-tuning", ""]
-        lines += _localization_table(loc.get("retrofit after", []), control, "+salient") + [""]
-    lines += ["![curves](cluttered_curves.png)", ""]
-    with open(os.path.join(a.results_dir, "cluttered.md"), "w") as f:
+        lines += _localization_table(loc.get("after", []), control, "+salient") + [""]
+        stem = "cluttered_retrofit"
+    lines += [f"![curves]({stem}_curves.png)", ""]
+    with open(os.path.join(a.results_dir, f"{stem}.md"), "w") as f:
         f.write("\n".join(lines))
-    _curves(
-        {"cluttered, from scratch": scratch, "cluttered, retrofit": retro},
-        os.path.join(a.results_dir, "cluttered_curves.png"),
-    )
-    print(f"tables written to {a.results_dir}/cluttered.md")
+    title = "cluttered, from scratch" if part == "scratch" else "cluttered, retrofit"
+    _curves({title: arms}, os.path.join(a.results_dir, f"{stem}_curves.png"))
+    print(f"tables written to {a.results_dir}/{stem}.md")
 
 
 if __name__ == "__main__":

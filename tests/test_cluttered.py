@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -235,29 +236,55 @@ def test_detectable_effect_follows_the_paired_spread():
 
 
 @pytest.mark.slow
-def test_study_runs_end_to_end_and_resumes(digit_items, tmp_path):
+def test_study_runs_end_to_end_and_resumes_even_without_its_run_folders(digit_items, tmp_path):
     study = _study()
     argv = ["--data-dir", digit_items, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")]
     argv += ["--main-seeds", "2", "--other-seeds", "2", "--train-subset", "160", "--test-subset", "48"]
     argv += ["--holdout", "0.2", "--batch-size", "32", "--scratch-lengths", "1,2", "--finetune-lengths", "1"]
     argv += ["--pretrain-epochs", "1", "--channels", "8,16,32,64", "--stem-width", "8", "--pilot-seed", "9"]
     study.main(argv)
-    text = (tmp_path / "res" / "cluttered.md").read_text()
-    assert "results/evidence_protocol.md" in text and f"`python scripts/cluttered_study.py {' '.join(argv)}`" in text
-    assert re.search(r"\| scratch \| [12] \| [\d.]+ \| \*\*yes\*\* \|", text)  # the pilot's choice, on validation
+    scratch = (tmp_path / "res" / "cluttered.md").read_text()
+    retrofit = (tmp_path / "res" / "cluttered_retrofit.md").read_text()
+    for text in (scratch, retrofit):
+        assert "results/evidence_protocol.md" in text
+        assert f"`python scripts/cluttered_study.py {' '.join(argv)}`" in text
+    assert re.search(r"\| scratch \| [12] \| [\d.]+ \| \*\*yes\*\* \|", scratch)  # the pilot's choice, on validation
+    assert re.search(r"\| fine-tune \| 1 \| [\d.]+ \| \*\*yes\*\* \|", retrofit)
     for arm in ("plain", "+salient", "+salient stages 1-2", "+salient stage 1"):
-        assert f"| {arm} | 2 | " in text
+        assert f"| {arm} | 2 | " in scratch
     for arm in ("plain fine-tune", "+salient retrofit", "+constant retrofit"):
-        assert f"| {arm} | 2 | " in text
-    assert (
-        "gate − control [95 % CI]" in text and "| 16x16 | pointing game |" in text and "| 2x2 | energy in box |" in text
-    )
-    assert (tmp_path / "res" / "cluttered_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"| {arm} | 2 | " in retrofit and f"| {arm} | 2 | " not in scratch
+    for text in (scratch, retrofit):
+        assert "gate − control [95 % CI]" in text and "| 16x16 | pointing game |" in text
+        assert "| 2x2 | energy in box |" in text
+    for name in ("cluttered_curves.png", "cluttered_retrofit_curves.png"):
+        assert (tmp_path / "res" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second sitting trains nothing again: every finished run is read back
     last = sorted((tmp_path / "runs").rglob("last.pth"))
     stamps = [os.stat(p).st_mtime_ns for p in last]
     study.main(argv)
     assert [os.stat(p).st_mtime_ns for p in last] == stamps
+    # the machine is lost with every run folder: the records rewrite the same tables and train nothing
+    shutil.rmtree(tmp_path / "runs")
+    study.main(argv)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("last.pth"))
+    assert (tmp_path / "res" / "cluttered.md").read_text() == scratch
+    assert (tmp_path / "res" / "cluttered_retrofit.md").read_text() == retrofit
+
+
+@pytest.mark.slow
+def test_a_part_leaves_the_other_parts_tables_as_they_are(digit_items, tmp_path):
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "cluttered.md").write_text("the scratch tables of an earlier sitting")
+    argv = ["--data-dir", digit_items, "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(res)]
+    argv += ["--parts", "retrofit", "--other-seeds", "1", "--train-subset", "100", "--test-subset", "24"]
+    argv += ["--holdout", "0.2", "--batch-size", "32", "--finetune-lengths", "1", "--pretrain-epochs", "1"]
+    argv += ["--channels", "8,16,32,64", "--stem-width", "8", "--pilot-seed", "9"]
+    _study().main(argv)
+    assert (res / "cluttered.md").read_text() == "the scratch tables of an earlier sitting"
+    assert "| +constant retrofit | 1 | " in (res / "cluttered_retrofit.md").read_text()
+    assert not (tmp_path / "runs" / "pilot-s9" / "scratch-10").exists()  # the scratch pilot is not the part's
 
 
 def test_resume_accepts_the_same_model_kwargs_and_names_other_ones(cluttered_run):
