@@ -25,7 +25,7 @@ from .layers import (
     resolve_attention,
 )
 from .models import VARIANTS
-from .retrofit import attention_parameter_names, retrofit_defaults, retrofit_param_groups
+from .optim import attention_parameter_names, retrofit_defaults, retrofit_param_groups
 from .spec import ModelSpec
 from .stem import convert_to_cifar_stem
 from .surgery import SurgeryError, attention_modules, find_residual_blocks, inject_attention

@@ -11,7 +11,7 @@ A spec says what to build; ``build`` always does it in this order:
 | 5 | frozen BatchNorm | ``freeze_bn`` |
 
 A retrofitted model (attention injected, or a converted stem) is recorded as timm architecture
-``salient_retrofit`` (``retrofit_record.py``; rebuilt by ``models/salient_retrofit.py``), so timm's ``save_for_hf`` writes a folder that
+``salient_retrofit`` (``surgery/record.py``; rebuilt by ``models/salient_retrofit.py``), so timm's ``save_for_hf`` writes a folder that
 ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds after ``import salient_timm``.
 
 ``salient-train``, ``salient-analyze`` (spec, claims, maps), the benchmarks and the evidence scripts all
@@ -39,9 +39,8 @@ from .io.checkpoint import TrainCheckpoint
 from .io.weights import CheckpointError, CheckpointNotFoundError, read_state_dict
 from .models._filter import checkpoint_filter_fn
 from .models.salient_resnet import VARIANTS
-from .retrofit_record import record_retrofit
 from .stem import convert_to_cifar_stem, has_cifar_stem
-from .surgery import inject_attention
+from .surgery import SurgeryStep, record_retrofit
 
 __all__ = ["ModelSpec", "ModelSpecError", "check_model_name", "local_weights_overlay"]
 
@@ -153,6 +152,20 @@ class ModelSpec:
     def replace(self, **changes: Any) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
 
+    @property
+    def surgery_step(self) -> Optional[SurgeryStep]:
+        """The ``inject_attention`` call this spec makes on its base (``None``: no attention added)."""
+        if self.attn.lower() == "none":
+            return None
+        return SurgeryStep.of(
+            self.attn,
+            position=self.position,
+            kwargs=dict(self.attn_kwargs),
+            init=self.init,
+            init_gain=self.init_gain,
+            stages=self.attn_stages,
+        )
+
     def _timm_kwargs(self, load_weights: bool) -> Dict[str, Any]:
         kwargs: Dict[str, Any] = dict(self.timm_kwargs, in_chans=self.in_chans)
         if self.num_classes is not None:
@@ -194,30 +207,14 @@ class ModelSpec:
                 load_pretrained(
                     model, num_classes=_num_classes(model), in_chans=self.in_chans, filter_fn=checkpoint_filter_fn
                 )
-            if self.attn.lower() != "none":  # (our variants take attn_kwargs at creation, above)
-                inject_attention(
-                    model,
-                    self.attn,
-                    position=self.position,  # type: ignore[arg-type]
-                    init=self.init,  # type: ignore[arg-type]
-                    init_gain=self.init_gain,
-                    stages=self.attn_stages,
-                    **({} if self.ours else dict(self.attn_kwargs)),
-                )
+            step = self.surgery_step
+            if step is not None:  # (our variants take attn_kwargs at creation, above)
+                (dataclasses.replace(step, kwargs=()) if self.ours else step).apply(model)
             features_only = dict(self.timm_kwargs).get("features_only", False)
-            if not self.ours and not features_only and (converted or torchvision_base or self.attn.lower() != "none"):
-                surgery = []
-                if self.attn.lower() != "none":
-                    step: Dict[str, Any] = dict(
-                        attn=self.attn.lower(), position=self.position, kwargs=dict(self.attn_kwargs)
-                    )
-                    if self.init != "default":  # an identity start may add modules (SE's scaled gate)
-                        step.update(init=self.init, init_gain=self.init_gain)
-                    if self.attn_stages is not None:
-                        step.update(stages=list(self.attn_stages))
-                    surgery.append(step)
+            if not self.ours and not features_only and (converted or torchvision_base or step is not None):
                 # reloadable from a hub folder (timm_kwargs: the base's own arguments, e.g. narrower channels)
-                record_retrofit(model, self.model, self.cifar_stem, surgery, dict(self.timm_kwargs))
+                steps = [] if step is None else [step]
+                record_retrofit(model, self.model, self.cifar_stem, steps, dict(self.timm_kwargs))
         if self.freeze_bn:
             model = freeze_batch_norm_2d(model)
         return model

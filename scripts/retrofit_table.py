@@ -29,13 +29,13 @@ from torch.utils.data import DataLoader
 
 from salient_analysis.maps import gate_variation
 from salient_timm.data import build_datasets
-from salient_timm.retrofit import retrofit_defaults
+from salient_timm.optim import retrofit_defaults
 from salient_timm.train.cli import parse_args, run
 from salient_timm.train.model import build_model, load_trained
 
 COMMON = ["--cifar-stem", "--dataset", "digits", "--img-size", "16", "--no-channels-last", "--no-progress"]
 # run folder -> (label, attention kind, recipe options). Every recipe is spelled out, so the arms mean the same
-# whatever the defaults are; the arm that uses its kind's default (salient_timm.retrofit.RETROFIT_DEFAULTS) says so.
+# whatever the defaults are; the arm that uses its kind's default (salient_timm.optim.RETROFIT_DEFAULTS) says so.
 ARMS = {
     "base_fine-tune": ("base fine-tune", "none", []),
     "salient-v0.1_recipe": (
@@ -182,7 +182,7 @@ def main() -> None:
         f"- targets: a retrofit's gates vary at least {TARGET_SHARE:g}x as much as the from-scratch gates of the "
         f"same kind in at least half the blocks; top-1 at least the base fine-tune's minus {TARGET_DROP:g}.",
         "",
-        "- the defaults (`salient_timm.retrofit.RETROFIT_DEFAULTS`, in bold) were chosen from these runs: the "
+        "- the defaults (`salient_timm.optim.RETROFIT_DEFAULTS`, in bold) were chosen from these runs: the "
         "smallest recipe per kind that met the targets. They have not been checked on other data or seeds. "
         "Raw std favours the retrofit gates, whose range is twice the from-scratch range.",
         "",

@@ -31,6 +31,8 @@ MOVED = [  # (old module, the new home the warning names, a name, the module it 
         "salient_retrofit",
         "salient_timm.models.salient_retrofit",
     ),
+    ("salient_timm.retrofit_record", "salient_timm.surgery", "record_retrofit", "salient_timm.surgery.record"),
+    ("salient_timm.retrofit", "salient_timm.optim", "retrofit_param_groups", "salient_timm.optim"),
     ("salient_timm.blocks", "salient_timm.layers.salient", "SalientBlock", "salient_timm.layers.salient"),
     ("salient_timm.fused", "salient_timm.layers._fused_gate", "spatial_gate", "salient_timm.layers._fused_gate"),
     ("salient_timm.kinds", "salient_timm.layers.create_attn", "resolve_attention", "salient_timm.layers.create_attn"),

@@ -100,8 +100,11 @@ def _randomized(model):
         salient_timm.ModelSpec("resnet26", attn="salient", cifar_stem=True, num_classes=100),
         salient_timm.ModelSpec("resnet18", attn="se", position="mid", num_classes=10, attn_kwargs={"rd_ratio": 0.25}),
         salient_timm.ModelSpec("torchvision:resnet50", attn="salient", num_classes=10),
+        salient_timm.ModelSpec(
+            "resnet18", attn="salient", init="identity", init_gain=0.1, attn_stages=(1, 2), num_classes=10
+        ),
     ],
-    ids=["timm-cifar-stem", "timm-se-mid", "torchvision-resnet50"],
+    ids=["timm-cifar-stem", "timm-se-mid", "torchvision-resnet50", "timm-identity-stages-1-2"],
 )
 def test_a_retrofitted_model_round_trips_through_a_hugging_face_folder(spec, tmp_path):
     model = _randomized(spec.build())

@@ -298,3 +298,31 @@ def test_retrofitted_model_exports_and_pickles(tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(model, path)
     torch.testing.assert_close(torch.load(path, weights_only=False)(X64), expected)
+
+
+def test_a_surgery_step_is_the_inject_call_it_records_and_reads_back_only_known_keys():
+    from salient_timm.surgery import SurgeryError, SurgeryStep
+
+    step = SurgeryStep.of("SE", position="mid", kwargs={"rd_ratio": 0.25}, init="identity", init_gain=0.1, stages=[2])
+    assert step.to_dict() == {
+        "attn": "se",
+        "position": "mid",
+        "kwargs": {"rd_ratio": 0.25},
+        "init": "identity",
+        "init_gain": 0.1,
+        "stages": [2],
+    }
+    assert SurgeryStep.from_dict(step.to_dict()) == step
+    assert SurgeryStep("salient").to_dict() == {"attn": "salient", "position": "post", "kwargs": {}}
+    torch.manual_seed(0)
+    by_step = step.apply(timm.create_model("resnet18", num_classes=10))
+    torch.manual_seed(0)
+    by_call = salient_timm.inject_attention(
+        timm.create_model("resnet18", num_classes=10), "se", position="mid", init="identity", init_gain=0.1,
+        stages=[2], rd_ratio=0.25,
+    )  # fmt: skip
+    assert by_step.state_dict().keys() == by_call.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(by_step.state_dict().values(), by_call.state_dict().values()))
+    assert len(salient_timm.attention_modules(by_step)) == 2  # stage 2 of resnet18: two blocks
+    with pytest.raises(SurgeryError, match="unknown key.*stage.*valid keys: attn, init, init_gain, kwargs"):
+        SurgeryStep.from_dict({"attn": "salient", "stage": [1]})

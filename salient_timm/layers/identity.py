@@ -2,7 +2,7 @@
 identity (``module(x) == x``) for the kinds that allow it, so a retrofit starts where the base model is.
 ``init_identity(module, gain)`` with ``gain > 0`` is the near-identity start: the layer that feeds the gate keeps
 ``gain`` times its fresh initialisation instead of zero, so the layers before it get gradient from the first step
-(see ``salient_timm/retrofit.py`` for why that matters).
+(see ``salient_timm/optim.py`` for why that matters).
 
 | kind | gate | layer feeding the gate: identity (gain 0) / near-identity |
 |---|---|---|

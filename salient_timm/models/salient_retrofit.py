@@ -1,9 +1,9 @@
 """``salient_retrofit``: a timm architecture name for a retrofitted model, so it reloads from a Hugging Face folder.
 
-The builder reads the ``model_args`` that ``retrofit_record.record_retrofit`` wrote (base, cifar_stem, surgery,
+The builder reads the ``model_args`` that ``surgery.record_retrofit`` wrote (base, cifar_stem, surgery steps,
 num_classes, in_chans, the base's own arguments): ``timm.create_model("local-dir:DIR", pretrained=True)`` (or
-``hf-hub:...``) rebuilds the architecture through ``ModelSpec`` and ``inject_attention``, then loads the weights
-with ``checkpoint_filter_fn`` (strict: every key must fit).
+``hf-hub:...``) builds the base through ``ModelSpec``, applies each ``SurgeryStep``, then loads the weights with
+``checkpoint_filter_fn`` (strict: every key must fit).
 """
 
 from typing import Any, Dict, List, Optional
@@ -11,14 +11,13 @@ from typing import Any, Dict, List, Optional
 from timm.models import load_pretrained, register_model
 from torch import nn
 
-from ..retrofit_record import record_retrofit
 from ..spec import ModelSpec
-from ..surgery import inject_attention
+from ..surgery import SurgeryStep, record_retrofit
 from ._filter import checkpoint_filter_fn
 
 __all__ = ["salient_retrofit", "DEFAULT_SURGERY"]
 
-DEFAULT_SURGERY = ({"attn": "salient", "position": "post", "init": "identity"},)  # what the bare name builds
+DEFAULT_SURGERY = (SurgeryStep("salient", init="identity"),)  # what the bare name builds
 
 
 @register_model
@@ -44,17 +43,9 @@ def salient_retrofit(
         timm_kwargs=() if base.startswith("torchvision:") else tuple(sorted(kwargs.items())),  # global_pool, ...
     )
     model: Any = spec.build()  # carries timm's attributes (pretrained_cfg, num_classes, _model_args)
-    steps = list(DEFAULT_SURGERY if surgery is None else surgery)
+    steps = list(DEFAULT_SURGERY) if surgery is None else [SurgeryStep.from_dict(d) for d in surgery]
     for step in steps:
-        inject_attention(
-            model,
-            step["attn"],
-            position=step.get("position", "post"),
-            init=step.get("init", "default"),  # an identity start may add modules (SE's scaled gate)
-            init_gain=step.get("init_gain", 0.0),
-            stages=step.get("stages"),
-            **step.get("kwargs", {}),
-        )
+        step.apply(model)
     if kwargs.get("features_only"):  # a feature extractor: timm's FeatureListNet around the retrofitted trunk
         return model
     record_retrofit(model, base, cifar_stem, steps, dict(spec.timm_kwargs))

@@ -6,6 +6,7 @@
 | ``families/`` | one module per timm/torchvision model file: its rows, and forward copies where timm has no slot |
 | ``slots.py`` | the shared mechanism: class swap, slot filling, the fused residual epilogue, ``fuse()`` |
 | ``inject.py`` | the planner: ``find_residual_blocks``, ``attention_modules``, ``inject_attention`` (stages too) |
+| ``record.py`` | ``SurgeryStep`` (one ``inject_attention`` call as data) and ``record_retrofit`` (the hub record) |
 | ``table.py`` | the "supported blocks" table of the README, generated from the rows |
 """
 
@@ -21,6 +22,7 @@ from .inject import (
     residual_stages,
     supported_blocks,
 )
+from .record import SurgeryStep, record_retrofit
 
 __all__ = [
     "ADAPTERS",
@@ -39,4 +41,6 @@ __all__ = [
     "inject_attention",
     "residual_stages",
     "supported_blocks",
+    "SurgeryStep",
+    "record_retrofit",
 ]

@@ -17,7 +17,7 @@ import timm
 from ..data import DATASET_NAMES, ITEM_SIZE, ItemOptions
 from ..errors import SalientError
 from ..layers.create_attn import resolve_attention
-from ..retrofit import retrofit_defaults
+from ..optim import retrofit_defaults
 from ..spec import ModelSpec, ModelSpecError
 from ..spec import check_model_name as check
 
@@ -114,7 +114,7 @@ def weights_source(args: argparse.Namespace) -> Optional[str]:
 
 
 def is_retrofit(args: argparse.Namespace) -> bool:
-    """A pretrained model that gets new attention: its gates need their own lr (see ``retrofit.py``)."""
+    """A pretrained model that gets new attention: its gates need their own lr (see ``salient_timm/optim.py``)."""
     return weights_source(args) is not None and args.attn != "none"
 
 

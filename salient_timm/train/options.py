@@ -8,7 +8,7 @@ import click
 
 from ..data import CLUTTER_PATCH, CLUTTERED_CANVAS, CLUTTERED_CLUTTER
 from ..layers.create_attn import attention_kinds
-from ..retrofit import RETROFIT_DEFAULTS
+from ..optim import RETROFIT_DEFAULTS
 from .config import DATASETS, DEFAULTS, IMG_SIZE, RECIPES, TrainConfigError, finalise
 from .resume import resumed
 

@@ -26,7 +26,7 @@ from ..errors import first_line
 from ..io.atomic import atomic_write_text
 from ..io.checkpoint import TrainCheckpoint
 from ..io.weights import CheckpointError
-from ..retrofit import retrofit_param_groups
+from ..optim import retrofit_param_groups
 from ..spec import ModelSpec
 from .checkpoint import rng_state, set_rng_state
 from .config import TrainConfigError, is_retrofit, item_options, run_label, weights_source
