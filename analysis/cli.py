@@ -335,8 +335,7 @@ def profile(fmt, train, device, repeats, warmup, no_measure, reparam, peak_gflop
     """Bytes moved, memory saved for backward and measured time beside FLOPs, per stage, block and gate."""
     from salient_timm.checks import DeviceError, usable_device
 
-    from .profile_plot import plot_profile
-    from .profiling import ProfileOptions, profile_models, profile_steps, trust_warnings
+    from .profiling import ProfileOptions, profile_steps
     from .reports import profile_report
     from .timing import Peaks
 
@@ -361,17 +360,15 @@ def profile(fmt, train, device, repeats, warmup, no_measure, reparam, peak_gflop
     model_spec = _spec(**spec)
 
     def build() -> Report:
+        warnings: List[str] = []
         with click.progressbar(
             length=profile_steps(model_spec, options), label="profiling", file=sys.stderr, item_show_func=str
         ) as bar:
-            measured = profile_models(model_spec, options, progress=lambda what: bar.update(1, what))
-        if plot:
-            plot_profile(*measured, plot)
-        report = profile_report(model_spec, options, measured)
-        for warning in trust_warnings(*measured):
+            report = profile_report(
+                model_spec, options, plot=plot, progress=lambda what: bar.update(1, what), warn=warnings.append
+            )
+        for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
-        if plot:
-            report.notes.append(f"figure written to {plot}")
         return report
 
     _emit(build, fmt)

@@ -10,7 +10,7 @@
 | ``reproduce`` | ``reproduce`` | ``reproduce_report(progress)`` |
 | ``export`` | ``export`` | ``export_report(spec, checkpoint, input_size, onnx_path, program_path, hf_dir)`` |
 | ``maps`` | ``maps`` | ``maps_report(spec, images, ...)``, ``localization_report(spec, dataset, ...)`` |
-| ``profile`` | ``profile`` | ``profile_report(spec, options, measured)`` (``salient_analysis.profiling`` measures) |
+| ``profile`` | ``profile`` | ``profile_report(spec, options, plot=, progress=, warn=)`` (``profiling`` measures) |
 
 Only ``export`` and ``maps`` are not re-exported here (import their modules): they need the model's weights and
 write files. ``_common`` holds the counting convention every table states (``CONVENTION``).

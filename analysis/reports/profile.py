@@ -1,7 +1,7 @@
 """``salient-analyze profile``: bytes moved, memory saved for backward and measured time beside FLOPs, per stage,
 block and gate (``salient_analysis.profiling`` measures; this module lays the tables out)."""
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from ..deploy import REPARAM_NOTE
 from ..profiling import ModelProfile, ProfileOptions, ScopeCost, profile_models, trust_warnings
@@ -58,12 +58,25 @@ def profile_report(
     spec: AnalysisTarget,
     options: ProfileOptions = ProfileOptions(),
     measured: Optional[Tuple[List[ModelProfile], Optional[Peaks]]] = None,
+    *,
+    plot: Optional[str] = None,
+    progress: Optional[Callable[[str], None]] = None,
+    warn: Optional[Callable[[str], None]] = None,
 ) -> Report:
-    """Tables: attention blocks (shares of the step), stages and blocks base vs variant, step totals.
+    """The ``profile`` command as one call. Tables: attention blocks (shares of the step), stages and blocks base
+    vs variant, step totals.
 
-    ``measured``: ``profile_models(spec, options)``'s result when the caller already has it (e.g. for a plot).
-    """
-    profiles, peaks = measured if measured is not None else profile_models(spec, options)
+    ``measured``: ``profile_models(spec, options)``'s result when the caller already has it; else measured here,
+    calling ``progress(what)`` after each of ``profile_steps(spec, options)`` steps. ``plot``: a .png/.pdf path for
+    ``profile_figure`` (needs measured time). ``warn(sentence)``: each sign that the machine was busy
+    (``trust_warnings``)."""
+    profiles, peaks = measured if measured is not None else profile_models(spec, options, progress=progress)
+    if plot:
+        from ..profile_plot import plot_profile
+
+        plot_profile(profiles, peaks, plot)
+    for warning in trust_warnings(profiles, peaks) if warn else ():
+        warn(warning)
     base, variant = profiles[0], profiles[-1]
     what = "training step (forward + backward of out.sum())" if options.train else "inference forward"
     tables = []
@@ -87,7 +100,8 @@ def profile_report(
     tables.append(Table(f"Whole {what}", STEP_COLUMNS, [_step_row(p, base) for p in profiles]))
     if options.reparam:
         tables = [t for t in tables if t.rows]
-    return Report("profile", tables, None, _profile_notes(options, profiles, peaks, gated=variant is not base))
+    notes = _profile_notes(options, profiles, peaks, gated=variant is not base)
+    return Report("profile", tables, None, notes + ([f"figure written to {plot}"] if plot else []))
 
 
 def _step_row(p: ModelProfile, base: ModelProfile) -> dict:
