@@ -10,6 +10,7 @@ from fixture_data import photo_imagefolder
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
+import salient_timm
 from salient_timm import ModelSpec
 from salient_timm.train.cli import parse_args, run
 
@@ -117,6 +118,32 @@ def test_offline_pretrained_fails_at_once_naming_the_cache_and_pretrained_path(m
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert "huggingface.co cannot be reached" in result.output and "--pretrained-path" in result.output
     assert "hub" in result.output  # the cache folder it looked in
+
+
+def test_a_pretrained_tag_in_the_hub_cache_retrofits_offline_with_exactly_those_weights(monkeypatch, tmp_path):
+    """A user who downloaded resnet18.a1_in1k once retrofits it without network: the cached weights, then a gate
+    started at the identity, so the outputs are the cached model's."""
+    import safetensors.torch
+    from huggingface_hub import constants
+
+    cfg = timm.models.get_pretrained_cfg("resnet18.a1_in1k")
+    repo = tmp_path / ("models--" + cfg.hf_hub_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    torch.manual_seed(1)
+    cached = timm.create_model("resnet18").eval()
+    safetensors.torch.save_file(cached.state_dict(), str(snapshot / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    model = ModelSpec("resnet18", attn="salient", init="identity", pretrained="a1_in1k").build().eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(x), cached(x), rtol=0, atol=0)
+    assert (
+        len(salient_timm.attention_modules(model)) == 8 and model.pretrained_cfg["architecture"] == "salient_retrofit"
+    )
 
 
 def test_initial_checkpoint_loads_exactly_this_model_and_names_a_mismatch(tmp_path):
