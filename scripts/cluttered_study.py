@@ -116,11 +116,12 @@ def _record(run_dir: str, a: argparse.Namespace) -> Dict[str, Any]:
         return json.load(f)
 
 
-def _keep(run_dir: str, a: argparse.Namespace, **fields: Any) -> None:
-    """Add ``fields`` to the run's record (the part of a finished run the tables read)."""
+def _keep(run_dir: str, a: argparse.Namespace, record: Dict[str, Any], **fields: Any) -> None:
+    """Write the run's record, ``record`` (as just read by ``_record``) with ``fields`` added (the part of a finished
+    run the tables read)."""
     path = _record_path(run_dir, a)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    _write_json(path, {**_record(run_dir, a), **fields})
+    _write_json(path, {**record, **fields})
 
 
 def _run(run_dir: str, argv: List[str], a: argparse.Namespace, weights: bool = False) -> Dict[str, Any]:
@@ -148,7 +149,7 @@ def _run(run_dir: str, argv: List[str], a: argparse.Namespace, weights: bool = F
     if os.path.exists(os.path.join(run_dir, "initial_eval.json")):
         with open(os.path.join(run_dir, "initial_eval.json")) as f:
             step0 = json.load(f)["test_top1"]
-    _keep(run_dir, a, history=history, step0=step0)
+    _keep(run_dir, a, record, history=history, step0=step0)
     return {"history": history, "step0": step0, "dir": run_dir}
 
 
@@ -162,10 +163,11 @@ def _write_json(path: str, value: Any) -> None:
 def _cached(run_dir: str, name: str, a: argparse.Namespace, compute) -> Any:
     """``compute()`` once per finished run, kept in its record under ``name``."""
     record = _record(run_dir, a)
-    if name not in record:
-        record[name] = compute()
-        _keep(run_dir, a, **{name: record[name]})
-    return record[name]
+    if name in record:
+        return record[name]
+    value = compute()
+    _keep(run_dir, a, record, **{name: value})
+    return value
 
 
 def _test_images(config: dict, a: argparse.Namespace, c: Dict[str, Any]):
@@ -452,7 +454,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     a.argv = list(sys.argv[1:] if argv is None else argv)
     kind = "cuda" if (a.device or "cpu").startswith("cuda") else "cpu"
     c = {k: (getattr(a, k) if getattr(a, k) is not None else v) for k, v in CONFIGS[kind].items()}
-    runs_dir = a.runs_dir = a.runs_dir or os.path.join("runs", f"evidence-{kind}")
+    a.runs_dir = a.runs_dir or os.path.join("runs", f"evidence-{kind}")
     a.records_dir = a.records_dir or os.path.join(a.results_dir, "cluttered_runs")
     parts = [x for x in a.parts.split(",") if x]
     unknown = set(parts) - set(PARTS)
@@ -466,12 +468,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return ["--seed", str(seed), *_model_args(c), *data]
 
     def pretrain(seed: int, weights: bool = False) -> Dict[str, Any]:
-        d = os.path.join(runs_dir, f"s{seed}", "pretrain-centred")
+        d = os.path.join(a.runs_dir, f"s{seed}", "pretrain-centred")
         argv = [*base_argv(seed), "--dataset", "fashion-mnist", "--canvas", "64"]
         return _run(d, [*argv, "--epochs", str(c["pretrain_epochs"]), "--lr", str(c["lr"])], a, weights)
 
     def finetune(seed: int, attn: str, epochs: int, root: str, name: str) -> Dict[str, Any]:
-        base = os.path.join(runs_dir, f"s{seed}", "pretrain-centred", "last.pth")
+        base = os.path.join(a.runs_dir, f"s{seed}", "pretrain-centred", "last.pth")
         d = os.path.join(root, name)
         if "history" not in _record(d, a) and not os.path.exists(base):
             pretrain(seed, weights=True)  # its record outlived its folder: the same seed trains the same base
@@ -480,7 +482,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     # pilot: the schedules, on validation only; each setting's pilot runs before the first part that needs it
     seed = c["pilot_seed"]
-    pilot_root = os.path.join(runs_dir, f"pilot-s{seed}")
+    pilot_root = os.path.join(a.runs_dir, f"pilot-s{seed}")
     pilot: Dict[str, Dict[int, Dict[str, Any]]] = {"scratch": {}, "fine-tune": {}}
     if "pilot" in parts or "scratch" in parts:
         for length in _lengths(c["scratch_lengths"]):
@@ -493,12 +495,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     chosen = {k: choose_length({n: _last(r, "val_top1") for n, r in v.items()}) for k, v in pilot.items() if v}
 
     if "scratch" in parts:
-        _write_part(a, c, "scratch", _scratch_part(a, c, runs_dir, base_argv, chosen["scratch"]), pilot, chosen)
+        _write_part(a, c, "scratch", _scratch_part(a, c, base_argv, chosen["scratch"]), pilot, chosen)
     if "retrofit" in parts:
         _write_part(a, c, "retrofit", _retrofit_part(a, c, pretrain, finetune, chosen["fine-tune"]), pilot, chosen)
 
 
-def _scratch_part(a: argparse.Namespace, c: Dict[str, Any], runs_dir: str, base_argv, epochs: int) -> Dict[str, Any]:
+def _scratch_part(a: argparse.Namespace, c: Dict[str, Any], base_argv, epochs: int) -> Dict[str, Any]:
     """The from-scratch arms; the headline pair (plain, +salient) over all its seeds first, then the stage arms: a
     sitting that ends early leaves the main comparison complete. Lists stay in seed order, so arms pair by seed."""
     arms: Dict[str, List[Dict[str, Any]]] = {label: [] for label, *_ in SCRATCH}
@@ -507,7 +509,7 @@ def _scratch_part(a: argparse.Namespace, c: Dict[str, Any], runs_dir: str, base_
              for arm in SCRATCH if arm[3] == tier]  # fmt: skip
     for _, seed, (label, attn, stages, _) in order:
         name = "scratch-" + attn + (f"-stages{stages.replace(',', '')}" if stages else "")
-        d = os.path.join(runs_dir, f"s{seed}", name)
+        d = os.path.join(a.runs_dir, f"s{seed}", name)
         argv = [*base_argv(seed), "--dataset", "cluttered-fashion-mnist", "--attn", attn, "--epochs", str(epochs)]
         argv += ["--lr", str(c["lr"])] + (["--attn-stages", stages] if stages else [])
         arms[label].append(_run(d, argv, a))
