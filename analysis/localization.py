@@ -139,7 +139,8 @@ def reference_rows(boxes: torch.Tensor, input_size: Any, map_size: Tuple[int, in
 
 def baseline_maps(images: torch.Tensor, map_size: Tuple[int, int]) -> Dict[str, torch.Tensor]:
     """Maps any gate should beat, at ``map_size``: the input's brightness averaged to the cells, the same after a
-    Gaussian blur whose sigma is one cell, and a centre prior (cells nearer the centre score higher).
+    Gaussian blur whose sigma is one cell (its kernel truncated at 3 sigma), and a centre prior (cells nearer the
+    centre score higher).
 
     The blur runs on the brightness averaged to 4 pixels a cell (sigma 4 there), then pooled to the cells: the
     same map to within the blur's own smoothness, at a cost that does not grow with the input size."""

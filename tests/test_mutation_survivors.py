@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from salient_analysis.counting import count_cost
-from salient_timm import SSABlock, SurgeryError, attention_modules, find_residual_blocks, inject_attention
+from salient_timm import SalientBlock, SSABlock, SurgeryError, attention_modules, find_residual_blocks, inject_attention
 from salient_timm.data import DatasetError, build_datasets, make_cluttered
 from salient_timm.layers import ConstantGate
 
@@ -203,6 +203,8 @@ def test_blurred_brightness_of_a_point_is_a_symmetric_bell_that_falls_off_with_d
     blurred = baseline_maps(images, (16, 16))["blurred brightness"][0, 0]
     row = blurred[7, :8]  # from the left edge to the centre cell: 0 beyond the kernel's 3 sigma, then rising
     assert bool((row[1:] >= row[:-1]).all()) and bool((row[5:] > row[4:-1]).all()) and row[4] > 0
+    # sigma is 4 pixels here and the kernel stops at 3 sigma (12 pixels): cells 0-3 (pixels 0-15) get nothing
+    assert bool((row[:4] == 0).all()), row
     torch.testing.assert_close(blurred, blurred.flip(0))
     torch.testing.assert_close(blurred, blurred.flip(1))
 
@@ -266,3 +268,123 @@ def test_a_frozen_model_runs_under_vmap_with_grad_mode_on():
     x = torch.randn(3, 2, 3, 32, 32)
     out = torch.func.vmap(model)(x)
     torch.testing.assert_close(out, torch.stack([model(item) for item in x]), rtol=1e-4, atol=1e-5)
+
+
+class _AtenOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """The aten ops a call runs, by name (``bmm``, ``convolution``...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+GEMM = {"bmm", "mm", "addmm", "baddbmm"}
+
+
+@pytest.mark.parametrize(
+    "impl, runs, never",
+    [
+        ("sum", {"mul", "sum"}, GEMM | {"convolution"}),
+        ("gemv", set(), {"convolution"}),
+        ("conv", {"convolution"}, GEMM),
+    ],
+)
+def test_each_impl_runs_the_ops_its_name_promises_however_the_name_was_read(impl, runs, never):
+    """An impl named in a config file or on the command line is a string built at run time, not the interned literal:
+    ``impl="sum"`` must still run the pointwise multiply and channel sum that torch.compile fuses (not a GEMM call),
+    ``"gemv"`` a GEMV, ``"conv"`` the seed's conv."""
+    name = "".join(list(impl))  # a new str object equal to the literal, as json.loads or click would give
+    assert name == impl and name is not impl
+    block = SalientBlock(8, impl=name).eval()
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad(), _AtenOps() as ops:
+        block(x)
+    assert runs <= ops.names, f"{impl}: ran {sorted(ops.names)}"
+    assert not never & ops.names, f"{impl}: ran {sorted(ops.names)}"
+    assert impl != "gemv" or GEMM & ops.names, f"{impl}: ran {sorted(ops.names)}"
+
+
+@pytest.mark.parametrize("source", ["timm", "torchvision"])
+def test_a_conv_with_a_bias_folds_into_a_frozen_batchnorm_exactly(source):
+    """``--freeze-bn`` (timm) and torchvision's detection backbones use FrozenBatchNorm2d; a conv with its own bias
+    before one (a custom ResNet's convs) folds its bias through the norm's scale, then adds the shift."""
+    from timm.layers import freeze_batch_norm_2d
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from salient_timm.deploy.fold import fold_conv_bn
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=True).double().eval()
+    bn = nn.BatchNorm2d(4).double().eval()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    if source == "timm":
+        frozen = freeze_batch_norm_2d(bn)
+    else:
+        frozen = FrozenBatchNorm2d(4, eps=bn.eps).double()
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            getattr(frozen, key).copy_(getattr(bn, key))
+    assert type(frozen).__name__ == "FrozenBatchNorm2d"
+    folded = fold_conv_bn(conv, frozen)
+    assert folded is not None
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(folded(x), frozen(conv(x)))
+    torch.testing.assert_close(folded(x), bn(conv(x)))
+
+
+def test_a_box_covers_the_cells_of_a_map_wider_than_tall():
+    """A 32 x 64 input (h x w) seen as a 2 x 4 map: a box over its left half covers the two left columns fully."""
+    from salient_analysis.localization import box_cover
+
+    cover = box_cover(torch.tensor([[0, 0, 32, 32]]), (32, 64), (2, 4))
+    expected = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]]], dtype=torch.float64)
+    torch.testing.assert_close(cover, expected)
+    quarter = box_cover(torch.tensor([[16, 8, 48, 24]]), (32, 64), (2, 4))  # rows 8-24, columns 16-48
+    torch.testing.assert_close(quarter, torch.tensor([[[0.0, 0.5, 0.5, 0.0], [0.0, 0.5, 0.5, 0.0]]]).double())
+
+
+def test_each_clutter_piece_is_an_unbroken_square_cut_from_another_item():
+    """Every pixel of an item is unique here (item, row, column encoded in its value), so a clutter piece on the
+    canvas must be a translated copy of a patch x patch window of one other item: each canvas pixel outside the
+    item's box sits at the same offset from its source pixel as the piece's other pixels."""
+    n, size, patch = 3, 8, 4
+    values = torch.arange(1, n * size * size + 1).view(n, 1, size, size)  # 1..192: no black pixel, all distinct
+    canvases, _, boxes = make_cluttered(values.to(torch.uint8), torch.arange(n), canvas=40, clutter=1, patch=patch)
+    for canvas, box, own in zip(canvases[:, 0], boxes, range(n)):
+        offsets = set()
+        for y, x in (canvas > 0).nonzero().tolist():
+            if box[0] <= x < box[2] and box[1] <= y < box[3]:
+                continue  # the item itself
+            source, rest = divmod(int(canvas[y, x]) - 1, size * size)
+            assert source != own, "a clutter piece cut from the item itself"
+            offsets.add((source, y - rest // size, x - rest % size))
+        assert len(offsets) == 1, f"the clutter piece is not one translated window: {sorted(offsets)}"
+
+
+@pytest.mark.parametrize(
+    "content", [{"labels": [0]}, b"not a pickle", "truncated"], ids=["missing-key", "garbage", "truncated"]
+)
+def test_an_unreadable_cifar_folder_is_one_dataset_error_naming_the_folder(tmp_path, content):
+    """A CIFAR batch file that is not what torchvision expects (a pickle without its keys, garbage, a cut-off
+    download) gives salient-train's one-line data error, not a traceback from inside torchvision."""
+    import pickle
+
+    from fixture_data import write_fake_cifar
+
+    root = write_fake_cifar(tmp_path / "data", 10, train=10, test=5)
+    batch = root / "cifar-10-batches-py" / "data_batch_1"
+    if content == "truncated":
+        batch.write_bytes(batch.read_bytes()[:100])
+    elif isinstance(content, bytes):
+        batch.write_bytes(content)
+    else:
+        batch.write_bytes(pickle.dumps(content))
+    with pytest.raises(DatasetError, match="unreadable under"):
+        build_datasets("cifar10", str(root), 32, augment=False)
