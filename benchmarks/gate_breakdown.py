@@ -12,6 +12,9 @@ fp32, the training step of ``block_overhead``; inference scenarios folded, again
   minor page faults per call: which stage the time goes to, against the gate's bytes at copy bandwidth.
 - **checks**: the training step with the fused path's checks replaced by ``True`` (an experiment only: hooks and
   tracers are then ignored), interleaved with the real step: what the per-call checks cost.
+- **norm**: the training step with the epilogue's norm backward as the native kernel alone (a fresh input gradient,
+  the code before the in-place ``_norm_backward``), interleaved with the real step: a before/after in one run.
+  ``--variants native-norm`` adds the same variant to the per-block rows.
 
 Profiled times include the profiler's own overhead per op (a few us), which the gated models pay more often; the
 interleaved timings do not. Ratios come from one run; the spread is min-max over repeats.
@@ -34,6 +37,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import salient_timm
+from salient_timm.layers import _fused_gate as fused_gate
 from salient_timm.layers import salient as gate_blocks
 from salient_timm.surgery import slots as gate_slots
 
@@ -134,6 +138,30 @@ def checks_stubbed() -> Iterator[None]:
         gate_blocks._SpatialGate._fused_applies, gate_blocks.has_hooks, gate_slots.has_hooks = saved
 
 
+@contextlib.contextmanager
+def native_norm_backward() -> Iterator[None]:
+    """The fused epilogue's norm backward as ``native_batch_norm_backward`` alone, its input gradient a fresh
+    tensor (the code before the in-place ``_norm_backward``; experiment only, the same values)."""
+    saved = fused_gate._norm_backward
+
+    def native(dx, c, weight, stats, batch_stats, eps, mask):
+        running = (None, None) if batch_stats else stats
+        return torch.ops.aten.native_batch_norm_backward(dx, c, weight, *running, *stats, batch_stats, eps, mask)
+
+    fused_gate._norm_backward = native
+    try:
+        yield
+    finally:
+        fused_gate._norm_backward = saved
+
+
+# experiment name -> the context a variant runs in (per-block rows with --variants, whole steps with --tables)
+VARIANTS: Dict[str, Callable[[], contextlib.AbstractContextManager]] = {
+    "checks-stubbed": checks_stubbed,
+    "native-norm": native_norm_backward,
+}
+
+
 def _names(models: List[str], sc: Scenario) -> Tuple[str, List[str], str]:
     """(base name, gated names, build mode): inference compares folded models with the fx-folded resnet50."""
     if sc.train:
@@ -169,7 +197,11 @@ def _stage_blocks(model: nn.Module) -> Dict[str, nn.Module]:
     return {f"layer{i}": model.get_submodule(f"layer{i}.1") for i in range(1, 5)}
 
 
-def block_table(models: List[str], sc: Scenario, repeats: int, bandwidth: float) -> List[dict]:
+def block_table(
+    models: List[str], sc: Scenario, repeats: int, bandwidth: float, variants: Tuple[str, ...] = ()
+) -> List[dict]:
+    """One block of each stage alone, every gated model also under each of ``variants`` (``VARIANTS``), all
+    interleaved in the same rounds."""
     _, gated, mode = _names(models, sc)
     base = BASE  # in inference: resnet50 folded by salient_timm.reparameterize (fx's fold leaves no block modules)
     built = {name: build(name, sc, torch.device("cpu"), True, mode)[0] for name in [base, *gated]}
@@ -199,11 +231,18 @@ def block_table(models: List[str], sc: Scenario, repeats: int, bandwidth: float)
                         blk(xi)
 
             fns[name] = run
+            for variant in variants if name != base else ():
+
+                def in_variant(run=run, context=VARIANTS[variant]) -> None:
+                    with context():
+                        run()
+
+                fns[f"{name} [{variant}]"] = in_variant
         times, faults = interleaved(fns, repeats, iters=3)
         n, c, h, w = x.shape
         moved = n * (3 * c * h * w + 2 * h * w) * 4 * (3 if sc.train else 1)
         base_ms = 1e3 * statistics.median(times[base])
-        for name in gated:
+        for name in [k for k in fns if k != base]:
             med = 1e3 * statistics.median(times[name])
             rows.append(
                 {
@@ -223,26 +262,29 @@ def block_table(models: List[str], sc: Scenario, repeats: int, bandwidth: float)
     return rows
 
 
-def checks_table(models: List[str], sc: Scenario, repeats: int) -> List[dict]:
+def variant_table(models: List[str], sc: Scenario, repeats: int, variant: str) -> List[dict]:
+    """The whole training step as it is and under ``variant`` (``VARIANTS``), interleaved; ``delta_ms``: as it is
+    minus the variant."""
     rows = []
     for name in models:
         model, runner, opt, x, y = build(name, sc, torch.device("cpu"), True, "eager")
         step = step_fn(runner, opt, x, y, sc, False, torch.device("cpu"))
 
-        def stubbed(step=step) -> None:
-            with checks_stubbed():
+        def in_variant(step=step, context=VARIANTS[variant]) -> None:
+            with context():
                 step()
 
-        times, _ = interleaved({"checks": step, "stubbed": stubbed}, repeats, iters=2)
+        times, _ = interleaved({"as is": step, "variant": in_variant}, repeats, iters=2)
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         rows.append(
             {
                 "model": name,
-                "ms": med["checks"],
-                "spread_ms": [1e3 * min(times["checks"]), 1e3 * max(times["checks"])],
-                "stubbed_ms": med["stubbed"],
-                "stubbed_spread_ms": [1e3 * min(times["stubbed"]), 1e3 * max(times["stubbed"])],
-                "checks_ms": med["checks"] - med["stubbed"],
+                "variant": variant,
+                "ms": med["as is"],
+                "spread_ms": [1e3 * min(times["as is"]), 1e3 * max(times["as is"])],
+                "variant_ms": med["variant"],
+                "variant_spread_ms": [1e3 * min(times["variant"]), 1e3 * max(times["variant"])],
+                "delta_ms": med["as is"] - med["variant"],
             }
         )
     return rows
@@ -274,7 +316,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS), help="comma-separated scenario names")
     p.add_argument("--models", default="salient_resnet50,ssa_resnet50", help="gated models, comma-separated")
-    p.add_argument("--tables", default="ops,blocks,checks", help="which measurements: ops, blocks, checks")
+    p.add_argument("--tables", default="ops,blocks,checks", help="which measurements: ops, blocks, checks, norm")
+    p.add_argument("--variants", default="", help="per-block rows also under: " + ", ".join(VARIANTS))
     p.add_argument("--profile-rounds", type=int, default=3, help="interleaved profiled steps per model (medians)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats of the block and checks timings")
     p.add_argument("--top", type=int, default=12, help="ops listed per model in the per-op table")
@@ -285,8 +328,11 @@ def main() -> None:
     if unknown:
         p.error(f"unknown scenario {unknown[0]!r}; valid: {', '.join(SCENARIOS)}")
     tables = {t.strip() for t in a.tables.split(",")}
-    if tables - {"ops", "blocks", "checks"}:
-        p.error(f"unknown table in {a.tables!r}; valid: ops, blocks, checks")
+    if tables - {"ops", "blocks", "checks", "norm"}:
+        p.error(f"unknown table in {a.tables!r}; valid: ops, blocks, checks, norm")
+    variants = tuple(v.strip() for v in a.variants.split(",") if v.strip())
+    if set(variants) - set(VARIANTS):
+        p.error(f"unknown variant in {a.variants!r}; valid: {', '.join(VARIANTS)}")
     models = [m.strip() for m in a.models.split(",")]
     bandwidth = copy_bandwidth(torch.device("cpu"))
     with open("/proc/loadavg") as f:
@@ -305,7 +351,7 @@ def main() -> None:
             res["ops"] = op_table(models, sc, a.profile_rounds)
             print_ops(sc, res["ops"], a.top)
         if "blocks" in tables:
-            res["blocks"] = block_table(models, sc, a.repeats, bandwidth)
+            res["blocks"] = block_table(models, sc, a.repeats, bandwidth, variants)
             print(f"\n{sc.name}: one block per stage alone, ms (median, min-max)")
             for r in res["blocks"]:
                 print(
@@ -314,14 +360,16 @@ def main() -> None:
                     f"delta {r['delta_ms']:+7.2f}  bound {r['bound_ms']:6.2f}  x{r['gated_ms'] / r['plain_ms']:.3f}  "
                     f"page faults {r['plain_faults']:.0f} -> {r['gated_faults']:.0f}"
                 )
-        if "checks" in tables and sc.train:
-            res["checks"] = checks_table(models, sc, a.repeats)
-            print(f"\n{sc.name}: the step with its checks and with them stubbed, ms (median, min-max)")
-            for r in res["checks"]:
+        for table, variant in (("checks", "checks-stubbed"), ("norm", "native-norm")):
+            if table not in tables or not sc.train:
+                continue
+            res[table] = variant_table(models, sc, a.repeats, variant)
+            print(f"\n{sc.name}: the step as it is and with {variant}, ms (median, min-max)")
+            for r in res[table]:
                 print(
-                    f"  {r['model']:18s} {r['ms']:9.1f} ({r['spread_ms'][0]:.0f}-{r['spread_ms'][1]:.0f})  stubbed "
-                    f"{r['stubbed_ms']:9.1f} ({r['stubbed_spread_ms'][0]:.0f}-{r['stubbed_spread_ms'][1]:.0f})  "
-                    f"checks {r['checks_ms']:+.1f}"
+                    f"  {r['model']:18s} {r['ms']:9.1f} ({r['spread_ms'][0]:.0f}-{r['spread_ms'][1]:.0f})  {variant} "
+                    f"{r['variant_ms']:9.1f} ({r['variant_spread_ms'][0]:.0f}-{r['variant_spread_ms'][1]:.0f})  "
+                    f"as is - {variant} {r['delta_ms']:+.1f}"
                 )
         results["scenarios"][name] = res
         if a.json:

@@ -21,7 +21,8 @@ product, an add and a ReLU, and backward's ``threshold_backward`` gives the shor
 There it also takes the branch's last BatchNorm (``norm``, x = norm(c)): it saves the norm's input c, which the
 norm's own backward needs anyway, instead of x, and recomputes x = a * c + b (per-channel a, b from the batch
 statistics of that forward) in backward. A gated block then keeps the same full-size tensors for backward as
-the plain block (c, and the block's output for the ReLU) plus the (N, 1, H, W) maps.
+the plain block (c, and the block's output for the ReLU) plus the (N, 1, H, W) maps. In backward, dx is written
+over that recomputed x, and (CPU, fp32/fp64) the norm's input gradient over dx (``_norm_backward``).
 
 Every reduction is a batched GEMV/GEMM over views of x, so it works on NCHW and channels_last
 alike without copies; the incoming gradient may have any strides. It is exact up to float summation
@@ -131,6 +132,43 @@ def _norm_recompute(c: torch.Tensor, stats, weight, bias, batch_stats: bool, eps
     return torch.addcmul(shift.to(c.dtype).view(shape), c, scale.to(c.dtype).view(shape))
 
 
+def _norm_backward(dx: torch.Tensor, c: torch.Tensor, weight, stats, batch_stats: bool, eps: float, mask):
+    """``native_batch_norm_backward`` of ``norm(c)`` for the incoming gradient dx, this backward's own scratch tensor.
+
+    On CPU in fp32/fp64 the input gradient is written over dx: the norm's input gradient is a per-channel
+    ``a * dx + b * c + d`` (a, b, d from the statistics and the two channel sums the native kernel returns as the
+    weight and bias gradients), two in-place passes instead of a fresh full-size tensor, whose page faults cost more
+    than a pass on CPU. Elsewhere (CUDA's caching allocator makes a fresh tensor free; bf16/fp16 would round the
+    two passes twice) the native kernel, as plain autograd runs it."""
+    mean, invstd_or_var = stats
+    running = (None, None) if batch_stats else (mean, invstd_or_var)
+    if not mask[0] or dx.device.type != "cpu" or dx.dtype not in (torch.float32, torch.float64):
+        return torch.ops.aten.native_batch_norm_backward(
+            dx, c, weight, *running, mean, invstd_or_var, batch_stats, eps, mask
+        )
+    # the channel sums sum(dx * c_hat) and sum(dx): what the native kernel returns as the weight and bias gradients
+    sums = torch.ops.aten.native_batch_norm_backward(
+        dx, c, weight, *running, mean, invstd_or_var, batch_stats, eps, [False, True, True]
+    )
+    d_weight, d_bias = sums[1], sums[2]
+    invstd = invstd_or_var if batch_stats else torch.rsqrt(invstd_or_var + eps)
+    scale = invstd if weight is None else invstd * weight  # d(norm(c))/dc with the statistics held fixed
+    shape = (1, -1, 1, 1)
+    if batch_stats:  # the statistics depend on c: dc = scale * (dx - mean(dx) - c_hat * mean(dx * c_hat))
+        count = dx.numel() // dx.shape[1]
+        c_coef = -scale * invstd * d_weight / count
+        shift = -scale * d_bias / count - c_coef * mean
+        torch.addcmul(shift.to(dx.dtype).view(shape), dx, scale.to(dx.dtype).view(shape), out=dx)
+        dx.addcmul_(c, c_coef.to(dx.dtype).view(shape))
+    else:  # running statistics: constants of c
+        dx.mul_(scale.to(dx.dtype).view(shape))
+    return (
+        dx,
+        d_weight if mask[1] else None,
+        d_bias if mask[2] else None,
+    )
+
+
 def _norm_plain(c: torch.Tensor, stats, weight, bias, batch_stats: bool, eps: float) -> torch.Tensor:
     """``norm(c)`` in differentiable plain ops, with the forward's normalisation (running statistics untouched)."""
     if batch_stats:
@@ -227,10 +265,8 @@ class _SpatialGateFn(torch.autograd.Function):
             if need_norm:
                 mask = [ctx.needs_input_grad[0], norm_weight is not None and ctx.needs_input_grad[8]]
                 mask.append(norm_bias is not None and ctx.needs_input_grad[9])
-                mean, invstd_or_var = norm_stats
-                running = (None, None) if ctx.norm_batch_stats else (mean, invstd_or_var)
-                norm_grads = torch.ops.aten.native_batch_norm_backward(
-                    grads[0], c, norm_weight, *running, mean, invstd_or_var, ctx.norm_batch_stats, ctx.norm_eps, mask
+                norm_grads = _norm_backward(
+                    grads[0], c, norm_weight, norm_stats, ctx.norm_batch_stats, ctx.norm_eps, mask
                 )
             return (norm_grads[0],) + grads[1:] + (d_shortcut, None, norm_grads[1], norm_grads[2])
 
