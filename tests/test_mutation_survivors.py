@@ -388,3 +388,92 @@ def test_an_unreadable_cifar_folder_is_one_dataset_error_naming_the_folder(tmp_p
         batch.write_bytes(pickle.dumps(content))
     with pytest.raises(DatasetError, match="unreadable under"):
         build_datasets("cifar10", str(root), 32, augment=False)
+
+
+def test_a_model_without_residual_blocks_is_refused_naming_every_supported_family():
+    """The refusal is where a user learns what "any ResNet" covers: every timm family of the adapter table."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    with pytest.raises(SurgeryError) as refused:
+        inject_attention(model, "salient")
+    message = str(refused.value)
+    families = ["byobnet", "cspnet", "dla", "nfnet", "regnet", "res2net", "resnest", "resnetv2", "senet", "sknet"]
+    for family in families + ["tresnet", "resnet models", "torchvision's resnets"]:
+        assert family in message, family
+    assert list(model.modules())[1:] == [model[0], model[1]]  # refused before any change
+
+
+def test_the_blur_baseline_is_one_cell_wide_along_x_on_a_map_wider_than_tall():
+    """sigma is one cell on each axis: a point blurred on a 64 x 128 input seen as a 4 x 8 map spreads along x over
+    the cells exactly as on a 128 x 128 input seen as 8 x 8 (the same 16 px cells; the blur is separable)."""
+    from salient_analysis.localization import baseline_maps
+
+    def x_profile(height: int, map_rows: int) -> torch.Tensor:
+        images = torch.zeros(1, 1, height, 128)
+        images[0, 0, height // 2 - 1 : height // 2 + 1, 63:65] = 1.0
+        blurred = baseline_maps(images, (map_rows, 8))["blurred brightness"][0, 0]
+        row = blurred[map_rows // 2 - 1]
+        return row / row.sum()
+
+    wide, square = x_profile(64, 4), x_profile(128, 8)
+    assert bool((wide > 0).all()), wide  # 3 sigma = 3 cells: the point's blur reaches the first and last cells
+    torch.testing.assert_close(wide, square)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 4, 4, 1), (2, 4, 4), (2, 3, 4, 4)], ids=["5-D", "3-D", "3 channels"])
+def test_maps_that_are_not_one_channel_4d_are_refused_by_every_metric(shape):
+    """A map with an extra trailing axis (a stack of maps, a stray unsqueeze) would be scored as something else."""
+    from salient_analysis.localization import LocalizationError, energy_in_box, pointing_game
+
+    boxes = torch.tensor([[0, 0, 8, 8], [8, 8, 16, 16]])
+    for metric in (pointing_game, energy_in_box):
+        with pytest.raises(LocalizationError, match=r"\(N, 1, h, w\)"):
+            metric(torch.rand(shape), boxes, 16)
+
+
+def test_an_idx_file_with_more_values_than_its_header_is_refused_by_name(tmp_path):
+    """A Fashion-MNIST file whose body does not match its header (appended, or cut off) is one DatasetError, not a
+    reshape error from numpy."""
+    from salient_timm.data.datasets import read_idx
+
+    header = bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    good = tmp_path / "good-idx3-ubyte"
+    good.write_bytes(header + bytes(range(18)))
+    assert read_idx(str(good)).shape == (2, 3, 3)
+    for name, body in (("long", bytes(range(20))), ("short", bytes(range(17)))):
+        bad = tmp_path / f"{name}-idx3-ubyte"
+        bad.write_bytes(header + body)
+        with pytest.raises(DatasetError, match=f"header says \\[2, 3, 3\\], file holds {len(body)} values"):
+            read_idx(str(bad))
+
+
+def test_digits_are_scaled_from_their_17_levels_onto_the_full_0_255_range():
+    """scikit-learn's digits hold levels 0-16; as 8-bit images they span 0-255, so the recorded normalisation is the
+    levels' own mean and spread over 16 (0.305 and 0.376 on the training split)."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+
+    data = build_datasets("digits", None, 8, augment=False)
+    levels = sklearn_datasets.load_digits().images / 16
+    assert abs(data.mean[0] - levels.mean()) < 0.005 and abs(data.std[0] - levels.std()) < 0.005
+
+
+def test_cifar_is_normalised_with_the_cifar10_training_statistics(tmp_path):
+    """The seed's CIFAR recipe normalises with CIFAR-10's per-channel training mean and std (0.4914, 0.4822,
+    0.4465) / (0.2470, 0.2435, 0.2616), and records them, so an exported model's preprocessing is the one trained."""
+    from fixture_data import write_fake_cifar
+
+    data = build_datasets("cifar10", str(write_fake_cifar(tmp_path / "data", 10, train=10, test=5)), 32, False)
+    assert data.mean == pytest.approx((0.4914, 0.4822, 0.4465)) and data.std == pytest.approx((0.2470, 0.2435, 0.2616))
+    assert tuple(data.eval_config["mean"]) == pytest.approx(data.mean)
+    image, _ = data.test[0]
+    raw = torch.tensor(data.test.data[0]).permute(2, 0, 1).float() / 255  # the stored HWC uint8 image
+    expected = (raw - torch.tensor(data.mean).view(3, 1, 1)) / torch.tensor(data.std).view(3, 1, 1)
+    torch.testing.assert_close(image, expected)
+
+
+def test_make_cluttered_takes_its_arguments_by_name():
+    """Every argument by name, as the docs show; the layout options only by name (no positional canvas)."""
+    items = torch.randint(1, 255, (3, 1, 8, 8), dtype=torch.uint8)
+    canvases, labels, boxes = make_cluttered(images=items, labels=torch.arange(3), canvas=20, clutter=0)
+    assert canvases.shape == (3, 1, 20, 20) and boxes.shape == (3, 4)
+    with pytest.raises(TypeError):
+        make_cluttered(items, torch.arange(3), 20)  # type: ignore[misc]
