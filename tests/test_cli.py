@@ -54,7 +54,7 @@ def test_compare_markdown_and_csv():
     md = run(
         "compare",
         "--model",
-        "resnet18,resnet50",
+        "resnet18,resnet26",  # a basic-block and a bottleneck ResNet
         "--attn",
         "none,se,salient,ssa",
         "--input-size",

@@ -272,6 +272,7 @@ def test_profile_figure_uses_its_whole_area_and_its_legend_covers_no_bar():
     assert legend.y0 >= top.get_window_extent(renderer).y1 - 1  # above the panel, not over its bars
 
 
+@pytest.mark.slow  # a whole salient-analyze process measuring a model, about 12 s
 def test_a_cpu_profile_prints_progress_and_no_profiler_noise():
     """stderr holds our progress and warnings only: none of kineto's "gpuGetDeviceCount failed" (CPU-only machine,
     CUDA build of torch) or "USDT: profiler_start" lines."""

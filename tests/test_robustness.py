@@ -69,6 +69,13 @@ def _resume(out, *extra, check=True):
     )
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT at its default in the child, as in a terminal's foreground job. A shell starts background jobs
+    (``cmd &`` without job control: CI scripts, nohup'd runs) with SIGINT ignored, their children inherit that, and
+    Python then installs no KeyboardInterrupt handler: the run would ignore the test's Ctrl-C (seen 2026-12-06)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_until(out: Path, name: str, *extra: str, timeout: float = 120) -> subprocess.Popen:
     """Start salient-train on ``out`` in the background; return once ``out/name`` exists (or ``timeout`` passed)."""
     proc = subprocess.Popen(
@@ -76,6 +83,7 @@ def _start_until(out: Path, name: str, *extra: str, timeout: float = 120) -> sub
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     deadline = time.time() + timeout
     while not (out / name).exists() and time.time() < deadline:

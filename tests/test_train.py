@@ -88,6 +88,7 @@ def test_registered_variant_with_cifar_stem_and_recipe_options(tmp_path):
     assert summary["last_top1"] > 50
 
 
+@pytest.mark.slow  # two training runs, about 14 s: the slow step runs it
 def test_retrofit_starts_at_base_accuracy_and_fine_tunes(base_run, tmp_path):
     base_summary, base_out = base_run
     summary, out = train(
@@ -359,6 +360,7 @@ def _lrs(out):
     return [r["lr"] for r in history(out)]
 
 
+@pytest.mark.slow  # two training runs, about 13 s: the slow step runs it
 def test_resume_extends_the_schedule_without_rereading_pretrained_and_honours_new_flags(base_run, tmp_path, capsys):
     _, base_out = base_run
     weights = tmp_path / "base.pth"
