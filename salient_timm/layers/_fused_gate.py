@@ -121,10 +121,15 @@ def _norm_forward(norm: nn.BatchNorm2d, c: torch.Tensor):
     return y, (cast(torch.Tensor, running_mean).clone(), cast(torch.Tensor, running_var).clone()), False
 
 
+def _invstd(stats, batch_stats: bool, eps: float) -> torch.Tensor:
+    """1/std of the norm's forward: saved by it (batch statistics), or from the running variance it used."""
+    return stats[1] if batch_stats else torch.rsqrt(stats[1] + eps)
+
+
 def _norm_recompute(c: torch.Tensor, stats, weight, bias, batch_stats: bool, eps: float) -> torch.Tensor:
     """``norm(c)`` again, from the statistics of its forward: one per-channel ``addcmul`` in c's dtype."""
-    mean, second = stats
-    scale = second if batch_stats else torch.rsqrt(second + eps)  # 1/std
+    mean, _ = stats
+    scale = _invstd(stats, batch_stats, eps)
     if weight is not None:
         scale = scale * weight
     shift = -mean * scale if bias is None else bias - mean * scale
@@ -140,18 +145,17 @@ def _norm_backward(dx: torch.Tensor, c: torch.Tensor, weight, stats, batch_stats
     weight and bias gradients), two in-place passes instead of a fresh full-size tensor, whose page faults cost more
     than a pass on CPU. Elsewhere (CUDA's caching allocator makes a fresh tensor free; bf16/fp16 would round the
     two passes twice) the native kernel, as plain autograd runs it."""
-    mean, invstd_or_var = stats
-    running = (None, None) if batch_stats else (mean, invstd_or_var)
-    if not mask[0] or dx.device.type != "cpu" or dx.dtype not in (torch.float32, torch.float64):
-        return torch.ops.aten.native_batch_norm_backward(
-            dx, c, weight, *running, mean, invstd_or_var, batch_stats, eps, mask
-        )
-    # the channel sums sum(dx * c_hat) and sum(dx): what the native kernel returns as the weight and bias gradients
-    sums = torch.ops.aten.native_batch_norm_backward(
-        dx, c, weight, *running, mean, invstd_or_var, batch_stats, eps, [False, True, True]
+    in_place = mask[0] and dx.device.type == "cpu" and dx.dtype in (torch.float32, torch.float64)
+    running = (None, None) if batch_stats else stats
+    # in place: only the channel sums sum(dx * c_hat) and sum(dx), which the kernel returns as the weight and bias
+    # gradients
+    grads = torch.ops.aten.native_batch_norm_backward(
+        dx, c, weight, *running, *stats, batch_stats, eps, [False, True, True] if in_place else mask
     )
-    d_weight, d_bias = sums[1], sums[2]
-    invstd = invstd_or_var if batch_stats else torch.rsqrt(invstd_or_var + eps)
+    if not in_place:
+        return grads
+    mean, d_weight, d_bias = stats[0], grads[1], grads[2]
+    invstd = _invstd(stats, batch_stats, eps)
     scale = invstd if weight is None else invstd * weight  # d(norm(c))/dc with the statistics held fixed
     shape = (1, -1, 1, 1)
     if batch_stats:  # the statistics depend on c: dc = scale * (dx - mean(dx) - c_hat * mean(dx * c_hat))
