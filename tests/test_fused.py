@@ -348,6 +348,34 @@ def test_a_gated_training_step_allocates_no_more_output_sized_tensors_than_the_p
     assert counts[1] <= counts[0] + (-1 if channels_last else 1), counts
 
 
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("norm", ["batchnorm", "frozen", "hooked"])
+@pytest.mark.parametrize("kind", ["salient", "ssa"])
+@pytest.mark.parametrize("base", ["timm-basic", "timm-bottleneck", "torchvision-bottleneck"])
+def test_eval_inference_of_a_gated_block_computes_what_the_literal_block_computes(base, kind, norm, context):
+    """Inference (``model.eval()`` under ``no_grad`` / ``inference_mode``): the block's output is the literal
+    block's, its input and a hooked norm's output are left as they were, and a hook on the norm fires once."""
+    from timm.layers import freeze_batch_norm_2d
+
+    fused, literal = (b.eval() for b in _block_pair(kind, base))
+    last = "bn2" if base == "timm-basic" else "bn3"
+    if norm == "frozen":
+        for b in (fused, literal):
+            setattr(b, last, freeze_batch_norm_2d(getattr(b, last)))
+    seen = []
+    if norm == "hooked":
+        getattr(fused, last).register_forward_hook(lambda module, args, out: seen.append(out.clone()) or None)
+        getattr(fused, last).register_forward_hook(lambda module, args, out: seen.append(out))
+    x = torch.randn(2, fused.conv1.in_channels, 8, 8, dtype=torch.float64)
+    x_before = x.clone()
+    with torch.no_grad() if context == "no_grad" else torch.inference_mode():
+        out, ref = fused(x), literal(x)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(x, x_before)
+    if norm == "hooked":
+        assert len(seen) == 2 and torch.equal(seen[0], seen[1])  # what the hook kept was not written over
+
+
 def test_a_frozen_or_hooked_branch_norm_runs_as_it_is_before_the_fused_epilogue():
     """FrozenBatchNorm2d (fine-tuning with frozen BN) or a hook on the norm: the norm runs its own call (the hook
     fires), the gate and the epilogue still fuse, and the block stays exact."""

@@ -134,6 +134,40 @@ def test_slots_that_cannot_fold_stay_and_are_named_in_one_warning(base, kind, po
     assert set(_gates(folded)) == {"none"}
 
 
+LITERAL = {"salient": "conv", "ssa": "mean"}
+
+
+@pytest.mark.parametrize(
+    "base, kind, position",
+    [
+        ("resnet26", "none", "post"),
+        ("resnet26", "salient", "post"),
+        ("resnet26", "salient", "mid"),
+        ("resnet26", "ssa", "post"),
+        ("torchvision:resnet50", "ssa", "post"),
+        ("resnet18", "ssa", "post"),
+    ],
+)
+def test_the_folded_model_computes_what_the_literal_eval_model_computes(base, kind, position):
+    """The reference runs the literal blocks' plain ops (no fused path, nothing written in place), so a folded or
+    fused inference path that wrote over a tensor still in use would show here; the input is left as it was."""
+    kwargs = {} if kind == "none" else {"impl": LITERAL[kind]}
+    literal = _model(base, kind, position, **kwargs).double()
+    fused = _model(base, kind, position).double()
+    fused.load_state_dict(literal.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an SSA slot stays as it is: reparameterize warns
+        folded = reparameterize(fused)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    x_before = x.clone()
+    for context in (torch.no_grad, torch.inference_mode):
+        with context():
+            ref = literal(x)
+            torch.testing.assert_close(folded(x), ref, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(fused(x), ref, rtol=1e-10, atol=1e-10)
+    assert torch.equal(x, x_before)
+
+
 def test_a_plain_resnet_folds_like_torch_fx_fuse():
     """The baseline of the inference benchmark: torch's own conv+BN fold of a plain ResNet."""
     from torch.fx.experimental.optimization import fuse
