@@ -63,3 +63,23 @@ def assert_same_function(module: nn.Module, reference: nn.Module, x: torch.Tenso
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=grad_atol)
     return out
+
+
+class FreshAllocations(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the full-size (``numel``) tensors ops return in new storage (in-place and ``out=`` results reuse one)."""
+
+    def __init__(self, numel: int) -> None:
+        super().__init__()
+        self.numel, self.count = numel, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        seen = {
+            t.untyped_storage().data_ptr()
+            for t in torch.utils._pytree.tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor)
+        }
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() == self.numel and t.untyped_storage().data_ptr() not in seen:
+                self.count += 1
+        return out

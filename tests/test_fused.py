@@ -5,7 +5,7 @@ import copy
 import pytest
 import timm
 import torch
-from helpers import assert_same_function, randomize_bn
+from helpers import FreshAllocations, assert_same_function, randomize_bn
 from torch import nn
 
 import salient_timm
@@ -299,26 +299,6 @@ def test_a_gated_block_keeps_no_more_for_backward_than_the_plain_block_plus_its_
     assert _saved_bytes(fused, x, 4 * width * 8 * 8) == _saved_bytes(plain, x, 4 * width * 8 * 8)
 
 
-class _FreshAllocations(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the full-size (``numel``) tensors ops return in new storage (in-place and ``out=`` results reuse one)."""
-
-    def __init__(self, numel: int) -> None:
-        super().__init__()
-        self.numel, self.count = numel, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        seen = {
-            t.untyped_storage().data_ptr()
-            for t in torch.utils._pytree.tree_leaves((args, kwargs))
-            if isinstance(t, torch.Tensor)
-        }
-        out = func(*args, **(kwargs or {}))
-        for t in torch.utils._pytree.tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.numel() == self.numel and t.untyped_storage().data_ptr() not in seen:
-                self.count += 1
-        return out
-
-
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("kind", ["salient", "ssa"])
 @pytest.mark.parametrize("base", ["timm-basic", "timm-bottleneck", "torchvision-bottleneck"])
@@ -340,12 +320,31 @@ def test_a_gated_training_step_allocates_no_more_output_sized_tensors_than_the_p
         block.to(memory_format=fmt)
         xi = x.clone().requires_grad_()
         numel = block(xi).numel()
-        with _FreshAllocations(numel) as seen:
+        with FreshAllocations(numel) as seen:
             out = block(xi)
             out.backward(torch.ones_like(out))
         counts.append(seen.count - 1)  # ones_like: the incoming gradient
     assert out.grad_fn.name() == "_SpatialGateFnBackward"
     assert counts[1] <= counts[0] + (-1 if channels_last else 1), counts
+
+
+@pytest.mark.parametrize("kind", ["salient", "ssa"])
+@pytest.mark.parametrize("base", ["timm-basic", "timm-bottleneck", "torchvision-bottleneck"])
+def test_eval_inference_of_a_gated_block_allocates_no_more_output_sized_tensors_than_the_plain_block(kind, base):
+    """Inference makes no product tensor: the residual sum is written over the norm's fresh output, as timm's
+    ``x += shortcut`` does (a gated block made one output-sized tensor more, issue 33)."""
+    fused, _ = _block_pair(kind, base)
+    plain = copy.deepcopy(fused)
+    plain.se = None
+    x = torch.randn(2, fused.conv1.in_channels, 8, 8, dtype=torch.float64)
+    counts = []
+    for block in (plain.eval(), fused.eval()):
+        with torch.inference_mode():
+            numel = block(x).numel()
+            with FreshAllocations(numel) as seen:
+                block(x)
+        counts.append(seen.count)
+    assert counts[1] <= counts[0], counts
 
 
 @pytest.mark.parametrize("context", ["no_grad", "inference_mode"])

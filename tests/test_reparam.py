@@ -168,6 +168,26 @@ def test_the_folded_model_computes_what_the_literal_eval_model_computes(base, ki
     assert torch.equal(x, x_before)
 
 
+@pytest.mark.parametrize("kind, position", [("none", "post"), ("salient", "post"), ("salient", "mid"), ("ssa", "post")])
+def test_a_folded_block_writes_its_residual_sum_over_its_conv_output(kind, position):
+    """A folded bottleneck makes one output-sized tensor in inference, its last conv's output, gated or not: the gate
+    product, the sum and the ReLU are written over it (timm's ``x += shortcut``), not into fresh tensors (on CPU a
+    fresh large tensor costs page faults, issue 33). (The second block of a stage: in the first, a stride-2 stage's
+    first conv output has the block output's size too.)"""
+    from helpers import FreshAllocations
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        block = reparameterize(_model("resnet26", kind, position)).layer2[1]
+    assert isinstance(block, FoldedResidualBlock)
+    x = torch.randn(2, block.branch[0].in_channels, 16, 16)
+    with torch.inference_mode():
+        numel = block(x).numel()
+        with FreshAllocations(numel) as seen:
+            block(x)
+    assert seen.count == 1
+
+
 def test_a_plain_resnet_folds_like_torch_fx_fuse():
     """The baseline of the inference benchmark: torch's own conv+BN fold of a plain ResNet."""
     from torch.fx.experimental.optimization import fuse

@@ -31,7 +31,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import SalientError
-from ..layers.salient import SalientBlock, ScaledSigmoid
+from ..layers._fused_gate import use_inference_epilogue
+from ..layers.salient import SalientBlock, ScaledSigmoid, SSABlock, has_hooks
 
 __all__ = ["FoldedResidualBlock", "ReparameterizeError", "fold_conv_bn", "fold_residual_block", "fold_sequential"]
 
@@ -165,13 +166,42 @@ class FoldedResidualBlock(nn.Module):
         shortcut = self.downsample(x)
         h = self.branch(x)
         out = self.conv(h)
+        scratch = False  # out is this call's own tensor and no autograd runs: the epilogue may write over it
+        if not torch.jit.is_scripting():
+            scratch = self._is_scratch(out, h, shortcut)
         if self.gate == "none":
+            if not torch.jit.is_scripting():
+                fused = self._post_epilogue(out, shortcut, scratch)
+                if fused is not None:
+                    return fused
+            if scratch and isinstance(self.post, nn.Identity):
+                return self.act(out.add_(shortcut))  # timm's `x += shortcut`
             return self.act(self.post(out) + shortcut)
         g = self.gate_scale * torch.sigmoid(self.gate_conv(h))
+        if scratch and g.dtype == out.dtype:
+            out = torch.addcmul(shortcut, out, g, out=out)
+            if self.gate == "mid":
+                out.add_(self.branch_bias.view(1, -1, 1, 1))
+            return self.act(out)
         out = torch.addcmul(shortcut, out, g)
         if self.gate == "mid":
             out = out + self.branch_bias.view(1, -1, 1, 1)
         return self.act(out)
+
+    @torch.jit.unused
+    def _is_scratch(self, out: torch.Tensor, h: torch.Tensor, shortcut: torch.Tensor) -> bool:
+        """Whether ``out`` (the last conv's output) may be written over: inference (``use_inference_epilogue``), a
+        fresh tensor of the shortcut's shape and dtype that no hook on the conv could have kept."""
+        if not use_inference_epilogue(out) or out is h or out.shape != shortcut.shape or out.dtype != shortcut.dtype:
+            return False
+        return not any(has_hooks(m) for m in self.conv.modules()) and out.data_ptr() != h.data_ptr()
+
+    @torch.jit.unused
+    def _post_epilogue(self, out: torch.Tensor, shortcut: torch.Tensor, scratch: bool) -> Optional[torch.Tensor]:
+        """A Salient or SSA gate left in the post slot (SSA cannot fold): its residual epilogue, or None."""
+        if type(self.post) not in (SalientBlock, SSABlock) or type(self.act) is not nn.ReLU or has_hooks(self.act):
+            return None
+        return cast(SalientBlock, self.post).residual_epilogue(out, lambda: shortcut, None, x_is_scratch=scratch)
 
 
 def _resolve(ops: List[Any]) -> List[Optional[nn.Module]]:

@@ -45,7 +45,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["spatial_gate", "use_fused", "pixel_dot"]
+__all__ = ["spatial_gate", "use_fused", "use_inference_epilogue", "residual_inference", "pixel_dot"]
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -338,13 +338,21 @@ def _transformed(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
     return any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors)
 
 
+def _traced(x: torch.Tensor) -> bool:
+    """Whether a tracer, compiler or exporter sees this call (FX, ``torch.compile``, ``torch.export``, JIT trace,
+    ONNX export): they record or fuse the blocks' plain ops themselves."""
+    if not isinstance(x, torch.Tensor) or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+        return True  # an FX proxy: trace the plain ops
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return True
+    return torch.onnx.is_in_onnx_export()
+
+
 def use_fused(x: torch.Tensor, params: Sequence[Optional[torch.Tensor]]) -> bool:
     """Whether the fused path applies: eager reverse-mode autograd that will run backward (autocast included), no
     tracer, no torch.func transform or forward-mode AD, no anomaly detection (those take the plain ops, which
     support them)."""
-    if not isinstance(x, torch.Tensor) or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
-        return False  # an FX proxy: trace the plain ops
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+    if _traced(x):
         return False
     if torch.is_anomaly_enabled():  # anomaly mode traces a NaN to the forward line that made it: the module's own
         return False
@@ -352,11 +360,26 @@ def use_fused(x: torch.Tensor, params: Sequence[Optional[torch.Tensor]]) -> bool
         return False
     if not (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
         return False
-    if torch.onnx.is_in_onnx_export() or x.layout != torch.strided:
-        return False
-    if _transformed((x, *params)):
+    if x.layout != torch.strided or _transformed((x, *params)):
         return False
     return x.is_contiguous() or _is_channels_last(x)
+
+
+def use_inference_epilogue(x: torch.Tensor, params: Sequence[Optional[torch.Tensor]] = ()) -> bool:
+    """Whether ``residual_inference`` applies: grad mode off (``no_grad``, ``inference_mode``), plain eager (no
+    tracer, compiler, exporter, torch.func transform or forward-mode tangent), a strided 4-D tensor."""
+    if torch.is_grad_enabled() or _traced(x) or x.dim() != 4 or x.layout != torch.strided:
+        return False
+    return not _transformed((x, *params))
+
+
+def residual_inference(x: torch.Tensor, g: torch.Tensor, shortcut: torch.Tensor, x_is_scratch: bool) -> torch.Tensor:
+    """``relu(shortcut + x * g)`` without autograd: one ``addcmul`` and an in-place ReLU instead of a product into a
+    fresh tensor, an add and a ReLU. Written over x where x is the caller's scratch tensor (nothing else reads it: a
+    norm's or conv's fresh output), as timm's ``x += shortcut`` writes over its norm's output; else a fresh tensor.
+    Shapes: x and shortcut (N, C, H, W), g (N, 1, H, W); the dtype promotes as ``x * g + shortcut`` does."""
+    over_x = x_is_scratch and shortcut.shape == x.shape and x.dtype == shortcut.dtype == g.dtype
+    return torch.addcmul(shortcut, x, g, out=x if over_x else None).relu_()
 
 
 def spatial_gate(

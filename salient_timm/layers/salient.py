@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING, Callable, Optional, cast
 import torch
 from torch import nn
 from torch.nn.modules import module as _module_hooks
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import SalientError
-from ._fused_gate import pixel_dot, spatial_gate, use_fused
+from ._fused_gate import pixel_dot, residual_inference, spatial_gate, use_fused, use_inference_epilogue
 
 __all__ = ["ScaledSigmoid", "SalientBlock", "SSABlock", "ConstantGate"]
 
@@ -133,17 +134,26 @@ class _SpatialGate(nn.Module):
 
     @torch.jit.unused
     def residual_epilogue(
-        self, x: torch.Tensor, shortcut: Callable[[], torch.Tensor], norm: Optional[nn.Module] = None
+        self,
+        x: torch.Tensor,
+        shortcut: Callable[[], torch.Tensor],
+        norm: Optional[nn.Module] = None,
+        x_is_scratch: bool = False,
     ) -> Optional[torch.Tensor]:
         """``relu(shortcut() + self(norm(x)))`` in one fused pass forward and one backward, or None (and neither
         ``norm`` nor ``shortcut`` called) where the fused path does not apply or something must see the gate's own
         call (a hook of any kind on this module, a global module hook); the caller then runs its plain ops.
         ``shortcut``: a callable giving the block's shortcut (its downsample runs only if the fused path is taken).
         ``norm``: the branch's last norm, x its input; a plain unhooked ``nn.BatchNorm2d`` runs inside the fused
-        function (which then saves x instead of its output), any other norm runs first, as it is."""
+        function (which then saves x instead of its output), any other norm runs first, as it is.
+        Without autograd (grad mode off) the gate runs its module calls and the epilogue is one ``addcmul`` and an
+        in-place ReLU, written over the norm's fresh output (``x_is_scratch``: over x, where the caller owns it and
+        passes no norm), as timm's ``x += shortcut``; see ``_fused_gate.residual_inference``."""
         if self.impl != "fused" or has_hooks(self):
             return None
         weight = self._weight()
+        if not torch.is_grad_enabled():
+            return self._inference_epilogue(x, weight, shortcut, norm, x_is_scratch)
         if not self._fused_applies(x, weight, norm):
             return None
         if norm is not None and (type(norm) is not nn.BatchNorm2d or has_hooks(norm)):
@@ -152,6 +162,23 @@ class _SpatialGate(nn.Module):
             if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
                 x = x.contiguous()
         return spatial_gate(x, weight, self.bn, self.gate.forward, shortcut(), cast(Optional[nn.BatchNorm2d], norm))
+
+    @torch.jit.unused
+    def _inference_epilogue(
+        self,
+        x: torch.Tensor,
+        weight: Optional[torch.Tensor],
+        shortcut: Callable[[], torch.Tensor],
+        norm: Optional[nn.Module],
+        x_is_scratch: bool,
+    ) -> Optional[torch.Tensor]:
+        if global_module_hooks() or not use_inference_epilogue(x, (weight,)):
+            return None  # a global hook must see the gate's own call; tracers record the plain ops
+        if norm is not None:
+            x_in, x = x, norm(x)
+            x_is_scratch = _returns_fresh(norm) and x is not x_in and x.data_ptr() != x_in.data_ptr()
+        g = self.gate(self.bn(self.saliency(x, weight)))
+        return residual_inference(x, g, shortcut(), x_is_scratch)
 
     @torch.no_grad()
     def init_identity(self, gain: float = 0.0) -> None:
@@ -167,6 +194,13 @@ def has_hooks(module: nn.Module) -> bool:
     return bool(
         module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
     )
+
+
+def _returns_fresh(norm: nn.Module) -> bool:
+    """Whether ``norm``'s output is a fresh tensor that nothing else keeps: a BatchNorm (``_BatchNorm`` and its
+    kin), GroupNorm or FrozenBatchNorm2d (timm's, torchvision's) with no hook that could keep it."""
+    known = isinstance(norm, (_BatchNorm, nn.GroupNorm)) or type(norm).__name__ == "FrozenBatchNorm2d"
+    return known and not has_hooks(norm)
 
 
 def global_module_hooks() -> bool:
