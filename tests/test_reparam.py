@@ -148,7 +148,8 @@ LITERAL = {"salient": "conv", "ssa": "mean"}
         ("resnet18", "ssa", "post"),
     ],
 )
-def test_the_folded_model_computes_what_the_literal_eval_model_computes(base, kind, position):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_folded_model_computes_what_the_literal_eval_model_computes(base, kind, position, channels_last):
     """The reference runs the literal blocks' plain ops (no fused path, nothing written in place), so a folded or
     fused inference path that wrote over a tensor still in use would show here; the input is left as it was."""
     kwargs = {} if kind == "none" else {"impl": LITERAL[kind]}
@@ -159,6 +160,10 @@ def test_the_folded_model_computes_what_the_literal_eval_model_computes(base, ki
         warnings.simplefilter("ignore")  # an SSA slot stays as it is: reparameterize warns
         folded = reparameterize(fused)
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    if channels_last:
+        for m in (literal, fused, folded):
+            m.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     x_before = x.clone()
     for context in (torch.no_grad, torch.inference_mode):
         with context():
@@ -186,6 +191,34 @@ def test_a_folded_block_writes_its_residual_sum_over_its_conv_output(kind, posit
         with FreshAllocations(numel) as seen:
             block(x)
     assert seen.count == 1
+
+
+@pytest.mark.parametrize("position", ["post", "mid"])
+def test_a_folded_bottleneck_gate_adds_no_convolution_call_and_a_hook_on_its_conv_still_fires(position):
+    """In inference the folded gate's 1x1 logit is a GEMV, not a 1-output-channel oneDNN conv (3-6x slower a call
+    at batch 1, issue 33): the gated block runs as many convolutions as the plain one. A hook on the gate conv
+    sees its call."""
+
+    class Convs(torch.utils._python_dispatch.TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func.overloadpacket in (torch.ops.aten.conv2d, torch.ops.aten.convolution)
+            return func(*args, **(kwargs or {}))
+
+    blocks = [reparameterize(_model("resnet26", kind, position)).layer1[1] for kind in ("none", "salient")]
+    x = torch.randn(2, blocks[0].branch[0].in_channels, 8, 8)
+    counts = []
+    for block in blocks:
+        with torch.inference_mode(), Convs() as seen:
+            block(x)
+        counts.append(seen.count)
+    assert counts[0] == counts[1] > 0
+    calls = []
+    blocks[1].gate_conv.register_forward_hook(lambda *args: calls.append(1))
+    with torch.inference_mode():
+        blocks[1](x)
+    assert calls == [1]
 
 
 def test_a_plain_resnet_folds_like_torch_fx_fuse():
