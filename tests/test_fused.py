@@ -347,6 +347,22 @@ def test_eval_inference_of_a_gated_block_allocates_no_more_output_sized_tensors_
     assert counts[1] <= counts[0], counts
 
 
+@pytest.mark.parametrize("kind", ["salient", "ssa"])
+def test_eval_inference_in_fp32_is_bitwise_what_the_plain_ops_compute(kind):
+    """The inference epilogue keeps the plain ops' order (product, add, ReLU), so an eager model and its FX trace,
+    TorchScript or plain-ops twin agree bit for bit in inference (a fused multiply-add rounds once, and deep
+    ResNets amplify that to 1e-2 in their logits)."""
+    torch.manual_seed(0)
+    models = [timm.create_model("resnet26", channels=(8, 16, 32, 64), stem_width=8) for _ in range(2)]
+    for model, impl in zip(models, ("fused", "gemv")):
+        salient_timm.inject_attention(model, kind, impl=impl)
+    models[1].load_state_dict(randomize_bn(models[0]).state_dict())
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fused, plain = (m.eval().to(memory_format=torch.channels_last)(x) for m in models)
+    assert torch.equal(fused, plain)
+
+
 @pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
 @pytest.mark.parametrize("norm", ["batchnorm", "frozen", "hooked"])
 @pytest.mark.parametrize("kind", ["salient", "ssa"])

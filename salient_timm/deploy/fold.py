@@ -181,7 +181,7 @@ class FoldedResidualBlock(nn.Module):
             g = self._gate_gemv(h)
         else:
             g = self.gate_scale * torch.sigmoid(self.gate_conv(h))
-        if scratch and g.dtype == out.dtype:
+        if scratch and g.dtype == out.dtype:  # one pass over the conv's own output (a folded model rounds as it folds)
             out = torch.addcmul(shortcut, out, g, out=out)
             if self.gate == "mid":
                 out.add_(self.branch_bias.view(1, -1, 1, 1))

@@ -146,9 +146,9 @@ class _SpatialGate(nn.Module):
         ``shortcut``: a callable giving the block's shortcut (its downsample runs only if the fused path is taken).
         ``norm``: the branch's last norm, x its input; a plain unhooked ``nn.BatchNorm2d`` runs inside the fused
         function (which then saves x instead of its output), any other norm runs first, as it is.
-        Without autograd (grad mode off) the gate runs its module calls and the epilogue is one ``addcmul`` and an
-        in-place ReLU, written over the norm's fresh output (``x_is_scratch``: over x, where the caller owns it and
-        passes no norm), as timm's ``x += shortcut``; see ``_fused_gate.residual_inference``."""
+        Without autograd (grad mode off) the gate runs its module calls and the epilogue the plain ops' product, add
+        and ReLU, written over the norm's fresh output (``x_is_scratch``: over x, where the caller owns it and passes
+        no norm), as timm's ``x += shortcut``; see ``_fused_gate.residual_inference``."""
         if self.impl != "fused" or has_hooks(self):
             return None
         weight = self._weight()
