@@ -309,6 +309,14 @@ class SSABlock(_SpatialGate):
         return (x.mean((2, 3), keepdim=True) * x).mean(1, keepdim=True)
 
 
+def epilogue_gate(gate: Optional[nn.Module], act: nn.Module) -> Optional[_SpatialGate]:
+    """``gate`` where its ``residual_epilogue`` may stand for ``act(shortcut + gate(x))``: a ``SalientBlock`` or
+    ``SSABlock`` before an unhooked ``nn.ReLU`` (a hook on the activation must see its call); else None."""
+    if type(gate) not in (SalientBlock, SSABlock) or type(act) is not nn.ReLU or has_hooks(act):
+        return None
+    return cast(_SpatialGate, gate)
+
+
 class ConstantGate(nn.Module):
     """A learnable per-block constant gate, ``x * scale * sigmoid(b)``: the control that has everything of a
     retrofitted gate (a new multiplicative factor on the branch, trained with the same recipe) but no spatial or

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..deploy.fold import fold_residual_block
-from ..layers.salient import SalientBlock, SSABlock, has_hooks
+from ..layers.salient import epilogue_gate
 from .adapter import BlockAdapter, adapter_for
 
 __all__ = ["ensure_slots", "set_slot", "gate_epilogue", "fuse_block"]
@@ -56,13 +56,10 @@ def gate_epilogue(
     """``act(downsample(shortcut) + gate(norm(x)))`` as one fused pass when ``gate`` is a Salient or SSA gate whose
     ``residual_epilogue`` applies, ``act`` a ReLU and drop-path off; else ``None``, nothing has run (``norm`` and
     ``downsample`` included) and the caller runs its plain ops. ``x``: the branch's last conv output."""
-    if type(gate) not in (SalientBlock, SSABlock) or type(act) is not nn.ReLU or has_hooks(act):
-        return None  # a hook on the activation must see its call: the plain ops make it
-    if drop_path is not None and not isinstance(drop_path, nn.Identity):
+    fusable = epilogue_gate(gate, act)
+    if fusable is None or (drop_path is not None and not isinstance(drop_path, nn.Identity)):
         return None
-    return cast(SalientBlock, gate).residual_epilogue(
-        x, lambda: shortcut if downsample is None else downsample(shortcut), norm
-    )
+    return fusable.residual_epilogue(x, lambda: shortcut if downsample is None else downsample(shortcut), norm)
 
 
 def fuse_block(block: nn.Module) -> nn.Module:
