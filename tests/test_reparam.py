@@ -193,6 +193,26 @@ def test_a_folded_block_writes_its_residual_sum_over_its_conv_output(kind, posit
     assert seen.count == 1
 
 
+def test_a_global_hook_keeps_the_folded_conv_output_it_saw():
+    """A global forward hook (activation capture) may keep the folded conv's output: inference then leaves it as the
+    hook saw it instead of writing the gate, the sum and the ReLU over it."""
+    block = reparameterize(_model("resnet26", "salient")).layer1[1]
+    x = torch.randn(2, block.branch[0].in_channels, 8, 8)
+    kept = []
+
+    def keep(module, args, out):
+        if module is block.conv:
+            kept.append((out, out.clone()))
+
+    handle = nn.modules.module.register_module_forward_hook(keep)
+    try:
+        with torch.inference_mode():
+            block(x)
+    finally:
+        handle.remove()
+    assert len(kept) == 1 and torch.equal(kept[0][0], kept[0][1])
+
+
 @pytest.mark.parametrize("position", ["post", "mid"])
 def test_a_folded_bottleneck_gate_adds_no_convolution_call_and_a_hook_on_its_conv_still_fires(position):
     """In inference the folded gate's 1x1 logit is a GEMV, not a 1-output-channel oneDNN conv (3-6x slower a call

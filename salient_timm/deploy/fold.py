@@ -32,7 +32,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import SalientError
 from ..layers._fused_gate import use_inference_epilogue
-from ..layers.salient import SalientBlock, ScaledSigmoid, SSABlock, has_hooks
+from ..layers.salient import SalientBlock, ScaledSigmoid, epilogue_gate, global_module_hooks, has_hooks
 
 __all__ = ["FoldedResidualBlock", "ReparameterizeError", "fold_conv_bn", "fold_residual_block", "fold_sequential"]
 
@@ -194,10 +194,13 @@ class FoldedResidualBlock(nn.Module):
     @torch.jit.unused
     def _is_scratch(self, out: torch.Tensor, h: torch.Tensor, shortcut: torch.Tensor) -> bool:
         """Whether ``out`` (the last conv's output) may be written over: inference (``use_inference_epilogue``), a
-        fresh tensor of the shortcut's shape and dtype that no hook on the conv could have kept."""
+        fresh tensor of the shortcut's shape and dtype that no hook on the conv (its own or a global one) could have
+        kept, as ``SalientBlock.residual_epilogue`` asks of a norm's output."""
         if not use_inference_epilogue(out) or out is h or out.shape != shortcut.shape or out.dtype != shortcut.dtype:
             return False
-        return not any(has_hooks(m) for m in self.conv.modules()) and out.data_ptr() != h.data_ptr()
+        if global_module_hooks() or any(has_hooks(m) for m in self.conv.modules()):
+            return False
+        return out.data_ptr() != h.data_ptr()
 
     @torch.jit.unused
     def _logit_is_gemv(self) -> bool:
@@ -223,9 +226,10 @@ class FoldedResidualBlock(nn.Module):
     @torch.jit.unused
     def _post_epilogue(self, out: torch.Tensor, shortcut: torch.Tensor, scratch: bool) -> Optional[torch.Tensor]:
         """A Salient or SSA gate left in the post slot (SSA cannot fold): its residual epilogue, or None."""
-        if type(self.post) not in (SalientBlock, SSABlock) or type(self.act) is not nn.ReLU or has_hooks(self.act):
+        gate = epilogue_gate(self.post, self.act)
+        if gate is None:
             return None
-        return cast(SalientBlock, self.post).residual_epilogue(out, lambda: shortcut, None, x_is_scratch=scratch)
+        return gate.residual_epilogue(out, lambda: shortcut, None, x_is_scratch=scratch)
 
 
 def _resolve(ops: List[Any]) -> List[Optional[nn.Module]]:

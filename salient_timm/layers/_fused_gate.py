@@ -377,10 +377,9 @@ def residual_inference(x: torch.Tensor, g: torch.Tensor, shortcut: torch.Tensor,
     """``relu(shortcut + x * g)`` without autograd, in the plain ops' order and rounding (the product, then the add,
     then the ReLU: bitwise what the block's plain ops, TorchScript and FX compute; an ``addcmul`` would save a pass,
     0.6 ms of 2.6 at batch 8 in layer1 on CPU, but rounds once, and deep ResNets amplify that to 1e-2 in their
-    logits), written over x where x is the
-    caller's scratch tensor (nothing else reads it: a norm's or conv's fresh output), as timm's ``x += shortcut``
-    writes over its norm's output; else the product is the one fresh tensor. Shapes: x and shortcut (N, C, H, W), g
-    (N, 1, H, W); dtypes promote as ``x * g + shortcut`` does."""
+    logits), written over x where x is the caller's scratch tensor (nothing else reads it: a norm's or conv's fresh
+    output), as timm's ``x += shortcut`` writes over its norm's output; else the product is the one fresh tensor.
+    Shapes: x and shortcut (N, C, H, W), g (N, 1, H, W); dtypes promote as ``x * g + shortcut`` does."""
     over_x = x_is_scratch and shortcut.shape == x.shape and x.dtype == shortcut.dtype == g.dtype
     y = torch.mul(x, g, out=x) if over_x else torch.mul(x, g)
     y = y.add_(shortcut) if torch.result_type(y, shortcut) == y.dtype and y.shape == shortcut.shape else y + shortcut
