@@ -9,9 +9,11 @@ Resumable: every run is a salient-train run folder under --runs-dir (a killed ru
 finished one is read back). What the tables need of a finished run (its history, step-0 accuracy, localization rows)
 is also kept as a small record under --records-dir (default <results-dir>/cluttered_runs, committed with the
 tables), so a finished run is never trained again even when its run folder is gone (a machine lost between
-sittings), and the tables can be rewritten from the records alone. Parts run in this order, each for all its
-seeds: the pilot (schedule choice), scratch, retrofit; ``--parts`` selects some, and a part runs the pilot of its
-own setting first (scratch: the from-scratch lengths; retrofit: the fine-tune lengths).
+sittings), and the tables can be rewritten from the records alone (``--tables-only``: no training, each arm up to
+its first seed without a record). Parts run in this order: the pilot (schedule choice), scratch, retrofit, each seed
+by seed (every arm of seed 0, then seed 1, ...); ``--parts`` selects some, ``--scratch-arms`` some arms of the
+scratch part, and a part runs the pilot of its own setting first (scratch: the from-scratch lengths, unless
+``--scratch-epochs`` gives the length an earlier pilot chose; retrofit: the fine-tune lengths).
 
 | part | arms (seeds) |
 |---|---|
@@ -124,12 +126,15 @@ def _keep(run_dir: str, a: argparse.Namespace, record: Dict[str, Any], **fields:
     _write_json(path, {**record, **fields})
 
 
-def _run(run_dir: str, argv: List[str], a: argparse.Namespace, weights: bool = False) -> Dict[str, Any]:
+def _run(run_dir: str, argv: List[str], a: argparse.Namespace, weights: bool = False) -> Optional[Dict[str, Any]]:
     """One salient-train run: fresh, resumed after a kill, or read back when finished (from its folder, else from
     its record; ``weights``: the caller needs its last.pth, so a run known only by its record is trained again, the
-    same seed giving the same run); never extended."""
+    same seed giving the same run); never extended. With ``--tables-only``: None for a run without a finished
+    record, which is not trained."""
     wanted = int(argv[argv.index("--epochs") + 1])
     record = _record(run_dir, a)
+    if a.tables_only and "history" not in record:
+        return None
     if "history" in record and not os.path.exists(os.path.join(run_dir, "last.pth")) and not weights:
         if len(record["history"]) != wanted:
             raise SystemExit(f"{run_dir} was made with {len(record['history'])} epochs, the protocol now asks {wanted}")
@@ -318,13 +323,17 @@ def _header(a: argparse.Namespace, c: Dict[str, Any], minutes: float, part: str)
 def _pilot_table(pilot: Dict[str, Dict[int, Dict[str, Any]]], chosen: Dict[str, int]) -> List[str]:
     lines = ["## Schedules, chosen on validation (pilot seed, plain arm)", ""]
     lines += ["| setting | epochs | final validation top-1 | chosen |", "|---|---|---|---|"]
+    fixed = []
     for setting, runs in pilot.items():
+        if not runs and setting in chosen:
+            fixed.append(f"{setting}: {chosen[setting]} epochs, given by `--scratch-epochs` (the pilot not run here)")
         for length, r in sorted(runs.items()):
             mark = "**yes**" if chosen.get(setting) == length else ""
             lines.append(f"| {setting} | {length} | {_last(r, 'val_top1'):.2f} | {mark} |")
     return lines + [
         "",
         f"Rule: the highest final validation top-1; a longer schedule wins only by more than {TIE}.",
+        *(f"Fixed without a pilot in this run: {line}." for line in fixed),
         "",
     ]
 
@@ -448,6 +457,24 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "--records-dir", default=None, help="the finished runs' records (default <results-dir>/cluttered_runs)"
     )
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
+    p.add_argument(
+        "--scratch-arms",
+        default=",".join(_arm_name(arm) for arm in SCRATCH),
+        help="comma-separated, of the scratch part: " + ", ".join(_arm_name(arm) for arm in SCRATCH),
+    )
+    p.add_argument(
+        "--scratch-epochs",
+        type=int,
+        default=None,
+        help="the from-scratch schedule, when a pilot of an earlier sitting chose it (one of --scratch-lengths); "
+        "the scratch pilot is then not run",
+    )
+    p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="write the tables from the finished runs' records; train nothing (an arm stops at its first seed "
+        "without a record)",
+    )
     for key, value in CONFIGS["cpu"].items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value) if value is not None else int, default=None)
     a = p.parse_args(argv)
@@ -460,6 +487,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     unknown = set(parts) - set(PARTS)
     if unknown:
         p.error(f"unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARTS)}")
+    names = [_arm_name(arm) for arm in SCRATCH]
+    a.scratch_arms = [x for x in a.scratch_arms.split(",") if x]
+    unknown = set(a.scratch_arms) - set(names)
+    if unknown or "none" not in a.scratch_arms:
+        p.error(
+            f"unknown scratch arm(s) {', '.join(sorted(unknown))}; valid: {', '.join(names)}"
+            if unknown
+            else f"--scratch-arms needs none (plain), the arm every other pairs with; valid: {', '.join(names)}"
+        )
+    if a.scratch_epochs is not None and a.scratch_epochs not in _lengths(c["scratch_lengths"]):
+        p.error(f"--scratch-epochs {a.scratch_epochs} is not a protocol length; valid: {c['scratch_lengths']}")
     os.makedirs(a.results_dir, exist_ok=True)
     data = _data_args(c, a)
     cluttered = ["--dataset", "cluttered-fashion-mnist"]
@@ -467,15 +505,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     def base_argv(seed: int) -> List[str]:
         return ["--seed", str(seed), *_model_args(c), *data]
 
-    def pretrain(seed: int, weights: bool = False) -> Dict[str, Any]:
+    def pretrain(seed: int, weights: bool = False) -> Optional[Dict[str, Any]]:
         d = os.path.join(a.runs_dir, f"s{seed}", "pretrain-centred")
         argv = [*base_argv(seed), "--dataset", "fashion-mnist", "--canvas", "64"]
         return _run(d, [*argv, "--epochs", str(c["pretrain_epochs"]), "--lr", str(c["lr"])], a, weights)
 
-    def finetune(seed: int, attn: str, epochs: int, root: str, name: str) -> Dict[str, Any]:
+    def finetune(seed: int, attn: str, epochs: int, root: str, name: str) -> Optional[Dict[str, Any]]:
         base = os.path.join(a.runs_dir, f"s{seed}", "pretrain-centred", "last.pth")
         d = os.path.join(root, name)
-        if "history" not in _record(d, a) and not os.path.exists(base):
+        if "history" not in _record(d, a) and not os.path.exists(base) and not a.tables_only:
             pretrain(seed, weights=True)  # its record outlived its folder: the same seed trains the same base
         argv = [*base_argv(seed), *cluttered, "--attn", attn, "--pretrained-path", base]
         return _run(d, [*argv, "--epochs", str(epochs), "--lr", str(c["finetune_lr"])], a)
@@ -484,15 +522,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     seed = c["pilot_seed"]
     pilot_root = os.path.join(a.runs_dir, f"pilot-s{seed}")
     pilot: Dict[str, Dict[int, Dict[str, Any]]] = {"scratch": {}, "fine-tune": {}}
-    if "pilot" in parts or "scratch" in parts:
+    if "pilot" in parts or ("scratch" in parts and a.scratch_epochs is None):
         for length in _lengths(c["scratch_lengths"]):
             argv = [*base_argv(seed), *cluttered, "--attn", "none", "--epochs", str(length), "--lr", str(c["lr"])]
-            pilot["scratch"][length] = _run(os.path.join(pilot_root, f"scratch-{length}"), argv, a)
+            _put(pilot["scratch"], length, _run(os.path.join(pilot_root, f"scratch-{length}"), argv, a))
     if "pilot" in parts or "retrofit" in parts:
-        pretrain(seed)
+        if not a.tables_only:
+            pretrain(seed)
         for length in _lengths(c["finetune_lengths"]):
-            pilot["fine-tune"][length] = finetune(seed, "none", length, pilot_root, f"finetune-{length}")
+            _put(pilot["fine-tune"], length, finetune(seed, "none", length, pilot_root, f"finetune-{length}"))
     chosen = {k: choose_length({n: _last(r, "val_top1") for n, r in v.items()}) for k, v in pilot.items() if v}
+    if a.scratch_epochs is not None:
+        chosen["scratch"] = a.scratch_epochs
+    for part, setting in (("scratch", "scratch"), ("retrofit", "fine-tune")):
+        if part in parts and setting not in chosen:
+            raise SystemExit(f"the {setting} pilot has no finished record: run it first (without --tables-only)")
 
     if "scratch" in parts:
         _write_part(a, c, "scratch", _scratch_part(a, c, base_argv, chosen["scratch"]), pilot, chosen)
@@ -500,20 +544,39 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         _write_part(a, c, "retrofit", _retrofit_part(a, c, pretrain, finetune, chosen["fine-tune"]), pilot, chosen)
 
 
+def _arm_name(arm: Tuple[str, str, Optional[str], str]) -> str:
+    """A scratch arm's name in ``--scratch-arms`` and its run folder (``scratch-<name>``)."""
+    _, attn, stages, _ = arm
+    return attn + (f"-stages{stages.replace(',', '')}" if stages else "")
+
+
+def _put(runs: Dict[int, Dict[str, Any]], length: int, run: Optional[Dict[str, Any]]) -> None:
+    if run is not None:
+        runs[length] = run
+
+
 def _scratch_part(a: argparse.Namespace, c: Dict[str, Any], base_argv, epochs: int) -> Dict[str, Any]:
-    """The from-scratch arms; the headline pair (plain, +salient) over all its seeds first, then the stage arms: a
-    sitting that ends early leaves the main comparison complete. Lists stay in seed order, so arms pair by seed."""
-    arms: Dict[str, List[Dict[str, Any]]] = {label: [] for label, *_ in SCRATCH}
+    """The selected from-scratch arms, seed by seed (every selected arm of seed 0, then of seed 1, ...): a sitting
+    that ends early leaves every arm at the same paired seeds. Lists stay in seed order, so arms pair by seed; an
+    arm stops at its first seed without a run (``--tables-only``)."""
+    chosen = [arm for arm in SCRATCH if _arm_name(arm) in a.scratch_arms]
+    arms: Dict[str, List[Dict[str, Any]]] = {label: [] for label, *_ in chosen}
     loc: Dict[str, List[List[dict]]] = {}
-    order = [(tier, seed, arm) for tier in ("main_seeds", "other_seeds") for seed in range(c[tier])
-             for arm in SCRATCH if arm[3] == tier]  # fmt: skip
-    for _, seed, (label, attn, stages, _) in order:
-        name = "scratch-" + attn + (f"-stages{stages.replace(',', '')}" if stages else "")
-        d = os.path.join(a.runs_dir, f"s{seed}", name)
-        argv = [*base_argv(seed), "--dataset", "cluttered-fashion-mnist", "--attn", attn, "--epochs", str(epochs)]
-        argv += ["--lr", str(c["lr"])] + (["--attn-stages", stages] if stages else [])
-        arms[label].append(_run(d, argv, a))
-        loc.setdefault(label, []).append(_control(d, a, c) if attn == "none" else _localize(d, a, c))
+    stopped = set()
+    for seed in range(max(c[arm[3]] for arm in chosen)):
+        for arm in chosen:
+            label, attn, stages, tier = arm
+            if seed >= c[tier] or label in stopped:
+                continue
+            d = os.path.join(a.runs_dir, f"s{seed}", "scratch-" + _arm_name(arm))
+            argv = [*base_argv(seed), "--dataset", "cluttered-fashion-mnist", "--attn", attn, "--epochs", str(epochs)]
+            argv += ["--lr", str(c["lr"])] + (["--attn-stages", stages] if stages else [])
+            r = _run(d, argv, a)
+            if r is None:
+                stopped.add(label)
+                continue
+            arms[label].append(r)
+            loc.setdefault(label, []).append(_control(d, a, c) if attn == "none" else _localize(d, a, c))
     return {"arms": arms, "loc": loc, "runs": [r for rs in arms.values() for r in rs]}
 
 
@@ -522,11 +585,18 @@ def _retrofit_part(a: argparse.Namespace, c: Dict[str, Any], pretrain, finetune,
     arms: Dict[str, List[Dict[str, Any]]] = {label: [] for label, _ in RETROFIT}
     loc: Dict[str, List[List[dict]]] = {}
     bases: List[Dict[str, Any]] = []
+    stopped = set()
     for seed in range(c["other_seeds"]):
-        bases.append(pretrain(seed))
+        base = pretrain(seed)
+        if base is None:
+            break
+        bases.append(base)
         for label, attn in RETROFIT:
             root = os.path.join(a.runs_dir, f"s{seed}")
-            r = finetune(seed, attn, epochs, root, f"retrofit-{attn}")
+            r = None if label in stopped else finetune(seed, attn, epochs, root, f"retrofit-{attn}")
+            if r is None:
+                stopped.add(label)
+                continue
             arms[label].append(r)
             if attn == "none":
                 loc.setdefault("control", []).append(_control(r["dir"], a, c))

@@ -292,3 +292,45 @@ def test_resume_accepts_the_same_model_kwargs_and_names_other_ones(cluttered_run
     assert same.model_kwargs == {"channels": [8, 16, 32, 64], "stem_width": 8}
     result = CliRunner().invoke(train_main, ["--resume", str(cluttered_run), "--model-kwargs", "stem_width=16"])
     assert result.exit_code == 2 and "--model-kwargs" in result.output and "run:" in result.output
+
+
+def test_selected_arms_run_seed_by_seed_and_tables_only_trains_nothing(digit_items, tmp_path):
+    """A sitting that stops part-way leaves every selected arm at the same seeds; the tables are then written from
+    the records alone, each arm up to its first missing seed, pairing by seed; a schedule fixed by an earlier pilot
+    skips the scratch pilot."""
+    study = _study()
+    res, runs = tmp_path / "res", tmp_path / "runs"
+    argv = ["--data-dir", digit_items, "--runs-dir", str(runs), "--results-dir", str(res), "--parts", "scratch"]
+    argv += ["--other-seeds", "2", "--main-seeds", "2", "--train-subset", "100", "--test-subset", "24"]
+    argv += ["--holdout", "0.2", "--batch-size", "32", "--scratch-lengths", "1,2", "--scratch-epochs", "1"]
+    argv += ["--channels", "8,16,32,64", "--stem-width", "8", "--pilot-seed", "9"]
+    argv += ["--scratch-arms", "none,salient-stages1"]
+    study.main(argv)
+    text = (res / "cluttered.md").read_text()
+    assert not (runs / "pilot-s9").exists() and "1 epochs, given by `--scratch-epochs`" in text
+    assert "| plain | 2 | " in text and "| +salient stage 1 | 2 | " in text and "| +salient | " not in text
+    assert sorted(p.name for p in (runs / "s1").iterdir()) == ["scratch-none", "scratch-salient-stages1"]
+    # a lost seed-1 plain run: its arm stops at seed 0, the gated arm's seed 1 is still shown, paired on seed 0 only
+    (res / "cluttered_runs" / "s1" / "scratch-none.json").unlink()
+    stamps = [os.stat(p).st_mtime_ns for p in runs.rglob("last.pth")]
+    study.main([*argv, "--tables-only"])
+    assert [os.stat(p).st_mtime_ns for p in runs.rglob("last.pth")] == stamps
+    assert not (res / "cluttered_runs" / "s1" / "scratch-none.json").exists()
+    text = (res / "cluttered.md").read_text()
+    assert "| plain | 1 | " in text and "| +salient stage 1 | 2 | " in text
+    row = next(line for line in text.splitlines() if line.startswith("| +salient stage 1 | 2 | "))
+    assert "nan" in row  # one pair: no interval, said as such rather than as a two-seed one
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--scratch-arms", "salient,bogus"], "valid: none, salient, salient-stages12, salient-stages1"),
+        (["--scratch-arms", "salient"], "needs none (plain)"),
+        (["--scratch-epochs", "12"], "not a protocol length; valid: 10,15,20"),
+    ],
+)
+def test_the_study_refuses_unknown_arms_and_lengths_in_one_line(extra, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _study().main(extra)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
