@@ -322,16 +322,16 @@ def _header(a: argparse.Namespace, c: Dict[str, Any], minutes: float, part: str)
 
 def _pilot_table(pilot: Dict[str, Dict[int, Dict[str, Any]]], chosen: Dict[str, int]) -> List[str]:
     lines = ["## Schedules, chosen on validation (pilot seed, plain arm)", ""]
-    lines += ["| setting | epochs | final validation top-1 | chosen |", "|---|---|---|---|"]
+    if any(pilot.values()):
+        lines += ["| setting | epochs | final validation top-1 | chosen |", "|---|---|---|---|", ""]
     fixed = []
     for setting, runs in pilot.items():
         if not runs and setting in chosen:
             fixed.append(f"{setting}: {chosen[setting]} epochs, given by `--scratch-epochs` (the pilot not run here)")
         for length, r in sorted(runs.items()):
             mark = "**yes**" if chosen.get(setting) == length else ""
-            lines.append(f"| {setting} | {length} | {_last(r, 'val_top1'):.2f} | {mark} |")
+            lines.insert(-1, f"| {setting} | {length} | {_last(r, 'val_top1'):.2f} | {mark} |")
     return lines + [
-        "",
         f"Rule: the highest final validation top-1; a longer schedule wins only by more than {TIE}.",
         *(f"Fixed without a pilot in this run: {line}." for line in fixed),
         "",
@@ -616,8 +616,13 @@ def _write_part(a: argparse.Namespace, c: Dict[str, Any], part: str, result: Dic
     if part == "scratch":
         lines += ["## From scratch on cluttered canvases", ""]
         lines += _accuracy_rows(arms, "plain") + [""]
-        lines += ["### Does the trained gate point at the object? Last gated block of each stage, test canvases", ""]
-        lines += _localization_table(loc.get("+salient", []), loc.get("plain", []), "+salient") + [""]
+        table = _localization_table(loc.get("+salient", []), loc.get("plain", []), "+salient")
+        if table:
+            lines += [
+                "### Does the trained gate point at the object? Last gated block of each stage, test canvases",
+                "",
+            ]
+            lines += table + [""]
         stem = "cluttered"
     else:
         base_acc = [r["history"][-1]["test_top1"] for r in result["bases"]]

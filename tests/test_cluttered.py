@@ -308,6 +308,7 @@ def test_selected_arms_run_seed_by_seed_and_tables_only_trains_nothing(digit_ite
     study.main(argv)
     text = (res / "cluttered.md").read_text()
     assert not (runs / "pilot-s9").exists() and "1 epochs, given by `--scratch-epochs`" in text
+    assert "| setting | epochs |" not in text and "Does the trained gate point" not in text  # no empty tables
     assert "| plain | 2 | " in text and "| +salient stage 1 | 2 | " in text and "| +salient | " not in text
     assert sorted(p.name for p in (runs / "s1").iterdir()) == ["scratch-none", "scratch-salient-stages1"]
     # a lost seed-1 plain run: its arm stops at seed 0, the gated arm's seed 1 is still shown, paired on seed 0 only
