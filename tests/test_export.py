@@ -21,7 +21,10 @@ from salient_timm.deploy.hub import save_hf_folder
 
 pytest.importorskip("onnxruntime")
 SMALL = ["salient_resnet18", "salient_resnet26", "ssa_resnet18"]  # the rest: -m slow
-LARGE = sorted(set(salient_timm.VARIANTS) - set(SMALL))
+# one variant per block class, stem and width; 34, 101 and 152 only repeat the blocks of 18 and 50 (timm's own
+# battery builds, traces and scripts every variant)
+DEPTH_ONLY = {"salient_resnet34", "ssa_resnet34", "salient_resnet101", "ssa_resnet101", "salient_resnet152"}
+LARGE = sorted(set(salient_timm.VARIANTS) - set(SMALL) - DEPTH_ONLY)
 
 
 @pytest.fixture(scope="module")
