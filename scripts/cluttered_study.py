@@ -135,7 +135,8 @@ def _run(run_dir: str, argv: List[str], a: argparse.Namespace, weights: bool = F
     record = _record(run_dir, a)
     if a.tables_only and "history" not in record:
         return None
-    if "history" in record and not os.path.exists(os.path.join(run_dir, "last.pth")) and not weights:
+    known = not os.path.exists(os.path.join(run_dir, "last.pth")) and not weights
+    if "history" in record and (a.tables_only or known):
         if len(record["history"]) != wanted:
             raise SystemExit(f"{run_dir} was made with {len(record['history'])} epochs, the protocol now asks {wanted}")
         return {"history": record["history"], "step0": record.get("step0"), "dir": run_dir}
